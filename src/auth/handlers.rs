@@ -1,0 +1,288 @@
+//! Handlers for the gateway's endpoints: login (authorization request with
+//! PKCE, state and nonce), callback (state first, then code exchange and ID
+//! token verification, then a fresh session), logout (local session, token
+//! revocation, IdP logout), the user endpoint and the signed-out page.
+
+use super::{Authenticated, CsrfHeader, MaybeSession};
+use crate::app::AppState;
+use crate::auth::cookies::request_cookies;
+use crate::auth::return_to::safe_return_to;
+use crate::error::{html_response, json_response, redirect_response, wants_html, AppError, LoginError};
+use crate::oidc::flow::{pkce_challenge, PendingLogin, PendingLogins};
+use crate::oidc::{client, logout::logout_url, OidcError};
+use crate::session::{now_secs, Session, SessionData};
+use askama::Template;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// AEAD associated data of the pending-login cookie: it cannot be swapped for another sealed value.
+const LOGIN_COOKIE_PURPOSE: &str = "oidc-bff pending logins v1";
+
+fn query(uri: &Uri) -> HashMap<String, String> {
+    // First value wins; repeated parameters (RFC 6749 §3.1) carry no second meaning here.
+    let mut out = HashMap::new();
+    for (k, v) in url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()) {
+        out.entry(k.into_owned()).or_insert_with(|| v.into_owned());
+    }
+    out
+}
+
+fn pending_logins(state: &AppState, headers: &HeaderMap) -> PendingLogins {
+    request_cookies(headers, &state.cookies.login_name)
+        .find_map(|v| state.sessions.open_from_cookie(v, LOGIN_COOKIE_PURPOSE))
+        .map(|plain| PendingLogins::decode(&plain))
+        .unwrap_or_default()
+}
+
+fn pending_cookie(state: &AppState, pending: &mut PendingLogins) -> HeaderValue {
+    if pending.0.is_empty() {
+        state.cookies.clear_login()
+    } else {
+        let value = pending.encode(|b| state.sessions.seal_for_cookie(b, LOGIN_COOKIE_PURPOSE));
+        state.cookies.login(&value)
+    }
+}
+
+/// `GET /auth/login?return_to=/path`: starts an authorization-code flow.
+pub async fn login(State(state): State<Arc<AppState>>, uri: Uri, headers: HeaderMap) -> Result<Response, AppError> {
+    let md = state.provider.metadata().await?;
+    let cfg = &state.config;
+    let params = query(&uri);
+    let return_to = safe_return_to(params.get("return_to").map(String::as_str), &cfg.server.auth_prefix);
+    let now = now_secs();
+    let mut pending = pending_logins(&state, &headers);
+    pending.prune(now, cfg.provider.login_timeout.as_secs() as i64);
+    let login = PendingLogin::new(return_to, now);
+
+    let mut url = md.authorization_endpoint.clone();
+    {
+        let mut q = url.query_pairs_mut();
+        for (k, v) in &cfg.provider.extra_auth_params {
+            q.append_pair(k, v);
+        }
+        q.append_pair("response_type", "code")
+            .append_pair("client_id", &cfg.provider.client_id)
+            .append_pair("redirect_uri", &cfg.redirect_uri())
+            .append_pair("scope", &cfg.provider.scopes.join(" "))
+            .append_pair("state", &login.state)
+            .append_pair("nonce", &login.nonce)
+            .append_pair("code_challenge", &pkce_challenge(&login.verifier))
+            .append_pair("code_challenge_method", "S256");
+    }
+    pending.push(login);
+    let mut resp = redirect_response(StatusCode::FOUND, url.as_str(), &HeaderMap::new());
+    resp.headers_mut().append(header::SET_COOKIE, pending_cookie(&state, &mut pending));
+    Ok(resp)
+}
+
+/// `GET /auth/callback`: the IdP's answer to a login.
+pub async fn callback(State(state): State<Arc<AppState>>, uri: Uri, headers: HeaderMap) -> Response {
+    let params = query(&uri);
+    let mut pending = pending_logins(&state, &headers);
+    pending.prune(now_secs(), state.config.provider.login_timeout.as_secs() as i64);
+    // State is checked first and consumed whatever happens next: single use.
+    let login = params.get("state").and_then(|s| pending.take(s));
+    let login_cookie = pending_cookie(&state, &mut pending);
+    let mut resp = match finish_login(&state, &headers, &params, login).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    resp.headers_mut().append(header::SET_COOKIE, login_cookie);
+    resp
+}
+
+async fn finish_login(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: &HashMap<String, String>,
+    login: Option<PendingLogin>,
+) -> Result<Response, AppError> {
+    if !params.contains_key("state") {
+        return Err(AppError::Login(LoginError::MissingState));
+    }
+    let login = login.ok_or(AppError::Login(LoginError::UnknownState))?;
+    let md = state.provider.metadata().await?;
+    // RFC 9207: when the IdP names itself, it must be the one we asked (mix-up defence).
+    if let Some(iss) = params.get("iss") {
+        if *iss != md.issuer {
+            return Err(AppError::Login(LoginError::Idp("issuer_mismatch".into())));
+        }
+    }
+    if let Some(error) = params.get("error") {
+        // Only the error code is kept: a safe, short token per RFC 6749 §4.1.2.1.
+        let code: String = error
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .take(64)
+            .collect();
+        return Err(AppError::Login(LoginError::Idp(code)));
+    }
+    let code = params.get("code").ok_or(AppError::Login(LoginError::MissingCode))?;
+    let tokens = client::exchange_code(
+        state.provider.http(),
+        &md.token_endpoint,
+        &state.provider.auth,
+        code,
+        &state.config.redirect_uri(),
+        &login.verifier,
+    )
+    .await?;
+    let id_token = tokens
+        .id_token
+        .clone()
+        .ok_or_else(|| OidcError::Protocol("the token response has no id_token (is the openid scope granted?)".into()))?;
+    let claims = state.provider.verify_id_token(&id_token, Some(&login.nonce)).await?;
+    let sub = claims.get("sub").and_then(|s| s.as_str()).unwrap_or_default().to_string();
+    let sid = claims.get("sid").and_then(|s| s.as_str()).map(str::to_string);
+
+    // A session the browser already had is ended: the new login gets a new id.
+    if let Some(old) = super::session_of(state, headers).await? {
+        state.sessions.delete(&old.id).await?;
+    }
+    let now = now_secs();
+    let data = SessionData {
+        sub: sub.clone(),
+        sid,
+        claims,
+        id_token,
+        access_token: tokens.access_token.clone(),
+        refresh_token: tokens.refresh_token.clone(),
+        access_expires_at: tokens.expires_in_secs().map(|s| now + s),
+        created_at: now,
+        expires_at: state.sessions.absolute_deadline(),
+        last_seen: now,
+    };
+    let (_, cookie) = state.sessions.create(data).await?;
+    tracing::info!(sub = %sub, "signed in");
+    let mut resp = redirect_response(StatusCode::FOUND, &login.return_to, &HeaderMap::new());
+    resp.headers_mut().append(header::SET_COOKIE, state.cookies.session(&cookie));
+    Ok(resp)
+}
+
+#[derive(Template)]
+#[template(path = "logout_confirm.html")]
+struct LogoutConfirm<'a> {
+    action: &'a str,
+    sid: &'a str,
+}
+
+/// `GET /auth/logout?sid=…`: logs out when `sid` proves the link is the
+/// session's own; otherwise asks for confirmation (a cross-site GET must not
+/// end a session).
+pub async fn logout_get(State(state): State<Arc<AppState>>, MaybeSession(session): MaybeSession, uri: Uri) -> Result<Response, AppError> {
+    let Some(session) = session else {
+        return Ok(redirect_response(StatusCode::FOUND, &state.config.signed_out_uri(), &HeaderMap::new()));
+    };
+    let params = query(&uri);
+    if params
+        .get("sid")
+        .is_some_and(|sid| state.sessions.check_logout_token(&session.id, sid))
+    {
+        let target = end_session(&state, session).await?;
+        return Ok(with_cleared_cookie(&state, redirect_response(StatusCode::FOUND, &target, &HeaderMap::new())));
+    }
+    let action = format!("{}/logout", state.config.server.auth_prefix);
+    let token = state.sessions.logout_token(&session.id);
+    let page = LogoutConfirm { action: &action, sid: &token };
+    Ok(html_response(StatusCode::OK, page.render().map_err(|e| AppError::Internal(e.to_string()))?))
+}
+
+/// `POST /auth/logout`: needs `X-CSRF` (from the SPA) or the form's `sid`
+/// (from the confirmation page). Navigations get 303 to the IdP's logout;
+/// API calls get JSON `{ "redirect": … }` to navigate to.
+pub async fn logout_post(
+    State(state): State<Arc<AppState>>,
+    MaybeSession(session): MaybeSession,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    let target = match session {
+        None => state.config.signed_out_uri(),
+        Some(session) => {
+            let form_ok = url::form_urlencoded::parse(&body)
+                .find(|(k, _)| k == "sid")
+                .is_some_and(|(_, sid)| state.sessions.check_logout_token(&session.id, &sid));
+            if !form_ok && !super::has_csrf_header(&headers) {
+                return Err(AppError::CsrfMissing);
+            }
+            end_session(&state, session).await?
+        }
+    };
+    let resp = if wants_html(&headers) {
+        redirect_response(StatusCode::SEE_OTHER, &target, &HeaderMap::new())
+    } else {
+        json_response(StatusCode::OK, &serde_json::json!({ "redirect": target }))
+    };
+    Ok(with_cleared_cookie(&state, resp))
+}
+
+fn with_cleared_cookie(state: &AppState, mut resp: Response) -> Response {
+    resp.headers_mut().append(header::SET_COOKIE, state.cookies.clear_session());
+    resp
+}
+
+/// Ends a session: the record goes now; the refresh token is revoked in the
+/// background with a deadline (logout must not wait on a slow IdP). Returns
+/// where to send the browser next.
+async fn end_session(state: &AppState, session: Session) -> Result<String, AppError> {
+    state.sessions.delete(&session.id).await?;
+    tracing::info!(sub = %session.data.sub, "signed out");
+    let after = state.config.signed_out_uri();
+    let md = match state.provider.metadata().await {
+        Ok(md) => md,
+        // The IdP is unreachable: the local session is gone, which is what matters most.
+        Err(_) => return Ok(after),
+    };
+    if let Some(endpoint) = md.revocation_endpoint.clone() {
+        let (token, hint) = match &session.data.refresh_token {
+            Some(rt) => (rt.clone(), "refresh_token"),
+            None => (session.data.access_token.clone(), "access_token"),
+        };
+        let http = state.provider.http().clone();
+        let auth = state.provider.auth.clone();
+        tokio::spawn(async move {
+            let call = client::revoke(&http, &endpoint, &auth, &token, hint);
+            match tokio::time::timeout(Duration::from_secs(5), call).await {
+                Ok(Ok(())) => tracing::debug!("token revoked"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "token revocation failed"),
+                Err(_) => tracing::warn!("token revocation timed out"),
+            }
+        });
+    }
+    Ok(logout_url(&md.logout, &state.config.provider.client_id, Some(&session.data.id_token), &after))
+}
+
+/// `GET /auth/user`: who is signed in (needs `X-CSRF`, so a cross-site page cannot read it).
+pub async fn user(_: CsrfHeader, State(state): State<Arc<AppState>>, Authenticated(session): Authenticated) -> Response {
+    let d = &session.data;
+    let idle_end = d.last_seen + state.config.session.idle_timeout.as_secs() as i64;
+    let body = serde_json::json!({
+        "sub": d.sub,
+        "claims": d.claims,
+        "expires_at": d.expires_at.min(idle_end),
+        "logout_url": format!("{}/logout?sid={}", state.config.server.auth_prefix, state.sessions.logout_token(&session.id)),
+    });
+    let mut resp = json_response(StatusCode::OK, &body);
+    if let Some(cookie) = &session.reissue_cookie {
+        resp.headers_mut().append(header::SET_COOKIE, state.cookies.session(cookie));
+    }
+    resp
+}
+
+#[derive(Template)]
+#[template(path = "signed_out.html")]
+struct SignedOut<'a> {
+    login_url: &'a str,
+}
+
+/// `GET /auth/signed-out`: where the IdP sends the browser after logout.
+pub async fn signed_out(State(state): State<Arc<AppState>>) -> Result<Response, AppError> {
+    let login_url = format!("{}/login", state.config.server.auth_prefix);
+    let page = SignedOut { login_url: &login_url };
+    Ok(html_response(StatusCode::OK, page.render().map_err(|e| AppError::Internal(e.to_string()))?))
+}

@@ -1,0 +1,82 @@
+//! The gateway's own endpoints under `/auth` and the pieces every protected
+//! request goes through: finding the session behind a cookie (the
+//! [`Authenticated`] extractor and [`session_of`]) and the CSRF header rule.
+
+pub mod cookies;
+pub mod handlers;
+pub mod return_to;
+
+use crate::app::AppState;
+use crate::error::AppError;
+use crate::session::Session;
+use axum::extract::FromRequestParts;
+use http::request::Parts;
+use http::HeaderMap;
+use std::sync::Arc;
+
+/// The header an SPA sends to prove the request is its own (a cross-site page
+/// cannot add a custom header without a CORS preflight that we never allow).
+pub const CSRF_HEADER: &str = "x-csrf";
+
+pub fn has_csrf_header(headers: &HeaderMap) -> bool {
+    headers.contains_key(CSRF_HEADER)
+}
+
+/// Whether the request carries any gateway session cookie (valid or not).
+pub fn has_session_cookie(state: &AppState, headers: &HeaderMap) -> bool {
+    cookies::request_cookies(headers, &state.cookies.session_name)
+        .next()
+        .is_some()
+}
+
+/// The session behind the request's cookie, if any. Bad cookies are simply no
+/// session; only an unavailable store is an error.
+pub async fn session_of(state: &AppState, headers: &HeaderMap) -> Result<Option<Session>, AppError> {
+    // Bounded: a browser sends one; more are an attack or a mess.
+    for value in cookies::request_cookies(headers, &state.cookies.session_name).take(3) {
+        if let Some(s) = state.sessions.load(value).await? {
+            return Ok(Some(s));
+        }
+    }
+    Ok(None)
+}
+
+/// Extractor: a signed-in session, or 401 (302 for navigations).
+pub struct Authenticated(pub Session);
+
+impl FromRequestParts<Arc<AppState>> for Authenticated {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, AppError> {
+        session_of(state, &parts.headers)
+            .await?
+            .map(Authenticated)
+            .ok_or(AppError::Unauthenticated)
+    }
+}
+
+/// Extractor: the session if there is one.
+pub struct MaybeSession(pub Option<Session>);
+
+impl FromRequestParts<Arc<AppState>> for MaybeSession {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, AppError> {
+        Ok(MaybeSession(session_of(state, &parts.headers).await?))
+    }
+}
+
+/// Extractor: fails with 403 unless the `X-CSRF` header is present.
+pub struct CsrfHeader;
+
+impl<S: Send + Sync> FromRequestParts<S> for CsrfHeader {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, AppError> {
+        if has_csrf_header(&parts.headers) {
+            Ok(CsrfHeader)
+        } else {
+            Err(AppError::CsrfMissing)
+        }
+    }
+}

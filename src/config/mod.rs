@@ -1,0 +1,352 @@
+//! Typed configuration: the file format of `config/oidc-bff.example.toml`, loaded
+//! once at start-up (file + `OIDC_BFF__SECTION__KEY` environment overrides +
+//! `*_file` secrets) and validated before anything listens. Nothing reads the
+//! environment after [`load`] returns.
+
+mod load;
+mod secret;
+mod validate;
+
+pub use load::{load, load_from_str, ConfigError, Problem};
+pub use secret::Secret;
+pub(crate) use validate::decode_key;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use url::Url;
+
+/// The whole configuration. Section names are part of the contract (DESIGN.md).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub provider: ProviderConfig,
+    #[serde(default)]
+    pub session: SessionConfig,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+    #[serde(default)]
+    pub spa: Option<SpaConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address the gateway listens on.
+    #[serde(default = "defaults::listen")]
+    pub listen: SocketAddr,
+    /// The origin the browser sees, e.g. `https://app.example.com`.
+    pub public_url: Url,
+    /// Address of the admin listener (`/healthz`, `/readyz`).
+    #[serde(default = "defaults::admin_listen")]
+    pub admin_listen: SocketAddr,
+    /// Peers whose `X-Forwarded-*` headers are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpNet>,
+    /// Prefix of the gateway's own endpoints.
+    #[serde(default = "defaults::auth_prefix")]
+    pub auth_prefix: String,
+    /// `text` or `json`.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// A tracing filter such as `info` or `oidc_bff=debug`; `RUST_LOG` wins when set.
+    #[serde(default = "defaults::log_level")]
+    pub log_level: String,
+    /// Largest request body forwarded upstream, in bytes.
+    #[serde(default = "defaults::max_body_bytes")]
+    pub max_body_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Issuer of a generic OIDC provider; metadata comes from its discovery document.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// AWS Cognito shorthand: derives issuer, JWKS and hosted-UI endpoints.
+    #[serde(default)]
+    pub cognito: Option<CognitoConfig>,
+    pub client_id: String,
+    #[serde(default)]
+    pub client_secret: Option<Secret>,
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    /// How the client authenticates at the token endpoint.
+    #[serde(default)]
+    pub token_endpoint_auth: TokenEndpointAuth,
+    #[serde(default = "defaults::scopes")]
+    pub scopes: Vec<String>,
+    /// Overrides, for private endpoints and emulators.
+    #[serde(default)]
+    pub discovery_url: Option<Url>,
+    #[serde(default)]
+    pub jwks_url: Option<Url>,
+    #[serde(default)]
+    pub authorization_endpoint: Option<Url>,
+    #[serde(default)]
+    pub token_endpoint: Option<Url>,
+    #[serde(default)]
+    pub userinfo_endpoint: Option<Url>,
+    #[serde(default)]
+    pub revocation_endpoint: Option<Url>,
+    #[serde(default)]
+    pub end_session_endpoint: Option<Url>,
+    /// Where the IdP sends the browser after logout; default `public_url` + `<auth_prefix>/signed-out`.
+    #[serde(default)]
+    pub post_logout_redirect_uri: Option<Url>,
+    /// Extra query parameters for the authorize request (e.g. `prompt`, `audience`).
+    #[serde(default)]
+    pub extra_auth_params: BTreeMap<String, String>,
+    /// Allowed clock difference when checking `exp`, `nbf` and `iat`.
+    #[serde(default = "defaults::leeway", with = "humantime_serde")]
+    pub leeway: Duration,
+    /// Timeout for every call to the IdP (discovery, JWKS, token, revocation).
+    #[serde(default = "defaults::http_timeout", with = "humantime_serde")]
+    pub http_timeout: Duration,
+    /// How long a login may take between `/auth/login` and the callback.
+    #[serde(default = "defaults::login_timeout", with = "humantime_serde")]
+    pub login_timeout: Duration,
+    /// Talk to an `http://` IdP. For local development and tests only.
+    #[serde(default)]
+    pub insecure_allow_http: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CognitoConfig {
+    pub region: String,
+    pub user_pool_id: String,
+    /// Hosted-UI domain, e.g. `auth.example.com` or `myapp.auth.eu-west-1.amazoncognito.com`.
+    pub domain: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenEndpointAuth {
+    #[default]
+    ClientSecretBasic,
+    ClientSecretPost,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionConfig {
+    #[serde(default)]
+    pub store: StoreKind,
+    #[serde(default)]
+    pub redis_url: Option<Secret>,
+    /// Base64url-encoded 32-byte keys: the first seals, all open (rotation).
+    #[serde(default)]
+    pub keys: Vec<Secret>,
+    /// A file with one key per line, used when `keys` is empty.
+    #[serde(default)]
+    pub keys_file: Option<PathBuf>,
+    #[serde(default = "defaults::idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    #[serde(default = "defaults::absolute_timeout", with = "humantime_serde")]
+    pub absolute_timeout: Duration,
+    /// Base cookie name; `__Host-` is prefixed when `public_url` is https.
+    #[serde(default = "defaults::cookie_name")]
+    pub cookie_name: String,
+    #[serde(default)]
+    pub same_site: SameSite,
+    /// Upper bound of sessions held by the memory store.
+    #[serde(default = "defaults::max_sessions")]
+    pub max_sessions: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            store: StoreKind::default(),
+            redis_url: None,
+            keys: Vec::new(),
+            keys_file: None,
+            idle_timeout: defaults::idle_timeout(),
+            absolute_timeout: defaults::absolute_timeout(),
+            cookie_name: defaults::cookie_name(),
+            same_site: SameSite::default(),
+            max_sessions: defaults::max_sessions(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    #[default]
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SameSite {
+    #[default]
+    Strict,
+    Lax,
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Path prefix, e.g. `/api/`. The longest matching prefix wins.
+    pub path: String,
+    /// Base URL of the upstream, e.g. `http://orders:8080`.
+    pub upstream: Url,
+    /// Remove `path` from the request path before forwarding.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    #[serde(default)]
+    pub auth: AuthMode,
+    #[serde(default)]
+    pub token: TokenKind,
+    /// Require the `X-CSRF` header on requests that carry the session cookie.
+    #[serde(default = "defaults::yes")]
+    pub csrf: bool,
+    /// Allowed methods; empty means any.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Upstream response timeout (until the response headers arrive).
+    #[serde(default = "defaults::route_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    #[default]
+    Session,
+    Optional,
+    Public,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenKind {
+    #[default]
+    Access,
+    Id,
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpaConfig {
+    /// Directory with the built SPA; unknown paths fall back to `index.html`.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// A development server to proxy to instead of `dir`.
+    #[serde(default)]
+    pub upstream: Option<Url>,
+}
+
+impl Config {
+    /// `true` when the browser talks https to the gateway: cookies get `Secure` and `__Host-`.
+    pub fn is_https(&self) -> bool {
+        self.server.public_url.scheme() == "https"
+    }
+
+    /// The public origin without a trailing slash, e.g. `https://app.example.com`.
+    pub fn public_origin(&self) -> String {
+        self.server
+            .public_url
+            .origin()
+            .ascii_serialization()
+            .trim_end_matches('/')
+            .to_string()
+    }
+
+    /// The redirect URI registered at the IdP.
+    pub fn redirect_uri(&self) -> String {
+        format!(
+            "{}{}/callback",
+            self.public_origin(),
+            self.server.auth_prefix
+        )
+    }
+
+    pub fn signed_out_uri(&self) -> String {
+        match &self.provider.post_logout_redirect_uri {
+            Some(u) => u.to_string(),
+            None => format!(
+                "{}{}/signed-out",
+                self.public_origin(),
+                self.server.auth_prefix
+            ),
+        }
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+mod defaults {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    pub fn listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 8080))
+    }
+    pub fn admin_listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 9090))
+    }
+    pub fn auth_prefix() -> String {
+        "/auth".into()
+    }
+    pub fn log_level() -> String {
+        "info".into()
+    }
+    pub fn max_body_bytes() -> u64 {
+        10 * 1024 * 1024
+    }
+    pub fn scopes() -> Vec<String> {
+        vec!["openid".into(), "email".into(), "profile".into()]
+    }
+    pub fn leeway() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn http_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn login_timeout() -> Duration {
+        Duration::from_secs(600)
+    }
+    pub fn idle_timeout() -> Duration {
+        Duration::from_secs(8 * 3600)
+    }
+    pub fn absolute_timeout() -> Duration {
+        Duration::from_secs(24 * 3600)
+    }
+    pub fn cookie_name() -> String {
+        "oidc_bff".into()
+    }
+    pub fn max_sessions() -> u64 {
+        100_000
+    }
+    pub fn route_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn yes() -> bool {
+        true
+    }
+}
+
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,297 @@
+//! The one error type, and the one place that turns errors into HTTP answers:
+//! an HTML page for browser navigations, JSON for everything else, each with
+//! the request id. Clients get a short message; details go to the log.
+
+use crate::oidc::OidcError;
+use crate::session::SessionError;
+use askama::Template;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{header, HeaderMap, HeaderValue, StatusCode};
+use std::sync::Arc;
+
+/// Why a sign-in could not complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginError {
+    /// The callback carried no `state`.
+    MissingState,
+    /// No pending login matches `state`: expired, replayed, or another browser's.
+    UnknownState,
+    /// The callback carried neither `code` nor `error`.
+    MissingCode,
+    /// The IdP redirected back with an error (OAuth 2.0 error code only).
+    Idp(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("not signed in")]
+    Unauthenticated,
+    #[error("the X-CSRF header is required")]
+    CsrfMissing,
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("request header fields too large")]
+    HeadersTooLarge,
+    #[error("request body too large")]
+    BodyTooLarge,
+    #[error("sign-in failed: {0:?}")]
+    Login(LoginError),
+    #[error("session store: {0}")]
+    Session(#[from] SessionError),
+    #[error("identity provider: {0}")]
+    Provider(#[from] OidcError),
+    #[error("upstream unreachable: {0}")]
+    UpstreamUnreachable(String),
+    #[error("upstream timed out")]
+    UpstreamTimeout,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+struct Rendered {
+    status: StatusCode,
+    /// Stable machine-readable code for the JSON body.
+    code: &'static str,
+    /// Short, safe message for people.
+    message: String,
+    /// Offer "sign in again" on the page.
+    sign_in: bool,
+}
+
+impl AppError {
+    fn rendered(&self) -> Rendered {
+        use AppError::*;
+        let r = |status, code, message: &str, sign_in| Rendered {
+            status,
+            code,
+            message: message.to_string(),
+            sign_in,
+        };
+        match self {
+            Unauthenticated => r(StatusCode::UNAUTHORIZED, "unauthenticated", "You are not signed in.", true),
+            CsrfMissing => r(StatusCode::FORBIDDEN, "csrf_required", "This request needs the X-CSRF header.", false),
+            Forbidden(why) => r(StatusCode::FORBIDDEN, "forbidden", why, false),
+            NotFound => r(StatusCode::NOT_FOUND, "not_found", "Nothing here.", false),
+            MethodNotAllowed => r(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "This method is not allowed here.", false),
+            BadRequest(why) => r(StatusCode::BAD_REQUEST, "bad_request", why, false),
+            HeadersTooLarge => r(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large", "The request headers are too large.", false),
+            BodyTooLarge => r(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "The request body is too large.", false),
+            Login(e) => {
+                let msg = match e {
+                    LoginError::MissingState | LoginError::UnknownState => {
+                        "This sign-in link has expired or was already used. Please sign in again."
+                    }
+                    LoginError::MissingCode => "The identity provider sent an incomplete answer.",
+                    LoginError::Idp(_) => "The identity provider did not complete the sign-in.",
+                };
+                r(StatusCode::BAD_REQUEST, "login_failed", msg, true)
+            }
+            Session(_) => r(StatusCode::SERVICE_UNAVAILABLE, "session_store_unavailable", "Sessions are unavailable right now. Please try again shortly.", false),
+            Provider(OidcError::Token(_)) => r(StatusCode::UNAUTHORIZED, "login_failed", "The identity provider's token could not be verified.", true),
+            Provider(OidcError::InvalidGrant) => r(StatusCode::BAD_REQUEST, "login_failed", "The sign-in could not be completed. Please sign in again.", true),
+            Provider(OidcError::Metadata(_) | OidcError::Jwks(_)) => r(StatusCode::SERVICE_UNAVAILABLE, "idp_unavailable", "The identity provider is unavailable right now.", false),
+            Provider(_) => r(StatusCode::BAD_GATEWAY, "idp_error", "The identity provider could not complete the request.", true),
+            UpstreamUnreachable(_) => r(StatusCode::BAD_GATEWAY, "upstream_unreachable", "The service behind this path is unreachable.", false),
+            UpstreamTimeout => r(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "The service behind this path did not answer in time.", false),
+            Internal(_) => r(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Something went wrong on our side.", false),
+        }
+    }
+}
+
+/// Carried in a response's extensions until [`render_errors`] writes the body.
+#[derive(Clone)]
+struct ErrorMarker(Arc<AppError>);
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = self.rendered().status;
+        let mut resp = status.into_response();
+        resp.extensions_mut().insert(ErrorMarker(Arc::new(self)));
+        resp
+    }
+}
+
+/// What the renderer needs from the config.
+#[derive(Clone)]
+pub struct ErrorContext {
+    pub auth_prefix: String,
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    title: &'a str,
+    message: &'a str,
+    request_id: &'a str,
+    sign_in_url: Option<String>,
+}
+
+/// Middleware: finishes every error response with the right body for the client.
+pub async fn render_errors(State(ctx): State<ErrorContext>, req: Request, next: Next) -> Response {
+    let html = wants_html(req.headers());
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string();
+    let return_to = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let resp = next.run(req).await;
+    let Some(ErrorMarker(err)) = resp.extensions().get::<ErrorMarker>().cloned() else {
+        return resp;
+    };
+    let r = err.rendered();
+    if r.status.is_server_error() {
+        tracing::error!(request_id, error = %err, "request failed");
+    } else {
+        tracing::info!(request_id, error = %err, "request refused");
+    }
+    let login = format!("{}/login", ctx.auth_prefix);
+    // DESIGN: navigations to protected pages are sent to sign in; APIs get 401 JSON.
+    if matches!(*err, AppError::Unauthenticated) && html {
+        let target = format!("{login}?return_to={}", urlencode(&return_to));
+        return redirect_response(StatusCode::FOUND, &target, resp.headers());
+    }
+    let mut out = if html {
+        let page = ErrorPage {
+            title: r.status.canonical_reason().unwrap_or("Error"),
+            message: &r.message,
+            request_id: &request_id,
+            sign_in_url: r.sign_in.then(|| login.clone()),
+        };
+        html_response(r.status, page.render().unwrap_or_else(|_| r.message.clone()))
+    } else {
+        let mut body = serde_json::json!({ "error": r.code, "message": r.message, "request_id": request_id });
+        if r.sign_in {
+            body["login_url"] = login.into();
+        }
+        json_response(r.status, &body)
+    };
+    // Keep headers the handler set (Set-Cookie clearing a login cookie, WWW-Authenticate…).
+    for (name, value) in resp.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// A redirect that keeps the headers already set (cookies).
+pub fn redirect_response(status: StatusCode, location: &str, keep: &HeaderMap) -> Response {
+    let mut resp = Response::builder()
+        .status(status)
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Body::empty())
+        .expect("static response");
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    for (name, value) in keep {
+        if name == header::SET_COOKIE {
+            resp.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    resp
+}
+
+/// An HTML page of the gateway's own: never cached, never framed, no scripts.
+pub fn html_response(status: StatusCode, body: String) -> Response {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-store")
+        .header(
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        )
+        .header(header::X_FRAME_OPTIONS, "DENY")
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .header(header::REFERRER_POLICY, "no-referrer")
+        .body(Body::from(body))
+        .expect("static response")
+}
+
+pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Body::from(body.to_string()))
+        .expect("static response")
+}
+
+/// Is this a browser navigation (wanting a page) rather than an API call?
+/// `Sec-Fetch-Mode` decides when present; otherwise `Accept` must rank
+/// `text/html` above JSON.
+pub fn wants_html(headers: &HeaderMap) -> bool {
+    if let Some(mode) = headers.get("sec-fetch-mode").and_then(|v| v.to_str().ok()) {
+        return mode.eq_ignore_ascii_case("navigate");
+    }
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let mut html_q = None;
+    let mut json_q: Option<f32> = None;
+    for item in accept.split(',') {
+        let mut parts = item.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.parse::<f32>().ok())
+            .unwrap_or(1.0);
+        match media.as_str() {
+            "text/html" | "application/xhtml+xml" => html_q = Some(html_q.unwrap_or(0.0f32).max(q)),
+            "application/json" => json_q = Some(json_q.unwrap_or(0.0).max(q)),
+            _ => {}
+        }
+    }
+    match (html_q, json_q) {
+        (Some(h), Some(j)) => h > 0.0 && h >= j,
+        (Some(h), None) => h > 0.0,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn navigation_detection() {
+        let cases: &[(&[(&str, &str)], bool)] = &[
+            (&[("sec-fetch-mode", "navigate")], true),
+            (&[("sec-fetch-mode", "cors"), ("accept", "text/html")], false),
+            (&[("sec-fetch-mode", "no-cors")], false),
+            (&[("accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8")], true),
+            (&[("accept", "application/json")], false),
+            (&[("accept", "application/json, text/html;q=0.5")], false),
+            (&[("accept", "text/html;q=0")], false),
+            (&[("accept", "*/*")], false),
+            (&[], false),
+        ];
+        for (headers, want) in cases {
+            let mut h = HeaderMap::new();
+            for (k, v) in *headers {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            assert_eq!(wants_html(&h), *want, "{headers:?}");
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! oidc-bff: an OAuth2/OpenID Connect backend-for-frontend gateway.
+//!
+//! The crate map:
+//! - [`config`]: the typed configuration, loaded and validated once.
+//! - [`app`]: the state every request shares.
+//! - [`router`]: the one place routes and layers are assembled.
+//! - [`error`]: the one error type and its HTML/JSON rendering.
+//! - [`oidc`]: the identity provider: metadata, login flow, tokens, JWKS, JWTs, logout.
+//! - [`session`]: sealed server-side sessions, the key ring, the stores.
+//! - [`auth`]: the `/auth/*` handlers, the session extractor, CSRF.
+//! - [`proxy`]: the route table, header hygiene and forwarding to upstreams.
+//! - [`telemetry`]: logs.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod oidc;
+pub mod proxy;
+pub mod router;
+pub mod session;
+pub mod telemetry;
+
+use app::AppState;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// reqwest and hyper-rustls both use rustls; one process-wide crypto provider
+/// must be chosen before the first TLS connection.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// A running gateway: where it listens, and the state it serves from.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub state: Arc<AppState>,
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Serves the gateway and the admin listener on the given sockets until
+/// `shutdown` resolves, then drains in-flight requests.
+pub async fn serve(
+    state: Arc<AppState>,
+    listener: TcpListener,
+    admin_listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<Running> {
+    let addr = listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+    // Warm the provider so the first sign-in does not wait; failures retry on use.
+    let warm = state.clone();
+    tokio::spawn(async move {
+        if let Err(e) = warm.provider.warm().await {
+            tracing::warn!(error = %e, "identity provider not reachable yet; will retry on demand");
+        }
+    });
+    let app = router::build(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let admin = router::admin(state.clone());
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let mut admin_rx = rx.clone();
+    let mut main_rx = rx;
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = tx.send(true);
+    });
+    let admin_task = tokio::spawn(async move {
+        axum::serve(admin_listener, admin)
+            .with_graceful_shutdown(async move {
+                let _ = admin_rx.wait_for(|v| *v).await;
+            })
+            .await
+    });
+    let task = tokio::spawn(async move {
+        let r = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = main_rx.wait_for(|v| *v).await;
+            })
+            .await;
+        let _ = admin_task.await;
+        r
+    });
+    tracing::info!(%addr, %admin_addr, "oidc-bff listening");
+    Ok(Running {
+        addr,
+        admin_addr,
+        state,
+        task,
+    })
+}

@@ -1,0 +1,137 @@
+//! The login flow's browser-bound state: PKCE (RFC 7636, S256 only), `state`
+//! and `nonce`, kept in one sealed, short-lived cookie that holds several
+//! pending logins (several tabs) and stays small (no cookie pile-up, no 431).
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// At most this many logins may be pending in one browser at once.
+pub const MAX_PENDING: usize = 5;
+/// The sealed cookie value stays under this size, oldest entries dropped first.
+const MAX_COOKIE_BYTES: usize = 3000;
+
+/// 32 random bytes, base64url: 256 bits for state, nonce and the PKCE verifier.
+pub fn random_token() -> String {
+    let mut b = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    B64.encode(b)
+}
+
+/// RFC 7636 §4.2: `BASE64URL(SHA256(ASCII(code_verifier)))`.
+pub fn pkce_challenge(verifier: &str) -> String {
+    B64.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+/// One login in progress.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PendingLogin {
+    #[serde(rename = "s")]
+    pub state: String,
+    #[serde(rename = "n")]
+    pub nonce: String,
+    #[serde(rename = "v")]
+    pub verifier: String,
+    #[serde(rename = "r")]
+    pub return_to: String,
+    /// Unix seconds when the login started.
+    #[serde(rename = "t")]
+    pub started: i64,
+}
+
+impl PendingLogin {
+    pub fn new(return_to: String, now: i64) -> Self {
+        PendingLogin {
+            state: random_token(),
+            nonce: random_token(),
+            verifier: random_token(),
+            return_to,
+            started: now,
+        }
+    }
+}
+
+/// The pending logins of one browser.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PendingLogins(pub Vec<PendingLogin>);
+
+impl PendingLogins {
+    /// Drops logins older than `max_age` seconds.
+    pub fn prune(&mut self, now: i64, max_age: i64) {
+        self.0.retain(|p| now - p.started < max_age && p.started <= now + 60);
+    }
+
+    /// Adds a login, dropping the oldest past [`MAX_PENDING`].
+    pub fn push(&mut self, login: PendingLogin) {
+        self.0.push(login);
+        while self.0.len() > MAX_PENDING {
+            self.0.remove(0);
+        }
+    }
+
+    /// Removes and returns the login with this `state` (single use).
+    pub fn take(&mut self, state: &str) -> Option<PendingLogin> {
+        use subtle::ConstantTimeEq;
+        let i = self
+            .0
+            .iter()
+            .position(|p| bool::from(p.state.as_bytes().ct_eq(state.as_bytes())))?;
+        Some(self.0.remove(i))
+    }
+
+    /// Serializes, sealing with `seal`, shrinking until the cookie fits.
+    pub fn encode(&mut self, seal: impl Fn(&[u8]) -> String) -> String {
+        loop {
+            let value = seal(&serde_json::to_vec(&self.0).expect("serializes"));
+            if value.len() <= MAX_COOKIE_BYTES || self.0.len() <= 1 {
+                return value;
+            }
+            self.0.remove(0);
+        }
+    }
+
+    pub fn decode(plaintext: &[u8]) -> Self {
+        PendingLogins(serde_json::from_slice(plaintext).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkce_matches_rfc7636_appendix_b() {
+        assert_eq!(
+            pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+    }
+
+    #[test]
+    fn pending_logins_are_bounded_single_use_and_expire() {
+        let mut p = PendingLogins::default();
+        for i in 0..8 {
+            p.push(PendingLogin::new(format!("/tab{i}"), 1000 + i));
+        }
+        assert_eq!(p.0.len(), MAX_PENDING);
+        assert_eq!(p.0[0].return_to, "/tab3", "oldest dropped first");
+        let state = p.0[2].state.clone();
+        assert_eq!(p.take(&state).unwrap().return_to, "/tab5");
+        assert!(p.take(&state).is_none(), "single use");
+        p.prune(1000 + 600 + 4, 600);
+        assert_eq!(p.0.iter().map(|l| l.return_to.as_str()).collect::<Vec<_>>(), ["/tab6", "/tab7"]);
+    }
+
+    #[test]
+    fn encoded_cookie_stays_small() {
+        let mut p = PendingLogins::default();
+        for i in 0..MAX_PENDING {
+            p.push(PendingLogin::new(format!("/{}", "x".repeat(1000)), i as i64));
+        }
+        let v = p.encode(|b| B64.encode(b));
+        assert!(v.len() <= MAX_COOKIE_BYTES, "{}", v.len());
+        assert!(!p.0.is_empty());
+    }
+}

@@ -1,0 +1,236 @@
+//! JWKS cache: verification keys by `kid`, each with the algorithms its key
+//! type allows. An unknown `kid` triggers one refetch (single-flight), then a
+//! cooldown, so a flood of bad tokens cannot turn into a flood of fetches.
+
+use super::OidcError;
+use async_trait::async_trait;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey};
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use url::Url;
+
+/// Where keys come from (the IdP's `jwks_uri` in production).
+#[async_trait]
+pub trait JwksSource: Send + Sync + 'static {
+    async fn fetch(&self) -> Result<serde_json::Value, OidcError>;
+}
+
+pub struct HttpJwksSource {
+    pub http: reqwest::Client,
+    pub url: Url,
+}
+
+#[async_trait]
+impl JwksSource for HttpJwksSource {
+    async fn fetch(&self) -> Result<serde_json::Value, OidcError> {
+        let resp = self
+            .http
+            .get(self.url.clone())
+            .send()
+            .await
+            .map_err(|e| OidcError::Jwks(format!("GET {}: {e}", self.url)))?;
+        if !resp.status().is_success() {
+            return Err(OidcError::Jwks(format!("GET {}: HTTP {}", self.url, resp.status())));
+        }
+        resp.json()
+            .await
+            .map_err(|e| OidcError::Jwks(format!("GET {}: {e}", self.url)))
+    }
+}
+
+/// One verification key and the algorithms it may be used with.
+pub struct VerifyKey {
+    pub kid: Option<String>,
+    pub key: DecodingKey,
+    pub algorithms: Vec<Algorithm>,
+}
+
+#[derive(Default)]
+struct KeySet {
+    keys: Vec<Arc<VerifyKey>>,
+    fetched_at: Option<Instant>,
+}
+
+pub struct JwksCache {
+    source: Box<dyn JwksSource>,
+    set: RwLock<Arc<KeySet>>,
+    /// Serializes fetches; holds the time of the last attempt.
+    fetch: tokio::sync::Mutex<Option<Instant>>,
+    cooldown: Duration,
+    max_age: Duration,
+}
+
+impl JwksCache {
+    pub fn new(source: Box<dyn JwksSource>) -> Self {
+        JwksCache {
+            source,
+            set: RwLock::new(Arc::new(KeySet::default())),
+            fetch: tokio::sync::Mutex::new(None),
+            cooldown: Duration::from_secs(30),
+            max_age: Duration::from_secs(3600),
+        }
+    }
+
+    /// Keys that may verify a token with this `kid` and `alg`.
+    pub async fn keys_for(&self, kid: Option<&str>, alg: Algorithm) -> Result<Vec<Arc<VerifyKey>>, OidcError> {
+        let current = self.snapshot();
+        let fresh = current.fetched_at.is_some_and(|t| t.elapsed() < self.max_age);
+        let found = matching(&current, kid, alg);
+        if !found.is_empty() && fresh {
+            return Ok(found);
+        }
+        let after = self.refetch(current.fetched_at).await;
+        match after {
+            Ok(set) => Ok(matching(&set, kid, alg)),
+            // Keep serving known keys when the IdP is briefly unreachable.
+            Err(e) if !found.is_empty() => {
+                tracing::warn!(error = %e, "JWKS refresh failed; using cached keys");
+                Ok(found)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Loads the key set now (start-up warm-up and readiness).
+    pub async fn warm(&self) -> Result<(), OidcError> {
+        self.refetch(None).await.map(|_| ())
+    }
+
+    pub fn is_loaded(&self) -> bool {
+        self.snapshot().fetched_at.is_some()
+    }
+
+    fn snapshot(&self) -> Arc<KeySet> {
+        self.set.read().expect("JWKS lock poisoned").clone()
+    }
+
+    async fn refetch(&self, seen: Option<Instant>) -> Result<Arc<KeySet>, OidcError> {
+        let mut last = self.fetch.lock().await;
+        let current = self.snapshot();
+        // Someone else fetched while we waited: use theirs.
+        if current.fetched_at != seen && current.fetched_at.is_some() {
+            return Ok(current);
+        }
+        if let Some(t) = *last {
+            if t.elapsed() < self.cooldown && current.fetched_at.is_some() {
+                return Ok(current);
+            }
+            if t.elapsed() < Duration::from_secs(1) {
+                return Err(OidcError::Jwks("JWKS fetch failed moments ago; not retrying yet".into()));
+            }
+        }
+        *last = Some(Instant::now());
+        let doc = self.source.fetch().await?;
+        let keys = parse_jwks(&doc);
+        if keys.is_empty() {
+            return Err(OidcError::Jwks("the JWKS holds no usable signing key".into()));
+        }
+        let set = Arc::new(KeySet {
+            keys,
+            fetched_at: Some(Instant::now()),
+        });
+        *self.set.write().expect("JWKS lock poisoned") = set.clone();
+        Ok(set)
+    }
+}
+
+fn matching(set: &KeySet, kid: Option<&str>, alg: Algorithm) -> Vec<Arc<VerifyKey>> {
+    set.keys
+        .iter()
+        .filter(|k| k.algorithms.contains(&alg))
+        .filter(|k| match (kid, &k.kid) {
+            (Some(want), Some(have)) => want == have,
+            // A token without `kid` may be checked against every key of its type.
+            (None, _) => true,
+            (Some(_), None) => false,
+        })
+        .cloned()
+        .collect()
+}
+
+/// Parses a JWK Set, keeping the signature keys it can use and skipping the rest
+/// (one odd key must not break verification with the others).
+pub fn parse_jwks(doc: &serde_json::Value) -> Vec<Arc<VerifyKey>> {
+    let Some(keys) = doc.get("keys").and_then(|k| k.as_array()) else {
+        return Vec::new();
+    };
+    keys.iter()
+        .filter_map(|raw| {
+            let jwk: Jwk = serde_json::from_value(raw.clone()).ok()?;
+            if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+                return None;
+            }
+            let algorithms = allowed_algorithms(&jwk);
+            if algorithms.is_empty() {
+                return None;
+            }
+            let key = DecodingKey::from_jwk(&jwk).ok()?;
+            Some(Arc::new(VerifyKey {
+                kid: jwk.common.key_id.clone(),
+                key,
+                algorithms,
+            }))
+        })
+        .collect()
+}
+
+/// The algorithms a key may verify, from its type (and its `alg`, when given).
+/// Symmetric keys never appear: an IdP's public JWKS cannot hold an HMAC
+/// secret, and accepting one is the classic HS256-with-public-key attack.
+pub fn allowed_algorithms(jwk: &Jwk) -> Vec<Algorithm> {
+    use Algorithm::*;
+    let by_type: Vec<Algorithm> = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => vec![RS256, RS384, RS512, PS256, PS384, PS512],
+        AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
+            EllipticCurve::P256 => vec![ES256],
+            EllipticCurve::P384 => vec![ES384],
+            _ => vec![],
+        },
+        AlgorithmParameters::OctetKeyPair(_) => vec![EdDSA],
+        _ => vec![],
+    };
+    match jwk.common.key_algorithm {
+        None => by_type,
+        Some(declared) => {
+            let declared = match declared {
+                KeyAlgorithm::RS256 => RS256,
+                KeyAlgorithm::RS384 => RS384,
+                KeyAlgorithm::RS512 => RS512,
+                KeyAlgorithm::PS256 => PS256,
+                KeyAlgorithm::PS384 => PS384,
+                KeyAlgorithm::PS512 => PS512,
+                KeyAlgorithm::ES256 => ES256,
+                KeyAlgorithm::ES384 => ES384,
+                KeyAlgorithm::EdDSA => EdDSA,
+                _ => return vec![],
+            };
+            by_type.into_iter().filter(|a| *a == declared).collect()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::collections::HashMap;
+
+    #[test]
+    fn algorithms_follow_the_key_type() {
+        let rsa = json!({"kty":"RSA","kid":"r","n":"sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw","e":"AQAB"});
+        let ec = json!({"kty":"EC","crv":"P-256","kid":"e","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"});
+        let hmac = json!({"kty":"oct","kid":"h","k":"c2VjcmV0"});
+        let rsa_declared = json!({"kty":"RSA","kid":"r2","alg":"RS256","n":rsa["n"],"e":"AQAB"});
+        let rsa_lying = json!({"kty":"RSA","kid":"r3","alg":"HS256","n":rsa["n"],"e":"AQAB"});
+        let enc = json!({"kty":"RSA","kid":"r4","use":"enc","n":rsa["n"],"e":"AQAB"});
+        let keys = parse_jwks(&json!({"keys":[rsa, ec, hmac, rsa_declared, rsa_lying, enc, {"kty":"weird"}]}));
+        let by_kid: HashMap<_, _> = keys.iter().map(|k| (k.kid.clone().unwrap(), k.algorithms.clone())).collect();
+        assert_eq!(by_kid.len(), 3, "oct, HS256-declared, enc and unknown keys dropped: {:?}", by_kid.keys());
+        assert!(by_kid["r"].contains(&Algorithm::RS256) && by_kid["r"].contains(&Algorithm::PS512));
+        assert!(!by_kid["r"].iter().any(|a| matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)));
+        assert_eq!(by_kid["e"], vec![Algorithm::ES256]);
+        assert_eq!(by_kid["r2"], vec![Algorithm::RS256]);
+    }
+}

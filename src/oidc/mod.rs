@@ -1,0 +1,123 @@
+//! Talking to the identity provider: metadata (discovery or Cognito), the JWKS
+//! cache and JWT verification, the login flow's PKCE/state/nonce, code
+//! exchange, refresh, revocation and logout URLs.
+
+pub mod client;
+pub mod flow;
+pub mod jwks;
+pub mod jwt;
+pub mod logout;
+pub mod metadata;
+
+pub use metadata::{LogoutStyle, ProviderMetadata};
+
+use crate::config::Config;
+use client::ClientAuth;
+use jwks::{HttpJwksSource, JwksCache};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::OnceCell;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OidcError {
+    #[error("provider metadata unavailable: {0}")]
+    Metadata(String),
+    #[error("JWKS unavailable: {0}")]
+    Jwks(String),
+    #[error("identity provider unreachable: {0}")]
+    Unreachable(String),
+    #[error("identity provider answered with error {0}")]
+    TokenEndpoint(String),
+    #[error("the grant is invalid or expired (invalid_grant)")]
+    InvalidGrant,
+    #[error("identity provider broke the protocol: {0}")]
+    Protocol(String),
+    #[error("token rejected: {0}")]
+    Token(jwt::JwtError),
+}
+
+/// The configured provider: metadata loaded once (retried until it loads), keys, credentials.
+pub struct Provider {
+    config: Arc<Config>,
+    http: reqwest::Client,
+    metadata: OnceCell<Arc<ProviderMetadata>>,
+    jwks: OnceCell<Arc<JwksCache>>,
+    pub auth: ClientAuth,
+}
+
+impl Provider {
+    pub fn new(config: Arc<Config>, http: reqwest::Client) -> Self {
+        let auth = ClientAuth {
+            client_id: config.provider.client_id.clone(),
+            secret: config.provider.client_secret.clone(),
+            method: config.provider.token_endpoint_auth,
+        };
+        Provider {
+            config,
+            http,
+            metadata: OnceCell::new(),
+            jwks: OnceCell::new(),
+            auth,
+        }
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Metadata, fetched on first use; a failure is retried on the next call.
+    pub async fn metadata(&self) -> Result<Arc<ProviderMetadata>, OidcError> {
+        self.metadata
+            .get_or_try_init(|| async {
+                let md = metadata::resolve(&self.config.provider, &self.http).await?;
+                tracing::info!(issuer = %md.issuer, "identity provider metadata loaded");
+                Ok(Arc::new(md))
+            })
+            .await
+            .cloned()
+    }
+
+    pub async fn jwks(&self) -> Result<Arc<JwksCache>, OidcError> {
+        let md = self.metadata().await?;
+        self.jwks
+            .get_or_try_init(|| async {
+                Ok::<_, OidcError>(Arc::new(JwksCache::new(Box::new(HttpJwksSource {
+                    http: self.http.clone(),
+                    url: md.jwks_uri.clone(),
+                }))))
+            })
+            .await
+            .cloned()
+    }
+
+    /// Ready when metadata and keys are loaded.
+    pub fn is_ready(&self) -> bool {
+        self.jwks.get().is_some_and(|j| j.is_loaded())
+    }
+
+    /// Loads metadata and keys now; called at start-up and retried by `/readyz`.
+    pub async fn warm(&self) -> Result<(), OidcError> {
+        self.jwks().await?.warm().await
+    }
+
+    pub fn leeway(&self) -> Duration {
+        self.config.provider.leeway
+    }
+
+    /// Verifies an ID token from the token endpoint (OIDC Core §3.1.3.7).
+    pub async fn verify_id_token(&self, token: &str, nonce: Option<&str>) -> Result<jwt::Claims, OidcError> {
+        let md = self.metadata().await?;
+        let jwks = self.jwks().await?;
+        let audience = [self.auth.client_id.clone()];
+        let expect = jwt::Expect {
+            issuer: &md.issuer,
+            audience: jwt::Audience::Any(&audience),
+            // Cognito marks its tokens; an access token must not pass as an ID token.
+            token_use: md.is_cognito.then_some("id"),
+            leeway: self.leeway(),
+        };
+        let claims = jwt::verify(&jwks, token, &expect).await?;
+        jwt::check_id_token(&claims, &self.auth.client_id, nonce)?;
+        Ok(claims)
+    }
+}

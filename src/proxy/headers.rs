@@ -1,0 +1,287 @@
+//! Header hygiene for proxied requests and responses, as pure functions:
+//! hop-by-hop headers go (RFC 9110 §7.6.1), the gateway's cookies go, identity
+//! headers a client could forge go before trusted ones are set, and
+//! `X-Forwarded-*` is set according to whether the peer is a trusted proxy.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use std::net::IpAddr;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1, plus the historical ones).
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Headers that carry identity to upstreams in some deployment or another. A
+/// client must never be able to set them: they are removed on every route.
+pub const IDENTITY_HEADERS: [&str; 18] = [
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-forwarded-preferred-username",
+    "x-forwarded-access-token",
+    "x-auth-request-user",
+    "x-auth-request-email",
+    "x-auth-request-groups",
+    "x-auth-request-preferred-username",
+    "x-auth-request-access-token",
+    "x-amzn-oidc-data",
+    "x-amzn-oidc-identity",
+    "x-amzn-oidc-accesstoken",
+    "x-id-token",
+    "x-userinfo",
+    "x-remote-user",
+    "remote-user",
+    "x-bff-identity",
+];
+
+/// Removes hop-by-hop headers, including any the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Removes the named cookies from every `Cookie` header, keeping the others;
+/// drops the header when nothing is left.
+pub fn strip_cookies(headers: &mut HeaderMap, names: &[&str]) {
+    let kept: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| {
+            let name = pair.split_once('=').map(|(k, _)| k).unwrap_or(pair).trim();
+            !names.contains(&name)
+        })
+        .map(str::to_string)
+        .collect();
+    headers.remove(header::COOKIE);
+    if !kept.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+            headers.insert(header::COOKIE, v);
+        }
+    }
+}
+
+/// Removes identity headers a client may have sent. `Authorization` goes too
+/// when the route authenticates by session (the gateway decides what the
+/// upstream sees there).
+pub fn strip_identity(headers: &mut HeaderMap, strip_authorization: bool) {
+    for name in IDENTITY_HEADERS {
+        headers.remove(name);
+    }
+    if strip_authorization {
+        headers.remove(header::AUTHORIZATION);
+    }
+}
+
+/// What the gateway knows about the client connection.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    pub peer: IpAddr,
+    /// The peer is a configured trusted proxy: its `X-Forwarded-*` are believed.
+    pub trusted_peer: bool,
+    /// Scheme and host the browser used (`public_url`).
+    pub public_proto: String,
+    pub public_host: String,
+}
+
+/// Sets `X-Forwarded-For/Proto/Host`. From a trusted proxy the chain is kept
+/// and extended; from anyone else, whatever they sent is replaced.
+pub fn set_forwarded(headers: &mut HeaderMap, client: &ClientInfo) {
+    let prior: Vec<String> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_string)
+        .collect();
+    let xff = if client.trusted_peer && !prior.is_empty() {
+        format!("{}, {}", prior.join(", "), client.peer)
+    } else {
+        client.peer.to_string()
+    };
+    headers.remove("x-forwarded-for");
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", v);
+    }
+    if !client.trusted_peer {
+        headers.remove(header::FORWARDED);
+    }
+    let keep_proto = client.trusted_peer && headers.contains_key("x-forwarded-proto");
+    if !keep_proto {
+        if let Ok(v) = HeaderValue::from_str(&client.public_proto) {
+            headers.insert("x-forwarded-proto", v);
+        }
+    }
+    let keep_host = client.trusted_peer && headers.contains_key("x-forwarded-host");
+    if !keep_host {
+        if let Ok(v) = HeaderValue::from_str(&client.public_host) {
+            headers.insert("x-forwarded-host", v);
+        }
+    }
+}
+
+/// Response side: hop-by-hop headers go, and an upstream cannot set (or
+/// clear) the gateway's own cookies.
+pub fn clean_response(headers: &mut HeaderMap, gateway_cookies: &[&str]) {
+    strip_hop_by_hop(headers);
+    let kept: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|v| {
+            let name = v
+                .to_str()
+                .ok()
+                .and_then(|s| s.split(';').next())
+                .and_then(|kv| kv.split_once('='))
+                .map(|(k, _)| k.trim())
+                .unwrap_or("");
+            !gateway_cookies.iter().any(|g| g.eq_ignore_ascii_case(name))
+        })
+        .cloned()
+        .collect();
+    headers.remove(header::SET_COOKIE);
+    for v in kept {
+        headers.append(header::SET_COOKIE, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    fn values(h: &HeaderMap, name: &str) -> Vec<String> {
+        h.get_all(name).iter().map(|v| v.to_str().unwrap().to_string()).collect()
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret-hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret-hop", "1"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("proxy-authorization", "Basic eA=="),
+            ("accept", "application/json"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("accept"));
+    }
+
+    #[test]
+    fn gateway_cookies_are_removed_others_kept() {
+        let cases: &[(&[&str], Option<&str>)] = &[
+            (&["oidc_bff=abc; theme=dark"], Some("theme=dark")),
+            (&["theme=dark; oidc_bff=abc; lang=en"], Some("theme=dark; lang=en")),
+            (&["oidc_bff=abc", "oidc_bff_login=x"], None),
+            (&["oidc_bff=abc", "a=1"], Some("a=1")),
+            (&["oidc_bffx=1"], Some("oidc_bffx=1")),
+            (&[" oidc_bff =abc"], None),
+        ];
+        for (input, want) in cases {
+            let mut h = HeaderMap::new();
+            for v in *input {
+                h.append(header::COOKIE, HeaderValue::from_str(v).unwrap());
+            }
+            strip_cookies(&mut h, &["oidc_bff", "oidc_bff_login"]);
+            assert_eq!(h.get(header::COOKIE).map(|v| v.to_str().unwrap()), *want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn identity_headers_cannot_be_forged() {
+        for strip_auth in [true, false] {
+            let mut h = map(&[
+                ("x-forwarded-user", "admin"),
+                ("X-Forwarded-Email", "admin@example.com"),
+                ("x-forwarded-groups", "admins"),
+                ("x-amzn-oidc-identity", "admin"),
+                ("remote-user", "admin"),
+                ("authorization", "Bearer forged"),
+                ("accept", "*/*"),
+            ]);
+            strip_identity(&mut h, strip_auth);
+            assert!(IDENTITY_HEADERS.iter().all(|n| !h.contains_key(*n)));
+            assert_eq!(h.contains_key("authorization"), !strip_auth);
+            assert!(h.contains_key("accept"));
+        }
+    }
+
+    #[test]
+    fn forwarded_headers_by_trust() {
+        let client = |trusted| ClientInfo {
+            peer: "10.0.0.9".parse().unwrap(),
+            trusted_peer: trusted,
+            public_proto: "https".into(),
+            public_host: "app.example.com".into(),
+        };
+        let sent = [
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "http"),
+            ("x-forwarded-host", "evil.com"),
+            ("forwarded", "for=1.2.3.4"),
+        ];
+        let mut h = map(&sent);
+        set_forwarded(&mut h, &client(false));
+        assert_eq!(values(&h, "x-forwarded-for"), ["10.0.0.9"]);
+        assert_eq!(values(&h, "x-forwarded-proto"), ["https"]);
+        assert_eq!(values(&h, "x-forwarded-host"), ["app.example.com"]);
+        assert!(!h.contains_key("forwarded"));
+
+        let mut h = map(&sent);
+        set_forwarded(&mut h, &client(true));
+        assert_eq!(values(&h, "x-forwarded-for"), ["1.2.3.4, 10.0.0.9"]);
+        assert_eq!(values(&h, "x-forwarded-proto"), ["http"]);
+        assert_eq!(values(&h, "x-forwarded-host"), ["evil.com"]);
+
+        let mut h = HeaderMap::new();
+        set_forwarded(&mut h, &client(true));
+        assert_eq!(values(&h, "x-forwarded-for"), ["10.0.0.9"]);
+        assert_eq!(values(&h, "x-forwarded-proto"), ["https"]);
+    }
+
+    #[test]
+    fn upstreams_cannot_set_gateway_cookies() {
+        let mut h = map(&[
+            ("set-cookie", "oidc_bff=stolen; Path=/"),
+            ("set-cookie", "OIDC_BFF_LOGIN=x"),
+            ("set-cookie", "app=1; Path=/"),
+            ("connection", "close"),
+            ("content-type", "text/plain"),
+        ]);
+        clean_response(&mut h, &["oidc_bff", "oidc_bff_login"]);
+        assert_eq!(values(&h, "set-cookie"), ["app=1; Path=/"]);
+        assert!(!h.contains_key("connection"));
+    }
+}

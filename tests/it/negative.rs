@@ -1,0 +1,457 @@
+//! What must fail, fails: bad state, replayed codes, forged ID tokens, bad
+//! cookies, open redirects. Each asserts the exact status and that no session
+//! was created (or lost).
+
+use crate::harness::*;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+struct Rogue {
+    idp: RogueIdp,
+    upstream: Upstream,
+    gw: Gateway,
+}
+
+async fn rogue_stack(extra: &str) -> Rogue {
+    let idp = RogueIdp::start().await;
+    let upstream = Upstream::start(None).await;
+    let reserved = reserve().await;
+    let routes = format!(
+        "{extra}\n[[route]]\npath = \"/api/\"\nupstream = \"{}\"\n",
+        upstream.url
+    );
+    let toml = config_toml(&reserved.url, &idp.issuer, &routes);
+    let gw = Gateway::start(reserved, &toml).await;
+    Rogue { idp, upstream, gw }
+}
+
+/// Starts a login; returns (state, nonce) from the authorize redirect.
+async fn start_login(b: &reqwest::Client, gw: &str, return_to: &str) -> (String, String) {
+    let r = b
+        .get(format!("{gw}/auth/login?return_to={}", urlencode(return_to)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let loc = location(&r);
+    (param(&loc, "state").unwrap(), param(&loc, "nonce").unwrap())
+}
+
+fn good_claims(issuer: &str, nonce: &str) -> Value {
+    json!({
+        "iss": issuer, "aud": "bff", "sub": "user-1", "nonce": nonce,
+        "iat": now(), "exp": now() + 300, "email": "u@example.test",
+    })
+}
+
+async fn callback(b: &reqwest::Client, gw: &str, query: &str) -> reqwest::Response {
+    b.get(format!("{gw}/auth/callback?{query}"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn baseline_rogue_login_works() {
+    // The negative tests below only mean something if the same setup can succeed.
+    let s = rogue_stack("").await;
+    let b = browser();
+    let (state, nonce) = start_login(&b, &s.gw.url, "/home").await;
+    s.idp.answer_with_id_token(good_claims(&s.idp.issuer, &nonce));
+    let r = callback(&b, &s.gw.url, &format!("code=abc&state={state}")).await;
+    assert_eq!(r.status(), 302);
+    assert_eq!(location(&r), "/home");
+    assert_eq!(s.gw.session_count(), 1);
+    let r = b.get(format!("{}/api/x", s.gw.url)).header("x-csrf", "1").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(s.upstream.last().header("authorization"), Some("Bearer opaque-access"));
+}
+
+#[tokio::test]
+async fn bad_state_never_redeems_the_code() {
+    let s = rogue_stack("").await;
+    let b = browser();
+    let (state, nonce) = start_login(&b, &s.gw.url, "/").await;
+
+    for (name, query) in [
+        ("missing state", "code=abc".to_string()),
+        ("empty state", "code=abc&state=".to_string()),
+        ("wrong state", "code=abc&state=not-the-state".to_string()),
+        ("truncated state", format!("code=abc&state={}", &state[..20])),
+    ] {
+        s.idp.answer_with_id_token(good_claims(&s.idp.issuer, &nonce));
+        let r = callback(&b, &s.gw.url, &query).await;
+        assert_eq!(r.status(), 400, "{name}");
+        assert!(r.headers().contains_key("x-request-id"));
+        let page = r.text().await.unwrap();
+        assert!(page.contains("Sign in again") && page.contains("Request id"), "{name}: {page}");
+        assert!(!page.contains("panicked") && !page.contains("src/"), "{name}");
+        assert_eq!(s.gw.session_count(), 0, "{name}");
+    }
+    // A state from another browser's login does not work in this one.
+    let other = browser();
+    let (other_state, _) = start_login(&other, &s.gw.url, "/").await;
+    let r = callback(&b, &s.gw.url, &format!("code=abc&state={other_state}")).await;
+    assert_eq!(r.status(), 400);
+    // Without the login cookie at all (e.g. a forged link).
+    let r = callback(&browser(), &s.gw.url, &format!("code=abc&state={state}")).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(s.gw.session_count(), 0);
+
+    // The real state still works: the failures above consumed nothing of it.
+    s.idp.answer_with_id_token(good_claims(&s.idp.issuer, &nonce));
+    let r = callback(&b, &s.gw.url, &format!("code=abc&state={state}")).await;
+    assert_eq!(r.status(), 302);
+    assert_eq!(s.gw.session_count(), 1);
+
+    // Replayed: the same callback again is refused, and the token endpoint is not asked.
+    s.idp.answer_with_id_token(good_claims(&s.idp.issuer, &nonce));
+    let r = callback(&b, &s.gw.url, &format!("code=abc&state={state}")).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(s.gw.session_count(), 1);
+}
+
+#[tokio::test]
+async fn expired_state_is_refused() {
+    let idp = RogueIdp::start().await;
+    let reserved = reserve().await;
+    let toml = config_toml(&reserved.url, &idp.issuer, "").replace(
+        "insecure_allow_http = true",
+        "insecure_allow_http = true\nlogin_timeout = \"1s\"",
+    );
+    let gw = Gateway::start(reserved, &toml).await;
+    let b = browser();
+    let (state, nonce) = start_login(&b, &gw.url, "/").await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    idp.answer_with_id_token(good_claims(&idp.issuer, &nonce));
+    let r = callback(&b, &gw.url, &format!("code=abc&state={state}")).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(gw.session_count(), 0);
+}
+
+#[tokio::test]
+async fn idp_error_answers_show_a_page() {
+    let s = rogue_stack("").await;
+    let b = browser();
+    let (state, _) = start_login(&b, &s.gw.url, "/").await;
+    let r = callback(&b, &s.gw.url, &format!("error=access_denied&error_description=%3Cscript%3E&state={state}")).await;
+    assert_eq!(r.status(), 400);
+    let page = r.text().await.unwrap();
+    assert!(!page.contains("<script>"), "description is never echoed");
+    assert!(page.contains("Sign in again"));
+    // As JSON for API clients.
+    let (state, _) = start_login(&b, &s.gw.url, "/").await;
+    let r = b.get(format!("{}/auth/callback?error=access_denied&state={state}", s.gw.url)).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "login_failed");
+    assert!(body["request_id"].is_string());
+    assert_eq!(s.gw.session_count(), 0);
+}
+
+#[tokio::test]
+async fn forged_id_tokens_create_no_session() {
+    let s = rogue_stack("").await;
+    let other_key = TestKey::es256("rogue-1"); // same kid, different key
+    let cases: Vec<(&str, Box<dyn Fn(&str, &str) -> Value>)> = vec![
+        ("wrong nonce", Box::new(|iss: &str, _n: &str| good_claims(iss, "another-nonce"))),
+        ("missing nonce", Box::new(|iss: &str, n: &str| {
+            let mut c = good_claims(iss, n);
+            c.as_object_mut().unwrap().remove("nonce");
+            c
+        })),
+        ("wrong aud", Box::new(|iss: &str, n: &str| {
+            let mut c = good_claims(iss, n);
+            c["aud"] = json!("someone-else");
+            c
+        })),
+        ("aud list without us", Box::new(|iss: &str, n: &str| {
+            let mut c = good_claims(iss, n);
+            c["aud"] = json!(["a", "b"]);
+            c
+        })),
+        ("several aud, no azp", Box::new(|iss: &str, n: &str| {
+            let mut c = good_claims(iss, n);
+            c["aud"] = json!(["bff", "other"]);
+            c
+        })),
+        ("azp of another client", Box::new(|iss: &str, n: &str| {
+            let mut c = good_claims(iss, n);
+            c["azp"] = json!("other");
+            c
+        })),
+        ("wrong iss", Box::new(|_iss: &str, n: &str| good_claims("https://evil.example.com", n))),
+        ("iss with trailing slash", Box::new(|iss: &str, n: &str| good_claims(&format!("{iss}/"), n))),
+        ("expired", Box::new(|iss: &str, n: &str| {
+            let mut c = good_claims(iss, n);
+            c["exp"] = json!(now() - 3600);
+            c
+        })),
+        ("not yet valid", Box::new(|iss: &str, n: &str| {
+            let mut c = good_claims(iss, n);
+            c["nbf"] = json!(now() + 3600);
+            c
+        })),
+        ("no sub", Box::new(|iss: &str, n: &str| {
+            let mut c = good_claims(iss, n);
+            c.as_object_mut().unwrap().remove("sub");
+            c
+        })),
+        ("no iat", Box::new(|iss: &str, n: &str| {
+            let mut c = good_claims(iss, n);
+            c.as_object_mut().unwrap().remove("iat");
+            c
+        })),
+    ];
+    let b = browser();
+    for (name, make) in &cases {
+        let (state, nonce) = start_login(&b, &s.gw.url, "/").await;
+        s.idp.answer_with_id_token(make(&s.idp.issuer, &nonce));
+        let r = callback(&b, &s.gw.url, &format!("code=abc&state={state}")).await;
+        assert_eq!(r.status(), 401, "{name}");
+        assert_eq!(s.gw.session_count(), 0, "{name}");
+    }
+
+    // Signed by a key the IdP never published (same kid).
+    let (state, nonce) = start_login(&b, &s.gw.url, "/").await;
+    let forged = other_key.sign(&good_claims(&s.idp.issuer, &nonce));
+    s.idp.answer_with(json!({"access_token": "a", "token_type": "Bearer", "id_token": forged}));
+    let r = callback(&b, &s.gw.url, &format!("code=abc&state={state}")).await;
+    assert_eq!(r.status(), 401, "foreign key");
+
+    // alg none, and HS256 "signed" with the public key material.
+    let (state, nonce) = start_login(&b, &s.gw.url, "/").await;
+    let claims = good_claims(&s.idp.issuer, &nonce);
+    let b64 = |v: &Value| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let none = format!("{}.{}.", b64(&json!({"alg": "none", "kid": "rogue-1"})), b64(&claims));
+    s.idp.answer_with(json!({"access_token": "a", "token_type": "Bearer", "id_token": none}));
+    let r = callback(&b, &s.gw.url, &format!("code=abc&state={state}")).await;
+    assert_eq!(r.status(), 401, "alg none");
+
+    let (state, nonce) = start_login(&b, &s.gw.url, "/").await;
+    let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    h.kid = Some("rogue-1".into());
+    let hs = jsonwebtoken::encode(
+        &h,
+        &good_claims(&s.idp.issuer, &nonce),
+        &jsonwebtoken::EncodingKey::from_secret(s.idp.key.jwk.to_string().as_bytes()),
+    )
+    .unwrap();
+    s.idp.answer_with(json!({"access_token": "a", "token_type": "Bearer", "id_token": hs}));
+    let r = callback(&b, &s.gw.url, &format!("code=abc&state={state}")).await;
+    assert_eq!(r.status(), 401, "HS256");
+
+    // Garbage instead of a token, and no ID token at all.
+    for body in [
+        json!({"access_token": "a", "token_type": "Bearer", "id_token": "garbage"}),
+        json!({"access_token": "a", "token_type": "Bearer", "id_token": "a.b.c"}),
+        json!({"access_token": "a", "token_type": "Bearer"}),
+    ] {
+        let (state, _) = start_login(&b, &s.gw.url, "/").await;
+        s.idp.answer_with(body.clone());
+        let r = callback(&b, &s.gw.url, &format!("code=abc&state={state}")).await;
+        assert!(matches!(r.status().as_u16(), 401 | 502), "{body}: {}", r.status());
+        assert_eq!(s.gw.session_count(), 0, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn replayed_code_at_the_real_idp() {
+    let reserved = reserve().await;
+    let idp = Idp::for_gateway(&reserved.url, json!({}));
+    let toml = config_toml(&reserved.url, &idp.issuer, "");
+    let gw = Gateway::start(reserved, &toml).await;
+    let b = browser();
+    let r = sign_in(&b, &gw.url, "alice", "/").await;
+    assert_eq!(r.status(), 302);
+    let used_code = param(r.url().as_str(), "code").expect("callback had a code");
+    assert_eq!(gw.session_count(), 1);
+    // A fresh, valid state with the already-used code: the IdP refuses, no session.
+    let fresh = browser();
+    let (state, _) = start_login(&fresh, &gw.url, "/").await;
+    let r = callback(&fresh, &gw.url, &format!("code={}&state={state}", urlencode(&used_code))).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(gw.session_count(), 1);
+}
+
+#[tokio::test]
+async fn bad_cookies_get_401_and_lose_nothing() {
+    let s = rogue_stack("").await;
+    let b = browser();
+    let (state, nonce) = start_login(&b, &s.gw.url, "/").await;
+    s.idp.answer_with_id_token(good_claims(&s.idp.issuer, &nonce));
+    let r = callback(&b, &s.gw.url, &format!("code=abc&state={state}")).await;
+    let good = set_cookie_value(&r, "oidc_bff").unwrap();
+    let (id, tag) = good.split_once('.').unwrap();
+    let mut flipped = id.as_bytes().to_vec();
+    flipped[0] = if flipped[0] == b'A' { b'B' } else { b'A' };
+    let flipped = String::from_utf8(flipped).unwrap();
+    // A cookie made by another deployment (another key) for a random id.
+    let foreign = {
+        let other_gw = rogue_stack("").await;
+        let ob = browser();
+        let (st, n) = start_login(&ob, &other_gw.gw.url, "/").await;
+        other_gw.idp.answer_with_id_token(good_claims(&other_gw.idp.issuer, &n));
+        let r = callback(&ob, &other_gw.gw.url, &format!("code=abc&state={st}")).await;
+        set_cookie_value(&r, "oidc_bff").unwrap()
+    };
+    let bad = [
+        String::new(),
+        "garbage".into(),
+        "....".into(),
+        id.to_string(),
+        format!("{id}."),
+        format!(".{tag}"),
+        good[..good.len() - 2].to_string(),
+        good[..10].to_string(),
+        format!("{flipped}.{tag}"),
+        format!("{id}.{}", "A".repeat(tag.len())),
+        format!("{good}x"),
+        foreign,
+        "%00%ff".into(),
+        "A".repeat(4000),
+    ];
+    let anon = browser();
+    for value in &bad {
+        let r = anon
+            .get(format!("{}/api/x", s.gw.url))
+            .header("x-csrf", "1")
+            .header("cookie", format!("oidc_bff={value}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{value:?}");
+        let r = anon
+            .get(format!("{}/auth/user", s.gw.url))
+            .header("x-csrf", "1")
+            .header("cookie", format!("oidc_bff={value}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{value:?}");
+    }
+    // Oversized headers: 431, not a crash.
+    let r = anon
+        .get(format!("{}/api/x", s.gw.url))
+        .header("cookie", format!("oidc_bff={}", "A".repeat(40_000)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 431);
+    // The real session is untouched by all of that.
+    assert_eq!(s.gw.session_count(), 1);
+    let r = b.get(format!("{}/auth/user", s.gw.url)).header("x-csrf", "1").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // A garbage login cookie at the callback is just "no pending login".
+    let r = anon
+        .get(format!("{}/auth/callback?code=a&state=b", s.gw.url))
+        .header("cookie", "oidc_bff_login=%%%garbage")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test]
+async fn open_redirect_payloads_land_on_this_origin() {
+    let s = rogue_stack("").await;
+    let payloads = [
+        "//evil.com",
+        "//evil.com/%2F..",
+        "///evil.com",
+        "/\\evil.com",
+        "\\\\evil.com",
+        "https://evil.com",
+        "https:evil.com",
+        "http:/evil.com",
+        "%2F%2Fevil.com",
+        "/%2F%2Fevil.com",
+        "/%5Cevil.com",
+        "javascript:alert(document.cookie)",
+        "JAVASCRIPT:alert(1)",
+        "data:text/html,<script>alert(1)</script>",
+        "/\tevil.com",
+        "/\t/evil.com",
+        "/\n/evil.com",
+        "/\r\n/evil.com",
+        "/%09/evil.com",
+        "/%0d%0a/evil.com",
+        "//user:pass@evil.com",
+        "//evil.com@good.example",
+        "/@evil.com/..//evil.com",
+        "evil.com",
+        "/ /evil.com",
+        "/auth/login",
+        "/auth/logout?sid=x",
+    ];
+    assert!(payloads.len() >= 25);
+    let b = browser();
+    for p in payloads {
+        let (state, nonce) = start_login(&b, &s.gw.url, p).await;
+        s.idp.answer_with_id_token(good_claims(&s.idp.issuer, &nonce));
+        let r = callback(&b, &s.gw.url, &format!("code=abc&state={state}")).await;
+        assert_eq!(r.status(), 302, "{p:?}");
+        assert_eq!(location(&r), "/", "{p:?}");
+    }
+    // A normal path survives intact.
+    let (state, nonce) = start_login(&b, &s.gw.url, "/orders/42?tab=items#top").await;
+    s.idp.answer_with_id_token(good_claims(&s.idp.issuer, &nonce));
+    let r = callback(&b, &s.gw.url, &format!("code=abc&state={state}")).await;
+    assert_eq!(location(&r), "/orders/42?tab=items#top");
+}
+
+#[tokio::test]
+async fn csrf_and_identity_headers_on_routes() {
+    let extra = r#"
+[[route]]
+path = "/open/"
+upstream = "UP"
+auth = "public"
+
+[[route]]
+path = "/nocsrf/"
+upstream = "UP"
+csrf = false
+token = "none"
+"#;
+    let upstream = Upstream::start(None).await;
+    let s = rogue_stack(&extra.replace("UP", &upstream.url)).await;
+    let b = browser();
+    let (state, nonce) = start_login(&b, &s.gw.url, "/").await;
+    s.idp.answer_with_id_token(good_claims(&s.idp.issuer, &nonce));
+    callback(&b, &s.gw.url, &format!("code=abc&state={state}")).await;
+
+    // csrf = true (the default): the session cookie without X-CSRF is refused.
+    let r = b.post(format!("{}/api/orders", s.gw.url)).body("{}").send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "csrf_required");
+    // csrf = false: allowed, and token = "none" sends no Authorization.
+    let r = b
+        .post(format!("{}/nocsrf/x", s.gw.url))
+        .header("authorization", "Bearer client-sent")
+        .header("x-forwarded-email", "admin@evil.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = upstream.last();
+    assert_eq!(seen.header("authorization"), None, "client Authorization removed on session routes");
+    assert_eq!(seen.header("x-forwarded-email"), None);
+    // Public routes pass the client's own Authorization (the upstream may use it) but never identity headers.
+    let r = browser()
+        .get(format!("{}/open/x", s.gw.url))
+        .header("authorization", "Basic dXNlcjpwdw==")
+        .header("x-forwarded-user", "admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = upstream.last();
+    assert_eq!(seen.header("authorization"), Some("Basic dXNlcjpwdw=="));
+    assert_eq!(seen.header("x-forwarded-user"), None);
+}
