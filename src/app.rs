@@ -6,7 +6,9 @@ use crate::auth::cookies::CookieSpec;
 use crate::config::{Config, RouteConfig, StoreKind};
 use crate::oidc::Provider;
 use crate::proxy::{routes::RouteTable, upstream_client, UpstreamClient};
-use crate::session::{KeyRing, MemoryStore, SessionStore, Sessions};
+use crate::session::{
+    redis, KeyRing, MemoryStore, RedisOptions, RedisStore, SessionStore, Sessions,
+};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -24,21 +26,36 @@ pub struct AppState {
 pub enum BuildError {
     #[error("cannot build the HTTP client: {0}")]
     Http(String),
+    #[error("cannot set up the Redis session store: {0}")]
+    Redis(String),
 }
 
 impl AppState {
-    /// Builds the state with the session store the config names.
+    /// Builds the state with the session store the config names. With Redis
+    /// the client connects in the background (call inside a Tokio runtime):
+    /// the gateway starts even while Redis is down, and `/readyz` tells.
     pub fn new(config: Config) -> Result<Arc<Self>, BuildError> {
+        // fred's TLS needs the process-wide provider before its first handshake.
+        crate::install_crypto_provider();
         let store: Arc<dyn SessionStore> = match config.session.store {
-            StoreKind::Memory => Arc::new(MemoryStore::new(config.session.max_sessions)),
-            // Validation refuses other stores until they exist.
-            StoreKind::Redis => unreachable!("rejected by config validation"),
+            StoreKind::Memory => {
+                if config.session.redis_url.is_some()
+                    || !config.session.redis_cluster_urls.is_empty()
+                {
+                    tracing::warn!("session.redis_url is set but session.store = \"memory\": sessions are not shared between replicas");
+                }
+                Arc::new(MemoryStore::new(config.session.max_sessions))
+            }
+            StoreKind::Redis => Arc::new(redis_store(&config)?),
         };
         Self::with_store(config, store)
     }
 
     /// Builds the state around a given store (tests inspect what it holds).
-    pub fn with_store(config: Config, store: Arc<dyn SessionStore>) -> Result<Arc<Self>, BuildError> {
+    pub fn with_store(
+        config: Config,
+        store: Arc<dyn SessionStore>,
+    ) -> Result<Arc<Self>, BuildError> {
         crate::install_crypto_provider();
         let config = Arc::new(config);
         let http = reqwest::Client::builder()
@@ -73,16 +90,53 @@ impl AppState {
                 csrf: false,
                 methods: vec![],
                 timeout: std::time::Duration::from_secs(60),
+                // The dev server's hot-reload channel.
+                websocket: true,
+                max_body_bytes: None,
             });
         }
         Ok(Arc::new(AppState {
             provider: Arc::new(Provider::new(config.clone(), http)),
             sessions,
             cookies: CookieSpec::from_config(&config),
-            routes: RouteTable::new(&route_configs),
+            routes: RouteTable::new(&route_configs, config.server.max_body_bytes),
             upstream: upstream_client(),
             spa_dir: config.spa.as_ref().and_then(|s| s.dir.clone()),
             config,
         }))
     }
+}
+
+/// The Redis store from a validated config.
+fn redis_store(config: &Config) -> Result<RedisStore, BuildError> {
+    let s = &config.session;
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(BuildError::Redis("needs a Tokio runtime".into()));
+    }
+    let (urls, cluster): (Vec<&crate::config::Secret>, bool) = match &s.redis_url {
+        Some(url) => (vec![url], false),
+        None => (s.redis_cluster_urls.iter().collect(), true),
+    };
+    let endpoints = urls
+        .into_iter()
+        .map(|u| redis::parse_url(u.expose()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(BuildError::Redis)?;
+    let ca_pem = match &s.redis_ca_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|e| BuildError::Redis(format!("{}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
+    RedisStore::connect(RedisOptions {
+        endpoints,
+        cluster,
+        username: s.redis_username.clone(),
+        password: s.redis_password.as_ref().map(|p| p.expose().to_string()),
+        ca_pem,
+        key_prefix: s.redis_key_prefix.clone(),
+        timeout: s.redis_timeout,
+    })
+    .map_err(|e| BuildError::Redis(e.to_string()))
 }

@@ -77,14 +77,39 @@ impl AppError {
             sign_in,
         };
         match self {
-            Unauthenticated => r(StatusCode::UNAUTHORIZED, "unauthenticated", "You are not signed in.", true),
-            CsrfMissing => r(StatusCode::FORBIDDEN, "csrf_required", "This request needs the X-CSRF header.", false),
+            Unauthenticated => r(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "You are not signed in.",
+                true,
+            ),
+            CsrfMissing => r(
+                StatusCode::FORBIDDEN,
+                "csrf_required",
+                "This request needs the X-CSRF header.",
+                false,
+            ),
             Forbidden(why) => r(StatusCode::FORBIDDEN, "forbidden", why, false),
             NotFound => r(StatusCode::NOT_FOUND, "not_found", "Nothing here.", false),
-            MethodNotAllowed => r(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "This method is not allowed here.", false),
+            MethodNotAllowed => r(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "This method is not allowed here.",
+                false,
+            ),
             BadRequest(why) => r(StatusCode::BAD_REQUEST, "bad_request", why, false),
-            HeadersTooLarge => r(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large", "The request headers are too large.", false),
-            BodyTooLarge => r(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "The request body is too large.", false),
+            HeadersTooLarge => r(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+                "The request headers are too large.",
+                false,
+            ),
+            BodyTooLarge => r(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "The request body is too large.",
+                false,
+            ),
             Login(e) => {
                 let msg = match e {
                     LoginError::MissingState | LoginError::UnknownState => {
@@ -95,14 +120,54 @@ impl AppError {
                 };
                 r(StatusCode::BAD_REQUEST, "login_failed", msg, true)
             }
-            Session(_) => r(StatusCode::SERVICE_UNAVAILABLE, "session_store_unavailable", "Sessions are unavailable right now. Please try again shortly.", false),
-            Provider(OidcError::Token(_)) => r(StatusCode::UNAUTHORIZED, "login_failed", "The identity provider's token could not be verified.", true),
-            Provider(OidcError::InvalidGrant) => r(StatusCode::BAD_REQUEST, "login_failed", "The sign-in could not be completed. Please sign in again.", true),
-            Provider(OidcError::Metadata(_) | OidcError::Jwks(_)) => r(StatusCode::SERVICE_UNAVAILABLE, "idp_unavailable", "The identity provider is unavailable right now.", false),
-            Provider(_) => r(StatusCode::BAD_GATEWAY, "idp_error", "The identity provider could not complete the request.", true),
-            UpstreamUnreachable(_) => r(StatusCode::BAD_GATEWAY, "upstream_unreachable", "The service behind this path is unreachable.", false),
-            UpstreamTimeout => r(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "The service behind this path did not answer in time.", false),
-            Internal(_) => r(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Something went wrong on our side.", false),
+            Session(_) => r(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "session_store_unavailable",
+                "Sessions are unavailable right now. Please try again shortly.",
+                false,
+            ),
+            Provider(OidcError::Token(_)) => r(
+                StatusCode::UNAUTHORIZED,
+                "login_failed",
+                "The identity provider's token could not be verified.",
+                true,
+            ),
+            Provider(OidcError::InvalidGrant) => r(
+                StatusCode::BAD_REQUEST,
+                "login_failed",
+                "The sign-in could not be completed. Please sign in again.",
+                true,
+            ),
+            Provider(OidcError::Metadata(_) | OidcError::Jwks(_)) => r(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "idp_unavailable",
+                "The identity provider is unavailable right now.",
+                false,
+            ),
+            Provider(_) => r(
+                StatusCode::BAD_GATEWAY,
+                "idp_error",
+                "The identity provider could not complete the request.",
+                true,
+            ),
+            UpstreamUnreachable(_) => r(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unreachable",
+                "The service behind this path is unreachable.",
+                false,
+            ),
+            UpstreamTimeout => r(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                "The service behind this path did not answer in time.",
+                false,
+            ),
+            Internal(_) => r(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Something went wrong on our side.",
+                false,
+            ),
         }
     }
 }
@@ -172,9 +237,13 @@ pub async fn render_errors(State(ctx): State<ErrorContext>, req: Request, next: 
             request_id: &request_id,
             sign_in_url: r.sign_in.then(|| login.clone()),
         };
-        html_response(r.status, page.render().unwrap_or_else(|_| r.message.clone()))
+        html_response(
+            r.status,
+            page.render().unwrap_or_else(|_| r.message.clone()),
+        )
     } else {
-        let mut body = serde_json::json!({ "error": r.code, "message": r.message, "request_id": request_id });
+        let mut body =
+            serde_json::json!({ "error": r.code, "message": r.message, "request_id": request_id });
         if r.sign_in {
             body["login_url"] = login.into();
         }
@@ -277,9 +346,18 @@ mod tests {
     fn navigation_detection() {
         let cases: &[(&[(&str, &str)], bool)] = &[
             (&[("sec-fetch-mode", "navigate")], true),
-            (&[("sec-fetch-mode", "cors"), ("accept", "text/html")], false),
+            (
+                &[("sec-fetch-mode", "cors"), ("accept", "text/html")],
+                false,
+            ),
             (&[("sec-fetch-mode", "no-cors")], false),
-            (&[("accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8")], true),
+            (
+                &[(
+                    "accept",
+                    "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+                )],
+                true,
+            ),
             (&[("accept", "application/json")], false),
             (&[("accept", "application/json, text/html;q=0.5")], false),
             (&[("accept", "text/html;q=0")], false),

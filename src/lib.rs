@@ -1,19 +1,22 @@
 //! oidc-bff: an OAuth2/OpenID Connect backend-for-frontend gateway.
 //!
 //! The crate map:
-//! - [`config`]: the typed configuration, loaded and validated once.
-//! - [`app`]: the state every request shares.
-//! - [`router`]: the one place routes and layers are assembled.
-//! - [`error`]: the one error type and its HTML/JSON rendering.
-//! - [`oidc`]: the identity provider: metadata, login flow, tokens, JWKS, JWTs, logout.
-//! - [`session`]: sealed server-side sessions, the key ring, the stores.
-//! - [`auth`]: the `/auth/*` handlers, the session extractor, CSRF.
-//! - [`proxy`]: the route table, header hygiene and forwarding to upstreams.
-//! - [`telemetry`]: logs.
+//! - [`config`]. The typed configuration, loaded and validated once.
+//! - [`app`]. The state every request shares.
+//! - [`router`]. The one place routes and layers are assembled.
+//! - [`error`]. The one error type and its HTML/JSON rendering.
+//! - [`oidc`]. The identity provider: metadata, login flow, tokens, JWKS, JWTs, logout.
+//! - [`session`]. Sealed server-side sessions, the key ring, the stores.
+//! - [`auth`]. The `/auth/*` handlers, the session extractor, CSRF.
+//! - [`proxy`]. The route table, header hygiene and forwarding to upstreams.
+//! - [`telemetry`]. Logs.
+//! - [`demo`]. `oidc-bff demo` and the development IdP (local work only).
+//!
 
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod oidc;
 pub mod proxy;

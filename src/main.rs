@@ -4,11 +4,16 @@
 use clap::{Parser, Subcommand};
 use oidc_bff::app::AppState;
 use oidc_bff::config;
+use oidc_bff::Running;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "oidc-bff", version, about = "OAuth2/OpenID Connect backend-for-frontend gateway")]
+#[command(
+    name = "oidc-bff",
+    version,
+    about = "OAuth2/OpenID Connect backend-for-frontend gateway"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -22,6 +27,23 @@ enum Command {
     CheckConfig(ConfigArg),
     /// Print a fresh 32-byte session key (base64url).
     GenerateKey,
+    /// Run the whole stack on 127.0.0.1 for a first look: a development IdP,
+    /// the gateway, a sample SPA and an echo API. Development only.
+    Demo {
+        /// Port of the gateway (the URL to open); 0 picks a free one.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+    },
+    /// Run only the development IdP, a Cognito hosted-UI look-alike, for SPA
+    /// teams working locally. Development only: never expose it.
+    DevIdp {
+        /// The dev IdP's config (TOML; see config/dev-idp.example.toml).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Allow a non-loopback listen address. Development only.
+        #[arg(long)]
+        insecure_listen_any: bool,
+    },
 }
 
 #[derive(clap::Args, Default)]
@@ -61,7 +83,110 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve(arg) => serve(arg),
+        Command::Demo { port } => demo(port),
+        Command::DevIdp {
+            config,
+            insecure_listen_any,
+        } => dev_idp(&config, insecure_listen_any),
     }
+}
+
+fn dev_idp(path: &std::path::Path, insecure_listen_any: bool) -> ExitCode {
+    use oidc_bff::demo::dev_idp::{self, DevIdpConfig};
+    oidc_bff::telemetry::init(config::LogFormat::Text, "info");
+    let mut idp_config = match DevIdpConfig::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    idp_config.insecure_listen_any |= insecure_listen_any;
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let idp = match dev_idp::run(idp_config).await {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("oidc-bff dev-idp: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let users: Vec<String> = idp
+            .state()
+            .config()
+            .users
+            .iter()
+            .map(|u| format!("{} / {}", u.username, u.password))
+            .collect();
+        println!("Development IdP (Cognito hosted-UI look-alike): for local development only");
+        println!("  hosted UI: {}", idp.base_url());
+        println!("  issuer:    {}", idp.issuer());
+        println!("  discovery: {}", idp.discovery_url());
+        println!("  JWKS:      {}", idp.jwks_url());
+        println!("  users:     {}", users.join(", "));
+        println!("  Stop with Ctrl-C.");
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        shutdown_signal().await;
+        match idp.shutdown().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("oidc-bff dev-idp: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn demo(port: u16) -> ExitCode {
+    oidc_bff::telemetry::init(config::LogFormat::Text, "info");
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let demo = match oidc_bff::demo::run::start(port, shutdown_signal()).await {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("oidc-bff demo: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let users: Vec<String> = demo
+            .users
+            .iter()
+            .map(|(u, p)| format!("{u} / {p}"))
+            .collect();
+        println!("oidc-bff demo is running (for local development only)");
+        println!("  open:   {}", demo.url);
+        println!(
+            "  users:  {}  (alice is in the admins group; bob has no email)",
+            users.join(", ")
+        );
+        println!(
+            "  IdP:    {} (development IdP, Cognito-flavoured)",
+            demo.idp_url
+        );
+        println!(
+            "  API:    {} (echo API behind {}/api/)",
+            demo.api_url, demo.url
+        );
+        println!("  Stop with Ctrl-C.");
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        let Running { task, .. } = demo.running;
+        match task.await {
+            Ok(Ok(())) => ExitCode::SUCCESS,
+            _ => ExitCode::FAILURE,
+        }
+    })
 }
 
 fn serve(arg: ConfigArg) -> ExitCode {
@@ -96,7 +221,10 @@ fn serve(arg: ConfigArg) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let (listener, admin) = match (tokio::net::TcpListener::bind(listen).await, tokio::net::TcpListener::bind(admin_listen).await) {
+        let (listener, admin) = match (
+            tokio::net::TcpListener::bind(listen).await,
+            tokio::net::TcpListener::bind(admin_listen).await,
+        ) {
             (Ok(l), Ok(a)) => (l, a),
             (Err(e), _) | (_, Err(e)) => {
                 tracing::error!(error = %e, %listen, %admin_listen, "cannot listen");

@@ -26,7 +26,10 @@ pub fn build(state: Arc<AppState>) -> Router {
     let auth = Router::new()
         .route("/login", get(handlers::login))
         .route("/callback", get(handlers::callback))
-        .route("/logout", get(handlers::logout_get).post(handlers::logout_post))
+        .route(
+            "/logout",
+            get(handlers::logout_get).post(handlers::logout_post),
+        )
         .route("/user", get(handlers::user))
         .route("/signed-out", get(handlers::signed_out));
     let errors = ErrorContext {
@@ -52,7 +55,9 @@ pub fn build(state: Arc<AppState>) -> Router {
                 // Errors become HTML pages or JSON, with the request id.
                 .layer(middleware::from_fn_with_state(errors, render_errors))
                 // A panic becomes a 500 page, not a dropped connection.
-                .layer(CatchPanicLayer::custom(|_| AppError::Internal("panic".into()).into_response()))
+                .layer(CatchPanicLayer::custom(|_| {
+                    AppError::Internal("panic".into()).into_response()
+                }))
                 // Oversized headers are refused before any work is done.
                 .layer(middleware::from_fn(limit_header_size)),
         )
@@ -82,12 +87,20 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if !state.provider.is_ready() {
         if let Err(e) = state.provider.warm().await {
             tracing::warn!(error = %e, "not ready: identity provider");
-            return (StatusCode::SERVICE_UNAVAILABLE, "identity provider metadata not loaded\n").into_response();
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "identity provider metadata not loaded\n",
+            )
+                .into_response();
         }
     }
     if let Err(e) = state.sessions.store().ping().await {
         tracing::warn!(error = %e, "not ready: session store");
-        return (StatusCode::SERVICE_UNAVAILABLE, "session store unreachable\n").into_response();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "session store unreachable\n",
+        )
+            .into_response();
     }
     (StatusCode::OK, "ready\n").into_response()
 }

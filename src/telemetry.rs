@@ -13,17 +13,25 @@ use tracing_subscriber::EnvFilter;
 /// Installs the global subscriber; `RUST_LOG` wins over the configured level.
 pub fn init(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
     };
 }
 
 type MakeSpan = fn(&Request) -> Span;
 type OnResponse = fn(&http::Response<axum::body::Body>, Duration, &Span);
 
-pub fn trace_layer() -> TraceLayer<SharedClassifier<ServerErrorsAsFailures>, MakeSpan, (), OnResponse> {
+pub fn trace_layer(
+) -> TraceLayer<SharedClassifier<ServerErrorsAsFailures>, MakeSpan, (), OnResponse> {
     TraceLayer::new_for_http()
         .make_span_with(make_span as MakeSpan)
         .on_request(())
@@ -40,5 +48,9 @@ fn make_span(req: &Request) -> Span {
 }
 
 fn on_response(resp: &http::Response<axum::body::Body>, latency: Duration, _: &Span) {
-    tracing::info!(status = resp.status().as_u16(), latency_ms = latency.as_secs_f64() * 1000.0, "request");
+    tracing::info!(
+        status = resp.status().as_u16(),
+        latency_ms = latency.as_secs_f64() * 1000.0,
+        "request"
+    );
 }

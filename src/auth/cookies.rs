@@ -42,7 +42,12 @@ impl CookieSpec {
     }
 
     pub fn session(&self, value: &str) -> HeaderValue {
-        self.build(&self.session_name, value, self.same_site, self.session_max_age)
+        self.build(
+            &self.session_name,
+            value,
+            self.same_site,
+            self.session_max_age,
+        )
     }
 
     pub fn clear_session(&self) -> HeaderValue {
@@ -50,14 +55,25 @@ impl CookieSpec {
     }
 
     pub fn login(&self, value: &str) -> HeaderValue {
-        self.build(&self.login_name, value, CookieSameSite::Lax, self.login_max_age)
+        self.build(
+            &self.login_name,
+            value,
+            CookieSameSite::Lax,
+            self.login_max_age,
+        )
     }
 
     pub fn clear_login(&self) -> HeaderValue {
         self.build(&self.login_name, "", CookieSameSite::Lax, Duration::ZERO)
     }
 
-    fn build(&self, name: &str, value: &str, same_site: CookieSameSite, max_age: Duration) -> HeaderValue {
+    fn build(
+        &self,
+        name: &str,
+        value: &str,
+        same_site: CookieSameSite,
+        max_age: Duration,
+    ) -> HeaderValue {
         let c = Cookie::build((name.to_string(), value.to_string()))
             .path("/")
             .http_only(true)
@@ -65,13 +81,17 @@ impl CookieSpec {
             .same_site(same_site)
             .max_age(cookie::time::Duration::seconds(max_age.as_secs() as i64))
             .build();
-        HeaderValue::from_str(&c.to_string()).expect("cookie names and base64url values are valid header text")
+        HeaderValue::from_str(&c.to_string())
+            .expect("cookie names and base64url values are valid header text")
     }
 }
 
 /// Values of every cookie called `name` in the request (HTTP/2 may split
 /// `Cookie` into several headers; a browser may send duplicates).
-pub fn request_cookies<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+pub fn request_cookies<'a>(
+    headers: &'a HeaderMap,
+    name: &'a str,
+) -> impl Iterator<Item = &'a str> + 'a {
     headers
         .get_all(http::header::COOKIE)
         .iter()
@@ -108,19 +128,33 @@ keys = ["{}"]
         let s = spec("https://app.example.com");
         let v = s.session("abc").to_str().unwrap().to_string();
         assert!(v.starts_with("__Host-oidc_bff=abc"), "{v}");
-        for attr in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/", "Max-Age="] {
+        for attr in [
+            "HttpOnly",
+            "Secure",
+            "SameSite=Strict",
+            "Path=/",
+            "Max-Age=",
+        ] {
             assert!(v.contains(attr), "{attr} missing in {v}");
         }
         assert!(!v.contains("Domain"), "{v}");
         let l = s.login("x").to_str().unwrap().to_string();
-        assert!(l.starts_with("__Host-oidc_bff_login=") && l.contains("SameSite=Lax") && l.contains("HttpOnly"), "{l}");
+        assert!(
+            l.starts_with("__Host-oidc_bff_login=")
+                && l.contains("SameSite=Lax")
+                && l.contains("HttpOnly"),
+            "{l}"
+        );
     }
 
     #[test]
     fn http_loopback_cookies_are_not_secure() {
         let s = spec("http://127.0.0.1:8080");
         let v = s.session("abc").to_str().unwrap().to_string();
-        assert!(v.starts_with("oidc_bff=abc") && !v.contains("Secure") && v.contains("HttpOnly"), "{v}");
+        assert!(
+            v.starts_with("oidc_bff=abc") && !v.contains("Secure") && v.contains("HttpOnly"),
+            "{v}"
+        );
         assert!(s.clear_session().to_str().unwrap().contains("Max-Age=0"));
     }
 
@@ -128,8 +162,14 @@ keys = ["{}"]
     fn reads_cookies_from_every_header() {
         let mut h = HeaderMap::new();
         h.append("cookie", HeaderValue::from_static("a=1; oidc_bff=first"));
-        h.append("cookie", HeaderValue::from_static("oidc_bff=\"second\"; b=2"));
-        assert_eq!(request_cookies(&h, "oidc_bff").collect::<Vec<_>>(), ["first", "second"]);
+        h.append(
+            "cookie",
+            HeaderValue::from_static("oidc_bff=\"second\"; b=2"),
+        );
+        assert_eq!(
+            request_cookies(&h, "oidc_bff").collect::<Vec<_>>(),
+            ["first", "second"]
+        );
         assert_eq!(request_cookies(&h, "missing").count(), 0);
     }
 }

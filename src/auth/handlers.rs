@@ -7,7 +7,10 @@ use super::{Authenticated, CsrfHeader, MaybeSession};
 use crate::app::AppState;
 use crate::auth::cookies::request_cookies;
 use crate::auth::return_to::safe_return_to;
-use crate::error::{html_response, json_response, redirect_response, wants_html, AppError, LoginError};
+use crate::config::SameSite;
+use crate::error::{
+    html_response, json_response, redirect_response, wants_html, AppError, LoginError,
+};
 use crate::oidc::flow::{pkce_challenge, PendingLogin, PendingLogins};
 use crate::oidc::{client, logout::logout_url, OidcError};
 use crate::session::{now_secs, Session, SessionData};
@@ -49,11 +52,18 @@ fn pending_cookie(state: &AppState, pending: &mut PendingLogins) -> HeaderValue 
 }
 
 /// `GET /auth/login?return_to=/path`: starts an authorization-code flow.
-pub async fn login(State(state): State<Arc<AppState>>, uri: Uri, headers: HeaderMap) -> Result<Response, AppError> {
+pub async fn login(
+    State(state): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
     let md = state.provider.metadata().await?;
     let cfg = &state.config;
     let params = query(&uri);
-    let return_to = safe_return_to(params.get("return_to").map(String::as_str), &cfg.server.auth_prefix);
+    let return_to = safe_return_to(
+        params.get("return_to").map(String::as_str),
+        &cfg.server.auth_prefix,
+    );
     let now = now_secs();
     let mut pending = pending_logins(&state, &headers);
     pending.prune(now, cfg.provider.login_timeout.as_secs() as i64);
@@ -76,15 +86,23 @@ pub async fn login(State(state): State<Arc<AppState>>, uri: Uri, headers: Header
     }
     pending.push(login);
     let mut resp = redirect_response(StatusCode::FOUND, url.as_str(), &HeaderMap::new());
-    resp.headers_mut().append(header::SET_COOKIE, pending_cookie(&state, &mut pending));
+    resp.headers_mut()
+        .append(header::SET_COOKIE, pending_cookie(&state, &mut pending));
     Ok(resp)
 }
 
 /// `GET /auth/callback`: the IdP's answer to a login.
-pub async fn callback(State(state): State<Arc<AppState>>, uri: Uri, headers: HeaderMap) -> Response {
+pub async fn callback(
+    State(state): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     let params = query(&uri);
     let mut pending = pending_logins(&state, &headers);
-    pending.prune(now_secs(), state.config.provider.login_timeout.as_secs() as i64);
+    pending.prune(
+        now_secs(),
+        state.config.provider.login_timeout.as_secs() as i64,
+    );
     // State is checked first and consumed whatever happens next: single use.
     let login = params.get("state").and_then(|s| pending.take(s));
     let login_cookie = pending_cookie(&state, &mut pending);
@@ -122,7 +140,9 @@ async fn finish_login(
             .collect();
         return Err(AppError::Login(LoginError::Idp(code)));
     }
-    let code = params.get("code").ok_or(AppError::Login(LoginError::MissingCode))?;
+    let code = params
+        .get("code")
+        .ok_or(AppError::Login(LoginError::MissingCode))?;
     let tokens = client::exchange_code(
         state.provider.http(),
         &md.token_endpoint,
@@ -132,13 +152,24 @@ async fn finish_login(
         &login.verifier,
     )
     .await?;
-    let id_token = tokens
-        .id_token
-        .clone()
-        .ok_or_else(|| OidcError::Protocol("the token response has no id_token (is the openid scope granted?)".into()))?;
-    let claims = state.provider.verify_id_token(&id_token, Some(&login.nonce)).await?;
-    let sub = claims.get("sub").and_then(|s| s.as_str()).unwrap_or_default().to_string();
-    let sid = claims.get("sid").and_then(|s| s.as_str()).map(str::to_string);
+    let id_token = tokens.id_token.clone().ok_or_else(|| {
+        OidcError::Protocol(
+            "the token response has no id_token (is the openid scope granted?)".into(),
+        )
+    })?;
+    let claims = state
+        .provider
+        .verify_id_token(&id_token, Some(&login.nonce))
+        .await?;
+    let sub = claims
+        .get("sub")
+        .and_then(|s| s.as_str())
+        .unwrap_or_default()
+        .to_string();
+    let sid = claims
+        .get("sid")
+        .and_then(|s| s.as_str())
+        .map(str::to_string);
 
     // A session the browser already had is ended: the new login gets a new id.
     if let Some(old) = super::session_of(state, headers).await? {
@@ -159,9 +190,38 @@ async fn finish_login(
     };
     let (_, cookie) = state.sessions.create(data).await?;
     tracing::info!(sub = %sub, "signed in");
-    let mut resp = redirect_response(StatusCode::FOUND, &login.return_to, &HeaderMap::new());
-    resp.headers_mut().append(header::SET_COOKIE, state.cookies.session(&cookie));
+    let mut resp = landing(state, &login.return_to)?;
+    resp.headers_mut()
+        .append(header::SET_COOKIE, state.cookies.session(&cookie));
     Ok(resp)
+}
+
+#[derive(Template)]
+#[template(path = "landing.html")]
+struct Landing<'a> {
+    target: &'a str,
+}
+
+/// Where the callback sends the browser. The callback is reached by a
+/// cross-site navigation (from the IdP), and browsers keep treating a redirect
+/// chain that started cross-site as cross-site: a `SameSite=Strict` cookie would
+/// not come along to `return_to`, and a server-rendered protected page would
+/// bounce back to login. With Strict, a tiny same-origin page navigates on
+/// instead, which is a same-site navigation; with Lax or None a 302 does.
+fn landing(state: &AppState, return_to: &str) -> Result<Response, AppError> {
+    if state.config.session.same_site != SameSite::Strict {
+        return Ok(redirect_response(
+            StatusCode::FOUND,
+            return_to,
+            &HeaderMap::new(),
+        ));
+    }
+    let page = Landing { target: return_to };
+    Ok(html_response(
+        StatusCode::OK,
+        page.render()
+            .map_err(|e| AppError::Internal(e.to_string()))?,
+    ))
 }
 
 #[derive(Template)]
@@ -174,9 +234,17 @@ struct LogoutConfirm<'a> {
 /// `GET /auth/logout?sid=…`: logs out when `sid` proves the link is the
 /// session's own; otherwise asks for confirmation (a cross-site GET must not
 /// end a session).
-pub async fn logout_get(State(state): State<Arc<AppState>>, MaybeSession(session): MaybeSession, uri: Uri) -> Result<Response, AppError> {
+pub async fn logout_get(
+    State(state): State<Arc<AppState>>,
+    MaybeSession(session): MaybeSession,
+    uri: Uri,
+) -> Result<Response, AppError> {
     let Some(session) = session else {
-        return Ok(redirect_response(StatusCode::FOUND, &state.config.signed_out_uri(), &HeaderMap::new()));
+        return Ok(redirect_response(
+            StatusCode::FOUND,
+            &state.config.signed_out_uri(),
+            &HeaderMap::new(),
+        ));
     };
     let params = query(&uri);
     if params
@@ -184,12 +252,22 @@ pub async fn logout_get(State(state): State<Arc<AppState>>, MaybeSession(session
         .is_some_and(|sid| state.sessions.check_logout_token(&session.id, sid))
     {
         let target = end_session(&state, session).await?;
-        return Ok(with_cleared_cookie(&state, redirect_response(StatusCode::FOUND, &target, &HeaderMap::new())));
+        return Ok(with_cleared_cookie(
+            &state,
+            redirect_response(StatusCode::FOUND, &target, &HeaderMap::new()),
+        ));
     }
     let action = format!("{}/logout", state.config.server.auth_prefix);
     let token = state.sessions.logout_token(&session.id);
-    let page = LogoutConfirm { action: &action, sid: &token };
-    Ok(html_response(StatusCode::OK, page.render().map_err(|e| AppError::Internal(e.to_string()))?))
+    let page = LogoutConfirm {
+        action: &action,
+        sid: &token,
+    };
+    Ok(html_response(
+        StatusCode::OK,
+        page.render()
+            .map_err(|e| AppError::Internal(e.to_string()))?,
+    ))
 }
 
 /// `POST /auth/logout`: needs `X-CSRF` (from the SPA) or the form's `sid`
@@ -222,7 +300,8 @@ pub async fn logout_post(
 }
 
 fn with_cleared_cookie(state: &AppState, mut resp: Response) -> Response {
-    resp.headers_mut().append(header::SET_COOKIE, state.cookies.clear_session());
+    resp.headers_mut()
+        .append(header::SET_COOKIE, state.cookies.clear_session());
     resp
 }
 
@@ -254,11 +333,20 @@ async fn end_session(state: &AppState, session: Session) -> Result<String, AppEr
             }
         });
     }
-    Ok(logout_url(&md.logout, &state.config.provider.client_id, Some(&session.data.id_token), &after))
+    Ok(logout_url(
+        &md.logout,
+        &state.config.provider.client_id,
+        Some(&session.data.id_token),
+        &after,
+    ))
 }
 
 /// `GET /auth/user`: who is signed in (needs `X-CSRF`, so a cross-site page cannot read it).
-pub async fn user(_: CsrfHeader, State(state): State<Arc<AppState>>, Authenticated(session): Authenticated) -> Response {
+pub async fn user(
+    _: CsrfHeader,
+    State(state): State<Arc<AppState>>,
+    Authenticated(session): Authenticated,
+) -> Response {
     let d = &session.data;
     let idle_end = d.last_seen + state.config.session.idle_timeout.as_secs() as i64;
     let body = serde_json::json!({
@@ -269,7 +357,8 @@ pub async fn user(_: CsrfHeader, State(state): State<Arc<AppState>>, Authenticat
     });
     let mut resp = json_response(StatusCode::OK, &body);
     if let Some(cookie) = &session.reissue_cookie {
-        resp.headers_mut().append(header::SET_COOKIE, state.cookies.session(cookie));
+        resp.headers_mut()
+            .append(header::SET_COOKIE, state.cookies.session(cookie));
     }
     resp
 }
@@ -283,6 +372,12 @@ struct SignedOut<'a> {
 /// `GET /auth/signed-out`: where the IdP sends the browser after logout.
 pub async fn signed_out(State(state): State<Arc<AppState>>) -> Result<Response, AppError> {
     let login_url = format!("{}/login", state.config.server.auth_prefix);
-    let page = SignedOut { login_url: &login_url };
-    Ok(html_response(StatusCode::OK, page.render().map_err(|e| AppError::Internal(e.to_string()))?))
+    let page = SignedOut {
+        login_url: &login_url,
+    };
+    Ok(html_response(
+        StatusCode::OK,
+        page.render()
+            .map_err(|e| AppError::Internal(e.to_string()))?,
+    ))
 }

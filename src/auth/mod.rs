@@ -31,7 +31,10 @@ pub fn has_session_cookie(state: &AppState, headers: &HeaderMap) -> bool {
 
 /// The session behind the request's cookie, if any. Bad cookies are simply no
 /// session; only an unavailable store is an error.
-pub async fn session_of(state: &AppState, headers: &HeaderMap) -> Result<Option<Session>, AppError> {
+pub async fn session_of(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<Session>, AppError> {
     // Bounded: a browser sends one; more are an attack or a mess.
     for value in cookies::request_cookies(headers, &state.cookies.session_name).take(3) {
         if let Some(s) = state.sessions.load(value).await? {
@@ -47,7 +50,10 @@ pub struct Authenticated(pub Session);
 impl FromRequestParts<Arc<AppState>> for Authenticated {
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, AppError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, AppError> {
         session_of(state, &parts.headers)
             .await?
             .map(Authenticated)
@@ -61,7 +67,10 @@ pub struct MaybeSession(pub Option<Session>);
 impl FromRequestParts<Arc<AppState>> for MaybeSession {
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, AppError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, AppError> {
         Ok(MaybeSession(session_of(state, &parts.headers).await?))
     }
 }

@@ -11,7 +11,8 @@ const MAX_LEN: usize = 1024;
 /// Returns `raw` normalised when it is a safe same-origin path, else `/`.
 /// Paths under the gateway's own `auth_prefix` also give `/` (no login loops).
 pub fn safe_return_to(raw: Option<&str>, auth_prefix: &str) -> String {
-    raw.and_then(|r| check(r, auth_prefix)).unwrap_or_else(|| "/".to_string())
+    raw.and_then(|r| check(r, auth_prefix))
+        .unwrap_or_else(|| "/".to_string())
 }
 
 fn check(raw: &str, auth_prefix: &str) -> Option<String> {
@@ -19,10 +20,15 @@ fn check(raw: &str, auth_prefix: &str) -> Option<String> {
         return None;
     }
     // Browsers treat '\' as '/', and strip tabs and newlines before parsing.
-    if raw.bytes().any(|b| b == b'\\' || b.is_ascii_control() || b == b' ' || b >= 0x80) {
+    if raw
+        .bytes()
+        .any(|b| b == b'\\' || b.is_ascii_control() || b == b' ' || b >= 0x80)
+    {
         return None;
     }
-    let decoded = percent_encoding::percent_decode_str(raw).decode_utf8().ok()?;
+    let decoded = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .ok()?;
     // A second look after decoding: `%2F%2Fevil.com`, `%5Cevil.com`, `%09`.
     if decoded.starts_with("//")
         || decoded.starts_with("/\\")

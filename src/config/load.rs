@@ -40,7 +40,9 @@ pub enum ConfigError {
 impl ConfigError {
     pub fn problems(&self) -> Vec<Problem> {
         match self {
-            ConfigError::Read { path, reason } => vec![Problem::new("config", format!("{path}: {reason}"))],
+            ConfigError::Read { path, reason } => {
+                vec![Problem::new("config", format!("{path}: {reason}"))]
+            }
             ConfigError::Invalid(p) => p.clone(),
         }
     }
@@ -73,9 +75,9 @@ fn env_overrides() -> Env {
 }
 
 fn from_figment(figment: Figment, base: &Path) -> Result<Config, ConfigError> {
-    let mut config: Config = figment.extract().map_err(|e| {
-        ConfigError::Invalid(e.into_iter().map(problem_from_figment).collect())
-    })?;
+    let mut config: Config = figment
+        .extract()
+        .map_err(|e| ConfigError::Invalid(e.into_iter().map(problem_from_figment).collect()))?;
     let problems = super::validate::validate(&mut config, base);
     if problems.is_empty() {
         Ok(config)
@@ -86,17 +88,40 @@ fn from_figment(figment: Figment, base: &Path) -> Result<Config, ConfigError> {
 
 fn problem_from_figment(e: figment::Error) -> Problem {
     use figment::error::Kind;
-    let mut key = e.path.join(".");
+    let mut path = e.path.clone();
     let message = match &e.kind {
         Kind::UnknownField(field, expected) => {
-            key = if key.is_empty() { field.clone() } else { format!("{key}.{field}") };
+            // Figment already ends the path with the unknown field, mostly.
+            if path.last() != Some(field) {
+                path.push(field.clone());
+            }
             format!("unknown key (expected one of: {})", expected.join(", "))
         }
         Kind::MissingField(field) => {
-            key = if key.is_empty() { field.to_string() } else { format!("{key}.{field}") };
+            path.push(field.to_string());
             "is required".to_string()
         }
         other => other.to_string(),
     };
-    Problem::new(if key.is_empty() { "config".into() } else { key }, message)
+    Problem::new(key_of(&path), message)
+}
+
+/// `["route", "1", "path"]` -> `route[1].path`, as validation names keys.
+fn key_of(path: &[String]) -> String {
+    let mut key = String::new();
+    for seg in path {
+        if !key.is_empty() && seg.parse::<usize>().is_ok() {
+            key.push_str(&format!("[{seg}]"));
+        } else {
+            if !key.is_empty() {
+                key.push('.');
+            }
+            key.push_str(seg);
+        }
+    }
+    if key.is_empty() {
+        "config".into()
+    } else {
+        key
+    }
 }

@@ -145,8 +145,33 @@ pub enum TokenEndpointAuth {
 pub struct SessionConfig {
     #[serde(default)]
     pub store: StoreKind,
+    /// One Redis server for `store = "redis"`: `redis://[[user]:password@]host[:port][/db]`,
+    /// or `rediss://…` for TLS.
     #[serde(default)]
     pub redis_url: Option<Secret>,
+    /// Seed nodes of a Redis Cluster (instead of `redis_url`), e.g.
+    /// `["redis://node-1:6379", "redis://node-2:6379"]`; the rest is discovered.
+    #[serde(default)]
+    pub redis_cluster_urls: Vec<Secret>,
+    /// ACL user for Redis; overrides the user in the URL.
+    #[serde(default)]
+    pub redis_username: Option<String>,
+    /// Redis password; overrides the password in the URL.
+    #[serde(default)]
+    pub redis_password: Option<Secret>,
+    /// A file holding the Redis password, used when `redis_password` is not set.
+    #[serde(default)]
+    pub redis_password_file: Option<PathBuf>,
+    /// PEM file with the CA certificate(s) of a `rediss://` server, trusted
+    /// instead of the system roots.
+    #[serde(default)]
+    pub redis_ca_file: Option<PathBuf>,
+    /// Prefix of every Redis key, so one Redis can serve several gateways.
+    #[serde(default = "defaults::redis_key_prefix")]
+    pub redis_key_prefix: String,
+    /// Bound of every Redis call; past it the request gets 503.
+    #[serde(default = "defaults::redis_timeout", with = "humantime_serde")]
+    pub redis_timeout: Duration,
     /// Base64url-encoded 32-byte keys: the first seals, all open (rotation).
     #[serde(default)]
     pub keys: Vec<Secret>,
@@ -172,6 +197,13 @@ impl Default for SessionConfig {
         SessionConfig {
             store: StoreKind::default(),
             redis_url: None,
+            redis_cluster_urls: Vec::new(),
+            redis_username: None,
+            redis_password: None,
+            redis_password_file: None,
+            redis_ca_file: None,
+            redis_key_prefix: defaults::redis_key_prefix(),
+            redis_timeout: defaults::redis_timeout(),
             keys: Vec::new(),
             keys_file: None,
             idle_timeout: defaults::idle_timeout(),
@@ -223,6 +255,12 @@ pub struct RouteConfig {
     /// Upstream response timeout (until the response headers arrive).
     #[serde(default = "defaults::route_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// Accept WebSocket handshakes (authenticated, same-origin only) and tunnel them.
+    #[serde(default)]
+    pub websocket: bool,
+    /// Largest request body for this route, in bytes; default `server.max_body_bytes`.
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -339,6 +377,12 @@ mod defaults {
     pub fn max_sessions() -> u64 {
         100_000
     }
+    pub fn redis_key_prefix() -> String {
+        "oidc-bff:".into()
+    }
+    pub fn redis_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
     pub fn route_timeout() -> Duration {
         Duration::from_secs(60)
     }
@@ -346,7 +390,6 @@ mod defaults {
         true
     }
 }
-
 
 #[cfg(test)]
 mod tests;

@@ -20,7 +20,10 @@ pub fn validate(config: &mut Config, base: &Path) -> Vec<Problem> {
 fn server(c: &Config, p: &mut Vec<Problem>) {
     let url = &c.server.public_url;
     if !matches!(url.scheme(), "http" | "https") {
-        p.push(Problem::new("server.public_url", "must be an http:// or https:// URL"));
+        p.push(Problem::new(
+            "server.public_url",
+            "must be an http:// or https:// URL",
+        ));
     } else if url.host_str().is_none() {
         p.push(Problem::new("server.public_url", "must have a host"));
     } else if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
@@ -40,7 +43,10 @@ fn server(c: &Config, p: &mut Vec<Problem>) {
             "server.auth_prefix",
             "must start with '/' and not end with '/', e.g. \"/auth\"",
         ));
-    } else if !prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b)) {
+    } else if !prefix
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b))
+    {
         p.push(Problem::new(
             "server.auth_prefix",
             "may only hold letters, digits, '/', '-', '_' and '.'",
@@ -53,10 +59,16 @@ fn server(c: &Config, p: &mut Vec<Problem>) {
         ));
     }
     if c.server.max_body_bytes == 0 {
-        p.push(Problem::new("server.max_body_bytes", "must be greater than 0"));
+        p.push(Problem::new(
+            "server.max_body_bytes",
+            "must be greater than 0",
+        ));
     }
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&c.server.log_level) {
-        p.push(Problem::new("server.log_level", format!("is not a valid filter: {e}")));
+        p.push(Problem::new(
+            "server.log_level",
+            format!("is not a valid filter: {e}"),
+        ));
     }
 }
 
@@ -100,11 +112,18 @@ fn provider(c: &mut Config, base: &Path, p: &mut Vec<Problem>) {
                     "must look like \"<region>_<id>\" with the same region as provider.cognito.region",
                 )),
             }
-            let d = &cog.domain;
-            if d.is_empty() || d.contains('/') && !d.starts_with("https://") {
+            // A bare host (Cognito's own or a custom domain), or a URL for development IdPs.
+            let d = cog.domain.trim_end_matches('/');
+            let ok = match d.split_once("://") {
+                None => !d.is_empty() && !d.contains('/'),
+                Some(("https", rest)) => !rest.is_empty() && !rest.contains('/'),
+                Some(("http", rest)) => pc.insecure_allow_http && !rest.is_empty() && !rest.contains('/'),
+                Some(_) => false,
+            };
+            if !ok {
                 p.push(Problem::new(
                     "provider.cognito.domain",
-                    "must be the hosted-UI domain, e.g. \"myapp.auth.eu-west-1.amazoncognito.com\"",
+                    "must be the hosted-UI domain, e.g. \"myapp.auth.eu-west-1.amazoncognito.com\" (http:// only with provider.insecure_allow_http)",
                 ));
             }
         }
@@ -118,7 +137,10 @@ fn provider(c: &mut Config, base: &Path, p: &mut Vec<Problem>) {
             "set only one of client_secret and client_secret_file",
         )),
         (None, Some(path)) => match read_secret_file(base, path) {
-            Ok(s) if s.is_empty() => p.push(Problem::new("provider.client_secret_file", "the file is empty")),
+            Ok(s) if s.is_empty() => p.push(Problem::new(
+                "provider.client_secret_file",
+                "the file is empty",
+            )),
             Ok(s) => pc.client_secret = Some(Secret::new(s)),
             Err(e) => p.push(Problem::new("provider.client_secret_file", e)),
         },
@@ -145,7 +167,16 @@ fn provider(c: &mut Config, base: &Path, p: &mut Vec<Problem>) {
             }
         }
     }
-    for reserved in ["response_type", "client_id", "redirect_uri", "scope", "state", "nonce", "code_challenge", "code_challenge_method"] {
+    for reserved in [
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "scope",
+        "state",
+        "nonce",
+        "code_challenge",
+        "code_challenge_method",
+    ] {
         if pc.extra_auth_params.contains_key(reserved) {
             p.push(Problem::new(
                 format!("provider.extra_auth_params.{reserved}"),
@@ -173,7 +204,10 @@ fn session(c: &mut Config, base: &Path, p: &mut Vec<Problem>) {
             }
         }
     } else if s.keys_file.is_some() {
-        p.push(Problem::new("session.keys_file", "set only one of keys and keys_file"));
+        p.push(Problem::new(
+            "session.keys_file",
+            "set only one of keys and keys_file",
+        ));
     }
     if s.keys.is_empty() && s.keys_file.is_some() {
         p.push(Problem::new("session.keys_file", "holds no key"));
@@ -198,7 +232,10 @@ fn session(c: &mut Config, base: &Path, p: &mut Vec<Problem>) {
         }
     }
     if s.idle_timeout.is_zero() {
-        p.push(Problem::new("session.idle_timeout", "must be greater than 0"));
+        p.push(Problem::new(
+            "session.idle_timeout",
+            "must be greater than 0",
+        ));
     }
     if s.absolute_timeout < s.idle_timeout {
         p.push(Problem::new(
@@ -207,7 +244,10 @@ fn session(c: &mut Config, base: &Path, p: &mut Vec<Problem>) {
         ));
     }
     if s.cookie_name.is_empty()
-        || !s.cookie_name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        || !s
+            .cookie_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     {
         p.push(Problem::new(
             "session.cookie_name",
@@ -221,14 +261,130 @@ fn session(c: &mut Config, base: &Path, p: &mut Vec<Problem>) {
         ));
     }
     if s.max_sessions == 0 {
-        p.push(Problem::new("session.max_sessions", "must be greater than 0"));
+        p.push(Problem::new(
+            "session.max_sessions",
+            "must be greater than 0",
+        ));
     }
-    match s.store {
-        StoreKind::Memory => {}
-        StoreKind::Redis => p.push(Problem::new(
+    redis(s, base, p);
+}
+
+/// The `redis_*` keys. They are checked whenever present (a typo should not
+/// wait for the day someone switches to Redis); `store = "redis"` needs a server.
+fn redis(s: &mut super::SessionConfig, base: &Path, p: &mut Vec<Problem>) {
+    use crate::session::redis::{parse_ca_pem, parse_url};
+    let mut tls = None;
+    if let Some(url) = &s.redis_url {
+        match parse_url(url.expose()) {
+            Ok(e) => tls = Some(e.tls),
+            Err(e) => p.push(Problem::new("session.redis_url", e)),
+        }
+    }
+    let mut first = None;
+    for (i, url) in s.redis_cluster_urls.iter().enumerate() {
+        let key = format!("session.redis_cluster_urls[{i}]");
+        match parse_url(url.expose()) {
+            Ok(e) if e.database.is_some_and(|d| d != 0) => {
+                p.push(Problem::new(key, "must not name a database: a cluster has only database 0"))
+            }
+            Ok(e) => match &first {
+                None => {
+                    tls = Some(e.tls);
+                    first = Some(e);
+                }
+                Some(f) if (f.tls, &f.username, &f.password) != (e.tls, &e.username, &e.password) => p.push(Problem::new(
+                    key,
+                    "must use the same scheme and credentials as redis_cluster_urls[0] (or set redis_username / redis_password)",
+                )),
+                Some(_) => {}
+            },
+            Err(e) => p.push(Problem::new(key, e)),
+        }
+    }
+    let has_url = s.redis_url.is_some();
+    let has_cluster = !s.redis_cluster_urls.is_empty();
+    if has_url && has_cluster {
+        p.push(Problem::new(
+            "session.redis_cluster_urls",
+            "set only one of redis_url (one server) and redis_cluster_urls (a cluster)",
+        ));
+    }
+    if s.store == StoreKind::Redis && !has_url && !has_cluster {
+        p.push(Problem::new(
             "session.store",
-            "\"redis\" is not available in this version yet; use \"memory\"",
-        )),
+            "\"redis\" needs session.redis_url (one server) or session.redis_cluster_urls (a cluster)",
+        ));
+    }
+    if s.redis_password.is_some() && s.redis_password_file.is_some() {
+        p.push(Problem::new(
+            "session.redis_password_file",
+            "set only one of redis_password and redis_password_file",
+        ));
+    } else if let Some(path) = &s.redis_password_file {
+        match read_secret_file(base, path) {
+            Ok(pw) if pw.is_empty() => {
+                p.push(Problem::new("session.redis_password_file", "is empty"))
+            }
+            Ok(pw) => s.redis_password = Some(Secret::new(pw)),
+            Err(e) => p.push(Problem::new("session.redis_password_file", e)),
+        }
+    }
+    if s.redis_username
+        .as_deref()
+        .is_some_and(|u| u.is_empty() || u.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        p.push(Problem::new(
+            "session.redis_username",
+            "must be a non-empty name without spaces",
+        ));
+    }
+    if let Some(path) = &s.redis_ca_file {
+        let full = base.join(path);
+        if tls == Some(false) {
+            p.push(Problem::new(
+                "session.redis_ca_file",
+                "only applies to rediss:// (TLS) URLs",
+            ));
+        } else {
+            match std::fs::read(&full) {
+                Ok(pem) => {
+                    if let Err(e) = parse_ca_pem(&pem) {
+                        p.push(Problem::new(
+                            "session.redis_ca_file",
+                            format!("{}: {e}", full.display()),
+                        ));
+                    }
+                }
+                Err(e) => p.push(Problem::new(
+                    "session.redis_ca_file",
+                    format!("cannot read {}: {e}", full.display()),
+                )),
+            }
+        }
+        s.redis_ca_file = Some(full);
+    }
+    let prefix = &s.redis_key_prefix;
+    if prefix.len() > 64
+        || !prefix
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}')
+    {
+        // Braces would make a cluster hash tag and put every session on one node.
+        p.push(Problem::new(
+            "session.redis_key_prefix",
+            "must be at most 64 printable characters without spaces, '{' or '}', e.g. \"oidc-bff:\"",
+        ));
+    }
+    if s.redis_timeout.is_zero() {
+        p.push(Problem::new(
+            "session.redis_timeout",
+            "must be greater than 0",
+        ));
+    } else if s.redis_timeout > std::time::Duration::from_secs(60) {
+        p.push(Problem::new(
+            "session.redis_timeout",
+            "must be at most 60s (every request that needs a session waits this long when Redis hangs)",
+        ));
     }
 }
 
@@ -236,10 +392,14 @@ fn session(c: &mut Config, base: &Path, p: &mut Vec<Problem>) {
 pub(crate) fn decode_key(text: &str) -> Option<[u8; 32]> {
     use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
     let text = text.trim();
-    [URL_SAFE_NO_PAD.decode(text), URL_SAFE.decode(text), STANDARD.decode(text)]
-        .into_iter()
-        .flatten()
-        .find_map(|bytes| <[u8; 32]>::try_from(bytes.as_slice()).ok())
+    [
+        URL_SAFE_NO_PAD.decode(text),
+        URL_SAFE.decode(text),
+        STANDARD.decode(text),
+    ]
+    .into_iter()
+    .flatten()
+    .find_map(|bytes| <[u8; 32]>::try_from(bytes.as_slice()).ok())
 }
 
 fn routes(c: &Config, p: &mut Vec<Problem>) {
@@ -248,29 +408,57 @@ fn routes(c: &Config, p: &mut Vec<Problem>) {
         let key = |k: &str| format!("route[{i}].{k}");
         if !r.path.starts_with('/') {
             p.push(Problem::new(key("path"), "must start with '/'"));
-        } else if r.path.contains("..") || r.path.contains("//") || r.path.contains('\\') || r.path.contains('%') {
-            p.push(Problem::new(key("path"), "must be a plain path prefix (no '..', '//', '\\' or '%')"));
+        } else if r.path.contains("..")
+            || r.path.contains("//")
+            || r.path.contains('\\')
+            || r.path.contains('%')
+        {
+            p.push(Problem::new(
+                key("path"),
+                "must be a plain path prefix (no '..', '//', '\\' or '%')",
+            ));
         }
         if !paths.insert(r.path.trim_end_matches('/').to_string()) {
-            p.push(Problem::new(key("path"), format!("\"{}\" is used by another route", r.path)));
+            p.push(Problem::new(
+                key("path"),
+                format!("\"{}\" is used by another route", r.path),
+            ));
         }
         let auth = &c.server.auth_prefix;
         if r.path == *auth || r.path.starts_with(&format!("{auth}/")) {
-            p.push(Problem::new(key("path"), format!("must not be under the gateway's own prefix {auth}")));
+            p.push(Problem::new(
+                key("path"),
+                format!("must not be under the gateway's own prefix {auth}"),
+            ));
         }
         if !matches!(r.upstream.scheme(), "http" | "https") || r.upstream.host_str().is_none() {
-            p.push(Problem::new(key("upstream"), "must be an http:// or https:// URL with a host"));
+            p.push(Problem::new(
+                key("upstream"),
+                "must be an http:// or https:// URL with a host",
+            ));
         }
         if r.upstream.query().is_some() || r.upstream.fragment().is_some() {
-            p.push(Problem::new(key("upstream"), "must not have a query or fragment"));
+            p.push(Problem::new(
+                key("upstream"),
+                "must not have a query or fragment",
+            ));
         }
         for m in &r.methods {
             if http::Method::from_bytes(m.as_bytes()).is_err() || m.to_ascii_uppercase() != *m {
-                p.push(Problem::new(key("methods"), format!("\"{m}\" is not an upper-case HTTP method")));
+                p.push(Problem::new(
+                    key("methods"),
+                    format!("\"{m}\" is not an upper-case HTTP method"),
+                ));
             }
         }
         if r.timeout.is_zero() {
             p.push(Problem::new(key("timeout"), "must be greater than 0"));
+        }
+        if r.max_body_bytes == Some(0) {
+            p.push(Problem::new(
+                key("max_body_bytes"),
+                "must be greater than 0",
+            ));
         }
     }
 }
@@ -284,13 +472,19 @@ fn spa(c: &mut Config, base: &Path, p: &mut Vec<Problem>) {
             // Relative to the config file, like every other path in it.
             let dir = base.join(dir);
             if !dir.join("index.html").is_file() {
-                p.push(Problem::new("spa.dir", format!("{} has no index.html", dir.display())));
+                p.push(Problem::new(
+                    "spa.dir",
+                    format!("{} has no index.html", dir.display()),
+                ));
             }
             spa.dir = Some(dir);
         }
         (None, Some(u)) => {
             if !matches!(u.scheme(), "http" | "https") {
-                p.push(Problem::new("spa.upstream", "must be an http:// or https:// URL"));
+                p.push(Problem::new(
+                    "spa.upstream",
+                    "must be an http:// or https:// URL",
+                ));
             }
         }
     }
@@ -301,4 +495,92 @@ fn read_secret_file(base: &Path, path: &Path) -> Result<String, String> {
     std::fs::read_to_string(&full)
         .map(|s| s.trim().to_string())
         .map_err(|e| format!("cannot read {}: {e}", full.display()))
+}
+
+#[cfg(test)]
+mod redis_tests {
+    //! The `[session] redis_*` rules; the general table lives in `config/tests.rs`.
+
+    use crate::config::load_from_str;
+
+    fn config(session: &str) -> String {
+        format!(
+            "[server]\npublic_url = \"https://app.example.com\"\n\n[provider]\nissuer = \"https://idp.example.com\"\nclient_id = \"bff\"\n\n[session]\nkeys = [\"rKFjFOFP6sPFwG0ckYs4P92X-dRWoYVFbgJduZp0nJ8\"]\n{session}\n"
+        )
+    }
+
+    /// The keys of the problems `session` causes (empty when valid).
+    fn problems(session: &str) -> Vec<String> {
+        match load_from_str(&config(session)) {
+            Ok(_) => vec![],
+            Err(e) => e.problems().into_iter().map(|p| p.key).collect(),
+        }
+    }
+
+    #[test]
+    fn valid_redis_configs() {
+        for ok in [
+            "store = \"redis\"\nredis_url = \"redis://redis:6379\"",
+            "store = \"redis\"\nredis_url = \"rediss://app:pw@redis.internal:6380/2\"\nredis_timeout = \"500ms\"",
+            "store = \"redis\"\nredis_cluster_urls = [\"redis://n1:7000\", \"redis://n2:7000\"]\nredis_key_prefix = \"shop:\"",
+            "store = \"redis\"\nredis_url = \"redis://redis\"\nredis_username = \"app\"\nredis_password = \"pw\"",
+            // Set but unused (store = "memory"): accepted, warned about at start.
+            "redis_url = \"redis://redis:6379\"",
+        ] {
+            assert_eq!(problems(ok), Vec::<String>::new(), "{ok}");
+        }
+        let c = load_from_str(&config("store = \"redis\"\nredis_url = \"redis://r\"")).unwrap();
+        assert_eq!(c.session.redis_key_prefix, "oidc-bff:");
+        assert_eq!(c.session.redis_timeout, std::time::Duration::from_secs(2));
+    }
+
+    #[test]
+    fn bad_redis_configs_name_the_key() {
+        for (session, key) in [
+            ("store = \"redis\"", "session.store"),
+            ("store = \"redis\"\nredis_url = \"http://redis:6379\"", "session.redis_url"),
+            ("store = \"redis\"\nredis_url = \"redis://redis:6379/x\"", "session.redis_url"),
+            ("store = \"redis\"\nredis_url = \"redis://a\"\nredis_cluster_urls = [\"redis://b\"]", "session.redis_cluster_urls"),
+            ("store = \"redis\"\nredis_cluster_urls = [\"redis://a\", \"rediss://b\"]", "session.redis_cluster_urls[1]"),
+            ("store = \"redis\"\nredis_cluster_urls = [\"redis://a/3\"]", "session.redis_cluster_urls[0]"),
+            ("store = \"redis\"\nredis_url = \"rediss://r\"\nredis_ca_file = \"/nonexistent/ca.pem\"", "session.redis_ca_file"),
+            ("store = \"redis\"\nredis_url = \"redis://r\"\nredis_ca_file = \"Cargo.toml\"", "session.redis_ca_file"),
+            ("store = \"redis\"\nredis_url = \"redis://r\"\nredis_key_prefix = \"{tag}:\"", "session.redis_key_prefix"),
+            ("store = \"redis\"\nredis_url = \"redis://r\"\nredis_key_prefix = \"a b\"", "session.redis_key_prefix"),
+            ("store = \"redis\"\nredis_url = \"redis://r\"\nredis_timeout = \"0s\"", "session.redis_timeout"),
+            ("store = \"redis\"\nredis_url = \"redis://r\"\nredis_timeout = \"5m\"", "session.redis_timeout"),
+            ("store = \"redis\"\nredis_url = \"redis://r\"\nredis_password = \"a\"\nredis_password_file = \"/x\"", "session.redis_password_file"),
+            ("store = \"redis\"\nredis_url = \"redis://r\"\nredis_password_file = \"/nonexistent/pw\"", "session.redis_password_file"),
+            ("store = \"redis\"\nredis_url = \"redis://r\"\nredis_username = \"\"", "session.redis_username"),
+        ] {
+            assert_eq!(problems(session), [key], "{session}");
+        }
+    }
+
+    #[test]
+    fn problems_never_echo_a_redis_password() {
+        let c = config("store = \"redis\"\nredis_url = \"redis://:s3cret-pw@redis:6379/x\"");
+        let err = load_from_str(&c).unwrap_err().to_string();
+        assert!(!err.contains("s3cret-pw"), "{err}");
+    }
+
+    #[test]
+    fn password_file_and_ca_file_are_read() {
+        let dir = std::env::temp_dir().join(format!("oidc-bff-redis-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("pw"), "file-pw\n").unwrap();
+        std::fs::write(dir.join("ca.pem"), "not a certificate").unwrap();
+        let session = format!(
+            "store = \"redis\"\nredis_url = \"rediss://r\"\nredis_password_file = \"{}\"",
+            dir.join("pw").display()
+        );
+        let c = load_from_str(&config(&session)).unwrap();
+        assert_eq!(c.session.redis_password.unwrap().expose(), "file-pw");
+        let bad_ca = format!(
+            "{session}\nredis_ca_file = \"{}\"",
+            dir.join("ca.pem").display()
+        );
+        assert_eq!(problems(&bad_ca), ["session.redis_ca_file"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -46,10 +46,16 @@ pub struct ClientAuth {
 }
 
 impl ClientAuth {
-    fn apply(&self, req: reqwest::RequestBuilder, form: &mut Vec<(&str, String)>) -> reqwest::RequestBuilder {
+    fn apply(
+        &self,
+        req: reqwest::RequestBuilder,
+        form: &mut Vec<(&str, String)>,
+    ) -> reqwest::RequestBuilder {
         match (&self.secret, self.method) {
             (Some(secret), TokenEndpointAuth::ClientSecretBasic) => {
-                let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+                let enc = |s: &str| {
+                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+                };
                 req.basic_auth(enc(&self.client_id), Some(enc(secret.expose())))
             }
             (Some(secret), TokenEndpointAuth::ClientSecretPost) => {
@@ -116,8 +122,9 @@ async fn token_request(
         .await
         .map_err(|e| OidcError::Unreachable(format!("token endpoint: {}", e.without_url())))?;
     if status.is_success() {
-        return serde_json::from_slice(&body)
-            .map_err(|e| OidcError::Protocol(format!("token endpoint answered an unreadable body: {e}")));
+        return serde_json::from_slice(&body).map_err(|e| {
+            OidcError::Protocol(format!("token endpoint answered an unreadable body: {e}"))
+        });
     }
     // RFC 6749 §5.2: the error code is safe to log; the description may echo input, so it is not kept.
     let code = serde_json::from_slice::<ErrorResponse>(&body)
@@ -138,16 +145,21 @@ pub async fn revoke(
     token: &str,
     hint: &str,
 ) -> Result<(), OidcError> {
-    let mut form = vec![("token", token.to_string()), ("token_type_hint", hint.to_string())];
+    let mut form = vec![
+        ("token", token.to_string()),
+        ("token_type_hint", hint.to_string()),
+    ];
     let req = auth.apply(http.post(endpoint.clone()), &mut form);
-    let resp = req
-        .form(&form)
-        .send()
-        .await
-        .map_err(|e| OidcError::Unreachable(format!("revocation endpoint: {}", e.without_url())))?;
+    let resp =
+        req.form(&form).send().await.map_err(|e| {
+            OidcError::Unreachable(format!("revocation endpoint: {}", e.without_url()))
+        })?;
     if resp.status().is_success() {
         Ok(())
     } else {
-        Err(OidcError::TokenEndpoint(format!("revocation: HTTP {}", resp.status())))
+        Err(OidcError::TokenEndpoint(format!(
+            "revocation: HTTP {}",
+            resp.status()
+        )))
     }
 }

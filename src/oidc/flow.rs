@@ -60,7 +60,8 @@ pub struct PendingLogins(pub Vec<PendingLogin>);
 impl PendingLogins {
     /// Drops logins older than `max_age` seconds.
     pub fn prune(&mut self, now: i64, max_age: i64) {
-        self.0.retain(|p| now - p.started < max_age && p.started <= now + 60);
+        self.0
+            .retain(|p| now - p.started < max_age && p.started <= now + 60);
     }
 
     /// Adds a login, dropping the oldest past [`MAX_PENDING`].
@@ -121,14 +122,20 @@ mod tests {
         assert_eq!(p.take(&state).unwrap().return_to, "/tab5");
         assert!(p.take(&state).is_none(), "single use");
         p.prune(1000 + 600 + 4, 600);
-        assert_eq!(p.0.iter().map(|l| l.return_to.as_str()).collect::<Vec<_>>(), ["/tab6", "/tab7"]);
+        assert_eq!(
+            p.0.iter().map(|l| l.return_to.as_str()).collect::<Vec<_>>(),
+            ["/tab6", "/tab7"]
+        );
     }
 
     #[test]
     fn encoded_cookie_stays_small() {
         let mut p = PendingLogins::default();
         for i in 0..MAX_PENDING {
-            p.push(PendingLogin::new(format!("/{}", "x".repeat(1000)), i as i64));
+            p.push(PendingLogin::new(
+                format!("/{}", "x".repeat(1000)),
+                i as i64,
+            ));
         }
         let v = p.encode(|b| B64.encode(b));
         assert!(v.len() <= MAX_COOKIE_BYTES, "{}", v.len());

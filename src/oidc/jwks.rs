@@ -32,7 +32,11 @@ impl JwksSource for HttpJwksSource {
             .await
             .map_err(|e| OidcError::Jwks(format!("GET {}: {e}", self.url)))?;
         if !resp.status().is_success() {
-            return Err(OidcError::Jwks(format!("GET {}: HTTP {}", self.url, resp.status())));
+            return Err(OidcError::Jwks(format!(
+                "GET {}: HTTP {}",
+                self.url,
+                resp.status()
+            )));
         }
         resp.json()
             .await
@@ -74,9 +78,15 @@ impl JwksCache {
     }
 
     /// Keys that may verify a token with this `kid` and `alg`.
-    pub async fn keys_for(&self, kid: Option<&str>, alg: Algorithm) -> Result<Vec<Arc<VerifyKey>>, OidcError> {
+    pub async fn keys_for(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Result<Vec<Arc<VerifyKey>>, OidcError> {
         let current = self.snapshot();
-        let fresh = current.fetched_at.is_some_and(|t| t.elapsed() < self.max_age);
+        let fresh = current
+            .fetched_at
+            .is_some_and(|t| t.elapsed() < self.max_age);
         let found = matching(&current, kid, alg);
         if !found.is_empty() && fresh {
             return Ok(found);
@@ -118,14 +128,18 @@ impl JwksCache {
                 return Ok(current);
             }
             if t.elapsed() < Duration::from_secs(1) {
-                return Err(OidcError::Jwks("JWKS fetch failed moments ago; not retrying yet".into()));
+                return Err(OidcError::Jwks(
+                    "JWKS fetch failed moments ago; not retrying yet".into(),
+                ));
             }
         }
         *last = Some(Instant::now());
         let doc = self.source.fetch().await?;
         let keys = parse_jwks(&doc);
         if keys.is_empty() {
-            return Err(OidcError::Jwks("the JWKS holds no usable signing key".into()));
+            return Err(OidcError::Jwks(
+                "the JWKS holds no usable signing key".into(),
+            ));
         }
         let set = Arc::new(KeySet {
             keys,
@@ -225,11 +239,23 @@ mod tests {
         let rsa_declared = json!({"kty":"RSA","kid":"r2","alg":"RS256","n":rsa["n"],"e":"AQAB"});
         let rsa_lying = json!({"kty":"RSA","kid":"r3","alg":"HS256","n":rsa["n"],"e":"AQAB"});
         let enc = json!({"kty":"RSA","kid":"r4","use":"enc","n":rsa["n"],"e":"AQAB"});
-        let keys = parse_jwks(&json!({"keys":[rsa, ec, hmac, rsa_declared, rsa_lying, enc, {"kty":"weird"}]}));
-        let by_kid: HashMap<_, _> = keys.iter().map(|k| (k.kid.clone().unwrap(), k.algorithms.clone())).collect();
-        assert_eq!(by_kid.len(), 3, "oct, HS256-declared, enc and unknown keys dropped: {:?}", by_kid.keys());
+        let keys = parse_jwks(
+            &json!({"keys":[rsa, ec, hmac, rsa_declared, rsa_lying, enc, {"kty":"weird"}]}),
+        );
+        let by_kid: HashMap<_, _> = keys
+            .iter()
+            .map(|k| (k.kid.clone().unwrap(), k.algorithms.clone()))
+            .collect();
+        assert_eq!(
+            by_kid.len(),
+            3,
+            "oct, HS256-declared, enc and unknown keys dropped: {:?}",
+            by_kid.keys()
+        );
         assert!(by_kid["r"].contains(&Algorithm::RS256) && by_kid["r"].contains(&Algorithm::PS512));
-        assert!(!by_kid["r"].iter().any(|a| matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)));
+        assert!(!by_kid["r"]
+            .iter()
+            .any(|a| matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)));
         assert_eq!(by_kid["e"], vec![Algorithm::ES256]);
         assert_eq!(by_kid["r2"], vec![Algorithm::RS256]);
     }

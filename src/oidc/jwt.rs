@@ -60,7 +60,11 @@ pub struct Expect<'a> {
 }
 
 /// Verifies signature and standard claims; returns the claims.
-pub async fn verify(jwks: &JwksCache, token: &str, expect: &Expect<'_>) -> Result<Claims, JwtError> {
+pub async fn verify(
+    jwks: &JwksCache,
+    token: &str,
+    expect: &Expect<'_>,
+) -> Result<Claims, JwtError> {
     let header = decode_header(token).map_err(|_| JwtError::Malformed)?;
     // Only asymmetric signatures: an HMAC "signed" with the public key is forgeable.
     if !matches!(
@@ -144,14 +148,25 @@ fn check_claims(claims: Claims, expect: &Expect<'_>) -> Result<Claims, JwtError>
 }
 
 /// The extra ID-token rules of OIDC Core §3.1.3.7 on top of [`verify`].
-pub fn check_id_token(claims: &Claims, client_id: &str, nonce: Option<&str>) -> Result<(), JwtError> {
-    if !claims.get("sub").is_some_and(|s| s.as_str().is_some_and(|s| !s.is_empty())) {
+pub fn check_id_token(
+    claims: &Claims,
+    client_id: &str,
+    nonce: Option<&str>,
+) -> Result<(), JwtError> {
+    if claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
         return Err(JwtError::Claim("sub"));
     }
     if !claims.get("iat").is_some_and(Value::is_number) {
         return Err(JwtError::Claim("iat"));
     }
-    let multiple_aud = claims.get("aud").and_then(Value::as_array).is_some_and(|a| a.len() > 1);
+    let multiple_aud = claims
+        .get("aud")
+        .and_then(Value::as_array)
+        .is_some_and(|a| a.len() > 1);
     match claims.get("azp").map(Value::as_str) {
         Some(Some(azp)) if azp != client_id => return Err(JwtError::Audience),
         Some(None) => return Err(JwtError::Claim("azp")),

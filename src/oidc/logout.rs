@@ -6,7 +6,12 @@
 use super::metadata::LogoutStyle;
 
 /// Where to send the browser after the local session has ended.
-pub fn logout_url(style: &LogoutStyle, client_id: &str, id_token: Option<&str>, after: &str) -> String {
+pub fn logout_url(
+    style: &LogoutStyle,
+    client_id: &str,
+    id_token: Option<&str>,
+    after: &str,
+) -> String {
     match style {
         LogoutStyle::EndSession(endpoint) => {
             let mut url = endpoint.clone();
@@ -39,12 +44,15 @@ mod tests {
     #[test]
     fn each_style_builds_its_url() {
         let after = "https://app.example.com/auth/signed-out";
-        let cognito = LogoutStyle::Cognito(Url::parse("https://x.auth.eu-west-1.amazoncognito.com/logout").unwrap());
+        let cognito = LogoutStyle::Cognito(
+            Url::parse("https://x.auth.eu-west-1.amazoncognito.com/logout").unwrap(),
+        );
         assert_eq!(
             logout_url(&cognito, "cid", Some("tok"), after),
             "https://x.auth.eu-west-1.amazoncognito.com/logout?client_id=cid&logout_uri=https%3A%2F%2Fapp.example.com%2Fauth%2Fsigned-out"
         );
-        let std = LogoutStyle::EndSession(Url::parse("https://idp.example.com/session/end").unwrap());
+        let std =
+            LogoutStyle::EndSession(Url::parse("https://idp.example.com/session/end").unwrap());
         assert_eq!(
             logout_url(&std, "cid", Some("tok"), after),
             "https://idp.example.com/session/end?id_token_hint=tok&client_id=cid&post_logout_redirect_uri=https%3A%2F%2Fapp.example.com%2Fauth%2Fsigned-out"

@@ -49,17 +49,27 @@ struct Discovery {
 
 /// The issuer Cognito puts in `iss`.
 pub fn cognito_issuer(c: &CognitoConfig) -> String {
-    format!("https://cognito-idp.{}.amazonaws.com/{}", c.region, c.user_pool_id)
+    format!(
+        "https://cognito-idp.{}.amazonaws.com/{}",
+        c.region, c.user_pool_id
+    )
 }
 
 /// The hosted-UI base URL; `domain` may carry a scheme (development IdPs).
 pub fn cognito_domain_url(c: &CognitoConfig) -> Result<Url, OidcError> {
-    let raw = if c.domain.contains("://") { c.domain.clone() } else { format!("https://{}", c.domain) };
+    let raw = if c.domain.contains("://") {
+        c.domain.clone()
+    } else {
+        format!("https://{}", c.domain)
+    };
     Url::parse(&raw).map_err(|e| OidcError::Metadata(format!("cognito domain: {e}")))
 }
 
 /// Builds metadata from config, fetching the discovery document when needed.
-pub async fn resolve(cfg: &ProviderConfig, http: &reqwest::Client) -> Result<ProviderMetadata, OidcError> {
+pub async fn resolve(
+    cfg: &ProviderConfig,
+    http: &reqwest::Client,
+) -> Result<ProviderMetadata, OidcError> {
     let mut md = if let Some(cognito) = &cfg.cognito {
         let issuer = cognito_issuer(cognito);
         let base = cognito_domain_url(cognito)?;
@@ -103,7 +113,9 @@ pub async fn resolve(cfg: &ProviderConfig, http: &reqwest::Client) -> Result<Pro
         }
         if let Some(methods) = &d.code_challenge_methods_supported {
             if !methods.iter().any(|m| m == "S256") {
-                tracing::warn!("the provider does not advertise PKCE S256; oidc-bff sends it anyway");
+                tracing::warn!(
+                    "the provider does not advertise PKCE S256; oidc-bff sends it anyway"
+                );
             }
         }
         ProviderMetadata {
@@ -113,7 +125,10 @@ pub async fn resolve(cfg: &ProviderConfig, http: &reqwest::Client) -> Result<Pro
             userinfo_endpoint: d.userinfo_endpoint,
             revocation_endpoint: d.revocation_endpoint,
             jwks_uri: d.jwks_uri,
-            logout: d.end_session_endpoint.map(LogoutStyle::EndSession).unwrap_or(LogoutStyle::None),
+            logout: d
+                .end_session_endpoint
+                .map(LogoutStyle::EndSession)
+                .unwrap_or(LogoutStyle::None),
             is_cognito: false,
         }
     };
@@ -153,7 +168,10 @@ async fn fetch(http: &reqwest::Client, url: Url) -> Result<Discovery, OidcError>
         .await
         .map_err(|e| OidcError::Metadata(format!("GET {url}: {e}")))?;
     if !resp.status().is_success() {
-        return Err(OidcError::Metadata(format!("GET {url}: HTTP {}", resp.status())));
+        return Err(OidcError::Metadata(format!(
+            "GET {url}: HTTP {}",
+            resp.status()
+        )));
     }
     resp.json()
         .await
@@ -173,17 +191,31 @@ mod tests {
         .unwrap();
         crate::install_crypto_provider();
         let md = resolve(&cfg, &reqwest::Client::new()).await.unwrap();
-        assert_eq!(md.issuer, "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC123");
+        assert_eq!(
+            md.issuer,
+            "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC123"
+        );
         assert_eq!(
             md.jwks_uri.as_str(),
             "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC123/.well-known/jwks.json"
         );
-        assert_eq!(md.authorization_endpoint.as_str(), "https://app.auth.eu-west-1.amazoncognito.com/oauth2/authorize");
-        assert_eq!(md.token_endpoint.as_str(), "https://app.auth.eu-west-1.amazoncognito.com/oauth2/token");
-        assert_eq!(md.revocation_endpoint.unwrap().as_str(), "https://app.auth.eu-west-1.amazoncognito.com/oauth2/revoke");
+        assert_eq!(
+            md.authorization_endpoint.as_str(),
+            "https://app.auth.eu-west-1.amazoncognito.com/oauth2/authorize"
+        );
+        assert_eq!(
+            md.token_endpoint.as_str(),
+            "https://app.auth.eu-west-1.amazoncognito.com/oauth2/token"
+        );
+        assert_eq!(
+            md.revocation_endpoint.unwrap().as_str(),
+            "https://app.auth.eu-west-1.amazoncognito.com/oauth2/revoke"
+        );
         assert_eq!(
             md.logout,
-            LogoutStyle::Cognito(Url::parse("https://app.auth.eu-west-1.amazoncognito.com/logout").unwrap())
+            LogoutStyle::Cognito(
+                Url::parse("https://app.auth.eu-west-1.amazoncognito.com/logout").unwrap()
+            )
         );
         assert!(md.is_cognito);
     }
@@ -199,8 +231,17 @@ mod tests {
         .unwrap();
         crate::install_crypto_provider();
         let md = resolve(&cfg, &reqwest::Client::new()).await.unwrap();
-        assert_eq!(md.issuer, "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_X");
-        assert_eq!(md.jwks_uri.as_str(), "http://127.0.0.1:9/.well-known/jwks.json");
-        assert_eq!(md.token_endpoint.as_str(), "http://127.0.0.1:9/oauth2/token");
+        assert_eq!(
+            md.issuer,
+            "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_X"
+        );
+        assert_eq!(
+            md.jwks_uri.as_str(),
+            "http://127.0.0.1:9/.well-known/jwks.json"
+        );
+        assert_eq!(
+            md.token_endpoint.as_str(),
+            "http://127.0.0.1:9/oauth2/token"
+        );
     }
 }

@@ -105,7 +105,11 @@ impl Provider {
     }
 
     /// Verifies an ID token from the token endpoint (OIDC Core §3.1.3.7).
-    pub async fn verify_id_token(&self, token: &str, nonce: Option<&str>) -> Result<jwt::Claims, OidcError> {
+    pub async fn verify_id_token(
+        &self,
+        token: &str,
+        nonce: Option<&str>,
+    ) -> Result<jwt::Claims, OidcError> {
         let md = self.metadata().await?;
         let jwks = self.jwks().await?;
         let audience = [self.auth.client_id.clone()];

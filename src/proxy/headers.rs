@@ -173,13 +173,19 @@ mod tests {
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         h
     }
 
     fn values(h: &HeaderMap, name: &str) -> Vec<String> {
-        h.get_all(name).iter().map(|v| v.to_str().unwrap().to_string()).collect()
+        h.get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
     }
 
     #[test]
@@ -203,7 +209,10 @@ mod tests {
     fn gateway_cookies_are_removed_others_kept() {
         let cases: &[(&[&str], Option<&str>)] = &[
             (&["oidc_bff=abc; theme=dark"], Some("theme=dark")),
-            (&["theme=dark; oidc_bff=abc; lang=en"], Some("theme=dark; lang=en")),
+            (
+                &["theme=dark; oidc_bff=abc; lang=en"],
+                Some("theme=dark; lang=en"),
+            ),
             (&["oidc_bff=abc", "oidc_bff_login=x"], None),
             (&["oidc_bff=abc", "a=1"], Some("a=1")),
             (&["oidc_bffx=1"], Some("oidc_bffx=1")),
@@ -215,7 +224,11 @@ mod tests {
                 h.append(header::COOKIE, HeaderValue::from_str(v).unwrap());
             }
             strip_cookies(&mut h, &["oidc_bff", "oidc_bff_login"]);
-            assert_eq!(h.get(header::COOKIE).map(|v| v.to_str().unwrap()), *want, "{input:?}");
+            assert_eq!(
+                h.get(header::COOKIE).map(|v| v.to_str().unwrap()),
+                *want,
+                "{input:?}"
+            );
         }
     }
 

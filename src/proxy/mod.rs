@@ -14,7 +14,9 @@ use crate::session::Session;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
-use headers::{clean_response, set_forwarded, strip_cookies, strip_hop_by_hop, strip_identity, ClientInfo};
+use headers::{
+    clean_response, set_forwarded, strip_cookies, strip_hop_by_hop, strip_identity, ClientInfo,
+};
 use http::{header, HeaderValue, Method, Uri, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -25,7 +27,8 @@ use std::time::Duration;
 use tower::ServiceExt;
 
 /// Pooled, keep-alive HTTP/1.1 client for upstreams (http and https).
-pub type UpstreamClient = hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
+pub type UpstreamClient =
+    hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
 
 pub fn upstream_client() -> UpstreamClient {
     let mut http = HttpConnector::new();
@@ -52,7 +55,8 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Respons
 
 async fn proxy(state: &Arc<AppState>, req: Request) -> Result<Response, AppError> {
     // Step 1: match route (after refusing ambiguous targets).
-    check_path(req.uri().path()).map_err(|_| AppError::BadRequest("the request path is not allowed"))?;
+    check_path(req.uri().path())
+        .map_err(|_| AppError::BadRequest("the request path is not allowed"))?;
     let Some(route) = state.routes.find(req.uri().path()) else {
         return serve_spa(state, req).await;
     };
@@ -63,17 +67,48 @@ async fn proxy(state: &Arc<AppState>, req: Request) -> Result<Response, AppError
     let session = match route.auth {
         AuthMode::Public => None,
         AuthMode::Optional => session_of(state, req.headers()).await?,
-        AuthMode::Session => Some(session_of(state, req.headers()).await?.ok_or(AppError::Unauthenticated)?),
+        AuthMode::Session => Some(
+            session_of(state, req.headers())
+                .await?
+                .ok_or(AppError::Unauthenticated)?,
+        ),
     };
-    // Step 3: CSRF, for requests that ride on the session cookie.
-    if route.csrf && route.auth != AuthMode::Public && has_session_cookie(state, req.headers()) && !has_csrf_header(req.headers()) {
+    let websocket = is_websocket_upgrade(req.headers());
+    // Step 3: CSRF, for requests that ride on the session cookie. A browser
+    // cannot add headers to a WebSocket handshake; there the Origin must be ours
+    // (cross-site WebSocket hijacking).
+    if websocket {
+        if !route.websocket {
+            return Err(AppError::BadRequest(
+                "this route does not accept WebSocket connections",
+            ));
+        }
+        let origin = req
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|o| o.to_str().ok());
+        if origin != Some(state.config.public_origin().as_str()) {
+            return Err(AppError::Forbidden(
+                "the WebSocket handshake comes from another origin".into(),
+            ));
+        }
+    } else if route.csrf
+        && route.auth != AuthMode::Public
+        && has_session_cookie(state, req.headers())
+        && !has_csrf_header(req.headers())
+    {
         return Err(AppError::CsrfMissing);
     }
     // Steps 4-6: rewrite, send, stream back.
     let reissue = session.as_ref().and_then(|s| s.reissue_cookie.clone());
-    let mut resp = forward(state, route, session.as_ref(), req).await?;
+    let mut resp = if websocket {
+        forward_websocket(state, route, session.as_ref(), req).await?
+    } else {
+        forward(state, route, session.as_ref(), req).await?
+    };
     if let Some(cookie) = reissue {
-        resp.headers_mut().append(header::SET_COOKIE, state.cookies.session(&cookie));
+        resp.headers_mut()
+            .append(header::SET_COOKIE, state.cookies.session(&cookie));
     }
     Ok(resp)
 }
@@ -91,16 +126,27 @@ fn client_info(state: &AppState, req: &Request) -> ClientInfo {
     };
     ClientInfo {
         peer,
-        trusted_peer: state.config.server.trusted_proxies.iter().any(|n| n.contains(&peer)),
+        trusted_peer: state
+            .config
+            .server
+            .trusted_proxies
+            .iter()
+            .any(|n| n.contains(&peer)),
         public_proto: url.scheme().to_string(),
         public_host: host,
     }
 }
 
-async fn forward(state: &AppState, route: &Route, session: Option<&Session>, req: Request) -> Result<Response, AppError> {
+/// Steps 4-6 for a plain request: rewrite, send with the route's timeout, stream back.
+async fn forward(
+    state: &AppState,
+    route: &Route,
+    session: Option<&Session>,
+    req: Request,
+) -> Result<Response, AppError> {
     let client = client_info(state, &req);
     let (mut parts, body) = req.into_parts();
-    let max = state.config.server.max_body_bytes;
+    let max = route.max_body_bytes;
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -109,17 +155,39 @@ async fn forward(state: &AppState, route: &Route, session: Option<&Session>, req
     if declared.is_some_and(|n| n > max) {
         return Err(AppError::BodyTooLarge);
     }
+    rewrite(state, route, session, &client, &mut parts, false)?;
+    // Bodies stream; one larger than declared (or chunked past the limit) is cut off.
+    let body = Body::new(http_body_util::Limited::new(body, max as usize));
+    let resp = send(state, route, http::Request::from_parts(parts, body)).await?;
+    let (mut parts, body) = resp.into_parts();
+    clean_response(&mut parts.headers, &state.cookies.names());
+    Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+/// Step 4: the upstream URI and the request headers, cleaned and with identity attached.
+fn rewrite(
+    state: &AppState,
+    route: &Route,
+    session: Option<&Session>,
+    client: &ClientInfo,
+    parts: &mut http::request::Parts,
+    websocket: bool,
+) -> Result<(), AppError> {
     let target = route.upstream_url(parts.uri.path(), parts.uri.query());
     parts.uri = target
         .parse::<Uri>()
         .map_err(|_| AppError::BadRequest("the request target cannot be forwarded"))?;
     parts.version = Version::HTTP_11;
-
     let h = &mut parts.headers;
     strip_hop_by_hop(h);
+    if websocket {
+        // RFC 6455 §4.1: the handshake needs these two hop-by-hop headers end to end.
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    }
     strip_cookies(h, &state.cookies.names());
     strip_identity(h, route.auth != AuthMode::Public);
-    set_forwarded(h, &client);
+    set_forwarded(h, client);
     // The upstream's own authority, from the URI (hyper sets it).
     h.remove(header::HOST);
     if let Some(s) = session {
@@ -128,26 +196,112 @@ async fn forward(state: &AppState, route: &Route, session: Option<&Session>, req
             TokenKind::Id => Some(&s.data.id_token),
             TokenKind::None => None,
         };
-        if let Some(t) = token.and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok()) {
-            let mut t = t;
-            t.set_sensitive(true);
-            h.insert(header::AUTHORIZATION, t);
+        if let Some(mut value) =
+            token.and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok())
+        {
+            value.set_sensitive(true);
+            h.insert(header::AUTHORIZATION, value);
         }
     }
-    let body = Body::new(http_body_util::Limited::new(body, max as usize));
-    let upstream_req = http::Request::from_parts(parts, body);
+    Ok(())
+}
 
-    let resp = match tokio::time::timeout(route.timeout, state.upstream.request(upstream_req)).await {
-        Err(_) => return Err(AppError::UpstreamTimeout),
+/// Step 5: send, bounded by the route's timeout (until the response head arrives).
+async fn send(
+    state: &AppState,
+    route: &Route,
+    req: http::Request<Body>,
+) -> Result<http::Response<hyper::body::Incoming>, AppError> {
+    match tokio::time::timeout(route.timeout, state.upstream.request(req)).await {
+        Err(_) => Err(AppError::UpstreamTimeout),
+        Ok(Err(e)) if caused_by_body_limit(&e) => Err(AppError::BodyTooLarge),
         Ok(Err(e)) => {
             tracing::warn!(route = %route.id, error = %e, "upstream request failed");
-            return Err(AppError::UpstreamUnreachable(route.id.clone()));
+            Err(AppError::UpstreamUnreachable(route.id.clone()))
         }
-        Ok(Ok(r)) => r,
+        Ok(Ok(r)) => Ok(r),
+    }
+}
+
+/// A streamed body that went past the route's limit aborts the upstream request.
+fn caused_by_body_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// Is this a WebSocket opening handshake (RFC 6455 §4.1)?
+pub fn is_websocket_upgrade(headers: &http::HeaderMap) -> bool {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
     };
-    let (mut parts, body) = resp.into_parts();
-    clean_response(&mut parts.headers, &state.cookies.names());
-    Ok(Response::from_parts(parts, Body::new(body)))
+    has_token(header::UPGRADE, "websocket") && has_token(header::CONNECTION, "upgrade")
+}
+
+/// The WebSocket path: authenticated like any request, then the handshake is
+/// forwarded and, on 101, both upgraded connections are spliced together.
+async fn forward_websocket(
+    state: &AppState,
+    route: &Route,
+    session: Option<&Session>,
+    mut req: Request,
+) -> Result<Response, AppError> {
+    let client = client_info(state, &req);
+    let client_upgrade = hyper::upgrade::on(&mut req);
+    let (mut parts, _) = req.into_parts();
+    rewrite(state, route, session, &client, &mut parts, true)?;
+    let mut resp = send(
+        state,
+        route,
+        http::Request::from_parts(parts, Body::empty()),
+    )
+    .await?;
+    if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+        // The upstream declined: pass its answer on as an ordinary response.
+        let (mut parts, body) = resp.into_parts();
+        clean_response(&mut parts.headers, &state.cookies.names());
+        return Ok(Response::from_parts(parts, Body::new(body)));
+    }
+    let upstream_upgrade = hyper::upgrade::on(&mut resp);
+    let route_id = route.id.clone();
+    tokio::spawn(async move {
+        match tokio::join!(client_upgrade, upstream_upgrade) {
+            (Ok(c), Ok(u)) => {
+                let mut c = hyper_util::rt::TokioIo::new(c);
+                let mut u = hyper_util::rt::TokioIo::new(u);
+                if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
+                    tracing::debug!(route = %route_id, error = %e, "websocket tunnel closed");
+                }
+            }
+            (c, u) => {
+                tracing::warn!(route = %route_id, client = c.is_ok(), upstream = u.is_ok(), "websocket upgrade failed")
+            }
+        }
+    });
+    let mut out = Response::builder().status(http::StatusCode::SWITCHING_PROTOCOLS);
+    for (name, value) in resp.headers() {
+        if name != header::SET_COOKIE
+            || !state.cookies.names().iter().any(|n| {
+                value
+                    .to_str()
+                    .is_ok_and(|v| v.starts_with(&format!("{n}=")))
+            })
+        {
+            out = out.header(name, value);
+        }
+    }
+    out.body(Body::empty())
+        .map_err(|e| AppError::Internal(e.to_string()))
 }
 
 async fn serve_spa(state: &AppState, req: Request) -> Result<Response, AppError> {

@@ -20,10 +20,12 @@ pub struct Route {
     pub csrf: bool,
     pub methods: Vec<Method>,
     pub timeout: Duration,
+    pub websocket: bool,
+    pub max_body_bytes: u64,
 }
 
 impl Route {
-    pub fn from_config(c: &RouteConfig) -> Self {
+    pub fn from_config(c: &RouteConfig, default_max_body: u64) -> Self {
         Route {
             id: c.path.clone(),
             prefix: c.path.trim_end_matches('/').to_string(),
@@ -38,6 +40,8 @@ impl Route {
                 .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
                 .collect(),
             timeout: c.timeout,
+            websocket: c.websocket,
+            max_body_bytes: c.max_body_bytes.unwrap_or(default_max_body),
         }
     }
 
@@ -45,7 +49,9 @@ impl Route {
         // "/api" matches "/api" and "/api/…", never "/apix".
         self.prefix.is_empty()
             || path == self.prefix
-            || path.strip_prefix(&self.prefix).is_some_and(|rest| rest.starts_with('/'))
+            || path
+                .strip_prefix(&self.prefix)
+                .is_some_and(|rest| rest.starts_with('/'))
     }
 
     pub fn allows(&self, method: &Method) -> bool {
@@ -54,13 +60,17 @@ impl Route {
 
     /// The upstream URL for a request path and query.
     pub fn upstream_url(&self, path: &str, query: Option<&str>) -> String {
+        let base = self.upstream.as_str().trim_end_matches('/');
         let rest = if self.strip_prefix {
             let r = &path[self.prefix.len().min(path.len())..];
-            if r.is_empty() { "/" } else { r }
+            // The route's own path maps to the upstream's base path as written.
+            match (r.is_empty(), self.upstream.path() == "/") {
+                (true, true) => "/",
+                _ => r,
+            }
         } else {
             path
         };
-        let base = self.upstream.as_str().trim_end_matches('/');
         match query {
             Some(q) => format!("{base}{rest}?{q}"),
             None => format!("{base}{rest}"),
@@ -75,9 +85,12 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    pub fn new(configs: &[RouteConfig]) -> Self {
-        let mut routes: Vec<Route> = configs.iter().map(Route::from_config).collect();
-        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+    pub fn new(configs: &[RouteConfig], default_max_body: u64) -> Self {
+        let mut routes: Vec<Route> = configs
+            .iter()
+            .map(|c| Route::from_config(c, default_max_body))
+            .collect();
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         RouteTable { routes }
     }
 
@@ -111,7 +124,10 @@ pub fn check_path(path: &str) -> Result<(), BadTarget> {
             return Err(BadTarget::Ambiguous);
         }
     }
-    if path.bytes().any(|b| b == b'\\' || b.is_ascii_control() || b == b' ') {
+    if path
+        .bytes()
+        .any(|b| b == b'\\' || b.is_ascii_control() || b == b' ')
+    {
         return Err(BadTarget::Ambiguous);
     }
     // A segment is a dot segment also with path parameters ("..;x"), as servlet containers read it.
@@ -145,7 +161,7 @@ mod tests {
             .clone()
             .try_into()
             .unwrap();
-        RouteTable::new(&cfg)
+        RouteTable::new(&cfg, 1024)
     }
 
     #[test]
@@ -169,10 +185,23 @@ mod tests {
     fn upstream_urls() {
         let t = table();
         let admin = t.find("/api/admin/users").unwrap();
-        assert_eq!(admin.upstream_url("/api/admin/users", Some("a=1")), "http://admin.internal:8080/base/users?a=1");
-        assert_eq!(admin.upstream_url("/api/admin", None), "http://admin.internal:8080/base/");
+        assert_eq!(
+            admin.upstream_url("/api/admin/users", Some("a=1")),
+            "http://admin.internal:8080/base/users?a=1"
+        );
+        assert_eq!(
+            admin.upstream_url("/api/admin", None),
+            "http://admin.internal:8080/base"
+        );
+        assert_eq!(
+            admin.upstream_url("/api/admin/", None),
+            "http://admin.internal:8080/base/"
+        );
         let api = t.find("/api/x").unwrap();
-        assert_eq!(api.upstream_url("/api/x", None), "http://api.internal:8080/api/x");
+        assert_eq!(
+            api.upstream_url("/api/x", None),
+            "http://api.internal:8080/api/x"
+        );
     }
 
     #[test]
@@ -213,8 +242,17 @@ mod tests {
         for p in hostile {
             assert!(check_path(p).is_err(), "{p:?} was accepted");
         }
-        assert_eq!(check_path(&format!("/{}", "a".repeat(5000))), Err(BadTarget::TooLong));
-        for ok in ["/", "/api/orders", "/api/orders?x=1", "/a.b/c..d/.e", "/%41"] {
+        assert_eq!(
+            check_path(&format!("/{}", "a".repeat(5000))),
+            Err(BadTarget::TooLong)
+        );
+        for ok in [
+            "/",
+            "/api/orders",
+            "/api/orders?x=1",
+            "/a.b/c..d/.e",
+            "/%41",
+        ] {
             let path = ok.split('?').next().unwrap();
             assert!(check_path(path).is_ok(), "{ok}");
         }

@@ -60,17 +60,21 @@ impl KeyRing {
         let keys = keys
             .iter()
             .map(|k| {
-                let digest = Sha256::new_with_prefix(b"oidc-bff key id\0").chain_update(k).finalize();
+                let digest = Sha256::new_with_prefix(b"oidc-bff key id\0")
+                    .chain_update(k)
+                    .finalize();
                 let mut id = [0u8; KEY_ID_LEN];
                 id.copy_from_slice(&digest[..KEY_ID_LEN]);
                 // Separate subkeys for the MAC and the cipher: one key, one purpose.
-                let mut derive = <HmacSha256 as Mac>::new_from_slice(k).expect("HMAC takes any key length");
+                let mut derive =
+                    <HmacSha256 as Mac>::new_from_slice(k).expect("HMAC takes any key length");
                 derive.update(b"oidc-bff cookie mac v1");
                 let mac_key = derive.finalize().into_bytes();
                 RingKey {
                     id,
                     aead: Aes256Gcm::new_from_slice(k).expect("32-byte key"),
-                    mac: <HmacSha256 as Mac>::new_from_slice(&mac_key).expect("HMAC takes any key length"),
+                    mac: <HmacSha256 as Mac>::new_from_slice(&mac_key)
+                        .expect("HMAC takes any key length"),
                 }
             })
             .collect();
@@ -85,7 +89,13 @@ impl KeyRing {
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let ciphertext = key
             .aead
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
             .expect("AES-GCM encryption does not fail for in-memory buffers");
         let mut out = Vec::with_capacity(HEADER_LEN + ciphertext.len());
         out.push(VERSION);
@@ -109,7 +119,13 @@ impl KeyRing {
             .ok_or(CryptoError::UnknownKey)?;
         let plaintext = key
             .aead
-            .decrypt(nonce, Payload { msg: &sealed[HEADER_LEN..], aad })
+            .decrypt(
+                nonce,
+                Payload {
+                    msg: &sealed[HEADER_LEN..],
+                    aad,
+                },
+            )
             .map_err(|_| CryptoError::Forged)?;
         Ok(Opened {
             plaintext,
@@ -120,6 +136,12 @@ impl KeyRing {
     /// MAC of `data` under the primary key.
     pub fn sign(&self, data: &[u8]) -> [u8; TAG_LEN] {
         tag(&self.keys[0].mac, data)
+    }
+
+    /// MAC of `data` under every key, primary first: lets a keyed name (the
+    /// session index) be found whichever key of the ring wrote it.
+    pub fn sign_each(&self, data: &[u8]) -> Vec<[u8; TAG_LEN]> {
+        self.keys.iter().map(|k| tag(&k.mac, data)).collect()
     }
 
     /// `true` when `tag` is the MAC of `data` under any key of the ring.
@@ -175,11 +197,36 @@ mod tests {
             expect: Result<bool, CryptoError>, // Ok(stale_key)
         }
         let cases = [
-            Case { name: "same single key", sealer: vec![A], opener: vec![A], expect: Ok(false) },
-            Case { name: "old key after rotation opens, marked stale", sealer: vec![A], opener: vec![B, A], expect: Ok(true) },
-            Case { name: "new primary opens fresh", sealer: vec![B, A], opener: vec![B, A], expect: Ok(false) },
-            Case { name: "removed key cannot open", sealer: vec![A], opener: vec![B, C], expect: Err(CryptoError::UnknownKey) },
-            Case { name: "secondary only still opens", sealer: vec![C], opener: vec![A, B, C], expect: Ok(true) },
+            Case {
+                name: "same single key",
+                sealer: vec![A],
+                opener: vec![A],
+                expect: Ok(false),
+            },
+            Case {
+                name: "old key after rotation opens, marked stale",
+                sealer: vec![A],
+                opener: vec![B, A],
+                expect: Ok(true),
+            },
+            Case {
+                name: "new primary opens fresh",
+                sealer: vec![B, A],
+                opener: vec![B, A],
+                expect: Ok(false),
+            },
+            Case {
+                name: "removed key cannot open",
+                sealer: vec![A],
+                opener: vec![B, C],
+                expect: Err(CryptoError::UnknownKey),
+            },
+            Case {
+                name: "secondary only still opens",
+                sealer: vec![C],
+                opener: vec![A, B, C],
+                expect: Ok(true),
+            },
         ];
         for case in cases {
             let sealed = KeyRing::new(&case.sealer).seal(b"payload", b"aad");
@@ -199,14 +246,24 @@ mod tests {
     fn tampering_is_detected() {
         let ring = KeyRing::new(&[A]);
         let sealed = ring.seal(b"secret token", b"id-1");
-        assert!(!sealed.windows(12).any(|w| w == b"secret token"), "plaintext visible");
-        assert_eq!(ring.open(&sealed, b"id-2").unwrap_err(), CryptoError::Forged, "wrong aad");
+        assert!(
+            !sealed.windows(12).any(|w| w == b"secret token"),
+            "plaintext visible"
+        );
+        assert_eq!(
+            ring.open(&sealed, b"id-2").unwrap_err(),
+            CryptoError::Forged,
+            "wrong aad"
+        );
         for i in [0, 3, HEADER_LEN + 2, sealed.len() - 1] {
             let mut t = sealed.clone();
             t[i] ^= 0x40;
             assert!(ring.open(&t, b"id-1").is_err(), "flip at {i}");
         }
-        assert_eq!(ring.open(&sealed[..10], b"id-1").unwrap_err(), CryptoError::Malformed);
+        assert_eq!(
+            ring.open(&sealed[..10], b"id-1").unwrap_err(),
+            CryptoError::Malformed
+        );
         assert_eq!(ring.open(&[], b"id-1").unwrap_err(), CryptoError::Malformed);
     }
 

@@ -2,18 +2,28 @@
 //! id; the record (tokens, claims) is sealed with the key ring and kept in a
 //! [`SessionStore`] under a key derived from the id, so neither a store dump
 //! nor a cookie alone reveals or forges anything.
+//!
+//! Sessions are also indexed by user (`sub`) and IdP session (`sid`), for
+//! back-channel logout and "sign out everywhere". Index names are MACs of the
+//! value under the ring's keys, so a store dump does not reveal (or confirm a
+//! guess of) who is signed in; lookups try every key of the ring, so rotation
+//! keeps sessions findable until the key that indexed them is removed.
 
 mod crypto;
+pub mod redis;
 mod store;
 
 pub use crypto::{generate_key, CryptoError, KeyRing};
+pub use redis::{RedisOptions, RedisStore};
 pub use store::{MemoryStore, SessionStore, StoreError};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
+use futures_util::future::try_join_all;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -78,6 +88,34 @@ pub enum SessionError {
     Store(#[from] StoreError),
 }
 
+/// What a session is indexed by.
+#[derive(Debug, Clone, Copy)]
+enum IndexKind {
+    Sub,
+    Sid,
+}
+
+impl IndexKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            IndexKind::Sub => "sub",
+            IndexKind::Sid => "sid",
+        }
+    }
+}
+
+/// What an index name is the MAC of: purpose, kind and value, separated so
+/// that no other MAC the ring makes (cookies, logout tokens) can collide.
+fn index_message(kind: IndexKind, value: &str) -> Vec<u8> {
+    let mut msg = format!("oidc-bff index\0{}\0", kind.as_str()).into_bytes();
+    msg.extend_from_slice(value.as_bytes());
+    msg
+}
+
+fn index_name(kind: IndexKind, tag: &[u8]) -> String {
+    format!("{}:{}", kind.as_str(), B64.encode(tag))
+}
+
 /// A loaded session.
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -105,8 +143,18 @@ pub fn now_secs() -> i64 {
 }
 
 impl Sessions {
-    pub fn new(ring: Arc<KeyRing>, store: Arc<dyn SessionStore>, idle: Duration, absolute: Duration) -> Self {
-        Sessions { ring, store, idle, absolute }
+    pub fn new(
+        ring: Arc<KeyRing>,
+        store: Arc<dyn SessionStore>,
+        idle: Duration,
+        absolute: Duration,
+    ) -> Self {
+        Sessions {
+            ring,
+            store,
+            idle,
+            absolute,
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn SessionStore> {
@@ -152,10 +200,15 @@ impl Sessions {
         let now = now_secs();
         if data.expires_at <= now || data.last_seen + self.idle.as_secs() as i64 <= now {
             self.store.delete(&key).await?;
+            self.unindex(&key, &data).await;
             return Ok(None);
         }
         let reissue_cookie = stale_cookie.then(|| self.cookie_value(&id));
-        let session = Session { id, data, reissue_cookie };
+        let session = Session {
+            id,
+            data,
+            reissue_cookie,
+        };
         // Reading is activity: slide the idle window, but write at most once a
         // minute (or a twentieth of the window) per session to keep reads cheap.
         let touch_every = (self.idle.as_secs() as i64 / 20).clamp(1, 60);
@@ -173,8 +226,105 @@ impl Sessions {
         self.write(id, data).await
     }
 
+    /// Ends a session: the record goes, and so do its index entries.
     pub async fn delete(&self, id: &SessionId) -> Result<(), SessionError> {
-        Ok(self.store.delete(&id.store_key()).await?)
+        let key = id.store_key();
+        // Read first to learn which index sets name it (the caller may only
+        // have the id); a record that no longer opens is simply deleted and
+        // its index entries are dropped when next read.
+        let data = self
+            .store
+            .load(&key)
+            .await?
+            .and_then(|sealed| self.open_record(&key, &sealed));
+        self.store.delete(&key).await?;
+        if let Some(data) = data {
+            self.unindex(&key, &data).await;
+        }
+        Ok(())
+    }
+
+    /// Store keys of the live sessions of user `sub` (the hashes of their
+    /// ids, never the ids: they cannot be turned into cookies).
+    pub async fn sessions_of_sub(&self, sub: &str) -> Result<Vec<String>, SessionError> {
+        self.lookup(IndexKind::Sub, sub).await
+    }
+
+    /// Store keys of the live sessions created in IdP session `sid`.
+    pub async fn sessions_of_sid(&self, sid: &str) -> Result<Vec<String>, SessionError> {
+        self.lookup(IndexKind::Sid, sid).await
+    }
+
+    /// "Sign out everywhere": ends every session of `sub`. Returns how many.
+    pub async fn delete_all_of_sub(&self, sub: &str) -> Result<usize, SessionError> {
+        self.delete_indexed(IndexKind::Sub, sub).await
+    }
+
+    /// Back-channel logout: ends every session of IdP session `sid`. Returns how many.
+    pub async fn delete_by_sid(&self, sid: &str) -> Result<usize, SessionError> {
+        self.delete_indexed(IndexKind::Sid, sid).await
+    }
+
+    async fn lookup(&self, kind: IndexKind, value: &str) -> Result<Vec<String>, SessionError> {
+        let names = self.index_names(kind, value);
+        let sets = try_join_all(names.iter().map(|n| self.store.index_members(n))).await?;
+        let keys: BTreeSet<String> = sets.into_iter().flatten().collect();
+        Ok(keys.into_iter().collect())
+    }
+
+    async fn delete_indexed(&self, kind: IndexKind, value: &str) -> Result<usize, SessionError> {
+        let keys = self.lookup(kind, value).await?;
+        for key in &keys {
+            self.store.delete(key).await?;
+        }
+        // The other index (sid for sub, sub for sid) drops these members on its next read.
+        for name in self.index_names(kind, value) {
+            for key in &keys {
+                self.store.index_remove(&name, key).await?;
+            }
+        }
+        Ok(keys.len())
+    }
+
+    /// Index names of `value` under every key of the ring, primary first.
+    fn index_names(&self, kind: IndexKind, value: &str) -> Vec<String> {
+        let msg = index_message(kind, value);
+        self.ring
+            .sign_each(&msg)
+            .iter()
+            .map(|tag| index_name(kind, tag))
+            .collect()
+    }
+
+    /// The index entries a record of `data` is written under (primary key only:
+    /// lookups try the other keys, and re-sealing re-indexes under the primary).
+    fn primary_index_names(&self, data: &SessionData) -> Vec<String> {
+        let name =
+            |kind, value: &str| index_name(kind, &self.ring.sign(&index_message(kind, value)));
+        let mut names = vec![name(IndexKind::Sub, &data.sub)];
+        if let Some(sid) = &data.sid {
+            names.push(name(IndexKind::Sid, sid));
+        }
+        names
+    }
+
+    /// Best effort: the record is gone already, and a stale index member is
+    /// dropped on the next read anyway, so a failure here is only logged.
+    async fn unindex(&self, key: &str, data: &SessionData) {
+        let mut names = self.index_names(IndexKind::Sub, &data.sub);
+        if let Some(sid) = &data.sid {
+            names.extend(self.index_names(IndexKind::Sid, sid));
+        }
+        for name in names {
+            if let Err(e) = self.store.index_remove(&name, key).await {
+                tracing::debug!(error = %e, "session index not cleaned; it will be on next read");
+            }
+        }
+    }
+
+    fn open_record(&self, key: &str, sealed: &[u8]) -> Option<SessionData> {
+        let opened = self.ring.open(sealed, key.as_bytes()).ok()?;
+        serde_json::from_slice(&opened.plaintext).ok()
     }
 
     async fn write(&self, id: &SessionId, data: &SessionData) -> Result<(), SessionError> {
@@ -183,6 +333,10 @@ impl Sessions {
         let sealed = self.ring.seal(&plain, key.as_bytes());
         let remaining_absolute = (data.expires_at - now_secs()).max(1) as u64;
         let ttl = self.idle.min(Duration::from_secs(remaining_absolute));
+        // Index before record: a live record is always findable by sub/sid
+        // (the other order could leave one that logout-everywhere misses).
+        let names = self.primary_index_names(data);
+        try_join_all(names.iter().map(|n| self.store.index_add(n, &key, ttl))).await?;
         Ok(self.store.save(&key, sealed, ttl).await?)
     }
 
@@ -214,7 +368,9 @@ impl Sessions {
     pub fn check_logout_token(&self, id: &SessionId, token: &str) -> bool {
         let mut msg = b"logout\0".to_vec();
         msg.extend_from_slice(&id.0);
-        B64.decode(token).map(|t| self.ring.verify(&msg, &t)).unwrap_or(false)
+        B64.decode(token)
+            .map(|t| self.ring.verify(&msg, &t))
+            .unwrap_or(false)
     }
 
     /// Seals small browser-held state (the pending-login cookie).
@@ -224,7 +380,10 @@ impl Sessions {
 
     pub fn open_from_cookie(&self, value: &str, purpose: &str) -> Option<Vec<u8>> {
         let raw = B64.decode(value).ok()?;
-        self.ring.open(&raw, purpose.as_bytes()).ok().map(|o| o.plaintext)
+        self.ring
+            .open(&raw, purpose.as_bytes())
+            .ok()
+            .map(|o| o.plaintext)
     }
 }
 
@@ -249,7 +408,12 @@ mod tests {
     }
 
     fn sessions(keys: &[[u8; 32]], store: Arc<MemoryStore>) -> Sessions {
-        Sessions::new(Arc::new(KeyRing::new(keys)), store, Duration::from_secs(600), Duration::from_secs(3600))
+        Sessions::new(
+            Arc::new(KeyRing::new(keys)),
+            store,
+            Duration::from_secs(600),
+            Duration::from_secs(3600),
+        )
     }
 
     #[tokio::test]
@@ -261,9 +425,15 @@ mod tests {
         assert_eq!(loaded.data.sub, "alice");
         let raw = store.raw(&id.store_key()).unwrap();
         for needle in ["SECRET", "alice"] {
-            assert!(!raw.windows(needle.len()).any(|w| w == needle.as_bytes()), "{needle} in clear");
+            assert!(
+                !raw.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{needle} in clear"
+            );
         }
-        assert!(!store.keys().iter().any(|k| cookie.contains(k.as_str())), "store key derived from cookie");
+        assert!(
+            !store.keys().iter().any(|k| cookie.contains(k.as_str())),
+            "store key derived from cookie"
+        );
         s.delete(&id).await.unwrap();
         assert!(s.load(&cookie).await.unwrap().is_none());
     }
@@ -303,11 +473,23 @@ mod tests {
         let before = store.raw(&id.store_key()).unwrap();
         let (_, untouched) = old.create(data(3600)).await.unwrap();
         let rotated = sessions(&[[2; 32], [1; 32]], store.clone());
-        let loaded = rotated.load(&cookie).await.unwrap().expect("old key still opens");
+        let loaded = rotated
+            .load(&cookie)
+            .await
+            .unwrap()
+            .expect("old key still opens");
         let after = store.raw(&id.store_key()).unwrap();
         assert_ne!(before[1..5], after[1..5], "re-sealed under the new key");
-        let reissued = loaded.reissue_cookie.expect("cookie re-issued under the new key");
-        assert!(rotated.load(&reissued).await.unwrap().unwrap().reissue_cookie.is_none());
+        let reissued = loaded
+            .reissue_cookie
+            .expect("cookie re-issued under the new key");
+        assert!(rotated
+            .load(&reissued)
+            .await
+            .unwrap()
+            .unwrap()
+            .reissue_cookie
+            .is_none());
         // The old key leaves the ring: the session that was used (re-sealed,
         // cookie re-issued) lives on; the one that was not is signed out.
         let removed = sessions(&[[2; 32]], store.clone());
@@ -322,6 +504,35 @@ mod tests {
         let s = sessions(&[[1; 32]], store.clone());
         let (_, cookie) = s.create(data(-1)).await.unwrap();
         assert!(s.load(&cookie).await.unwrap().is_none());
+    }
+
+    #[test]
+    fn index_names_are_keyed_and_opaque() {
+        let store = Arc::new(MemoryStore::new(1));
+        let one = sessions(&[[1; 32]], store.clone());
+        let rotated = sessions(&[[2; 32], [1; 32]], store);
+        let names = rotated.index_names(IndexKind::Sub, "alice@example.com");
+        assert_eq!(names.len(), 2, "one per ring key");
+        assert_eq!(
+            names[1],
+            one.index_names(IndexKind::Sub, "alice@example.com")[0],
+            "found after rotation"
+        );
+        assert_ne!(names[0], names[1]);
+        assert!(names
+            .iter()
+            .all(|n| n.starts_with("sub:") && !n.contains("alice")));
+        assert_ne!(
+            rotated.index_names(IndexKind::Sid, "alice@example.com")[0],
+            names[0],
+            "sub and sid never collide"
+        );
+        let mut d = data(60);
+        d.sid = Some("s1".into());
+        assert_eq!(
+            rotated.primary_index_names(&d)[0],
+            rotated.index_names(IndexKind::Sub, "alice")[0]
+        );
     }
 
     #[test]

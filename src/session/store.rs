@@ -1,9 +1,16 @@
 //! Session stores: where sealed records live. Stores only ever see opaque keys
 //! and sealed bytes; sealing happens above them (`session::Sessions`), so no
 //! store can leak a token. The memory store is bounded and expires records.
+//!
+//! Besides records, a store keeps index sets (user `sub` / IdP `sid` -> record
+//! keys) for back-channel logout and "sign out everywhere". Index names are
+//! keyed hashes chosen by `Sessions`; the store only guarantees that an index
+//! lives as long as its longest-lived member and that members whose record is
+//! gone are dropped when the index is read.
 
 use async_trait::async_trait;
 use moka::sync::Cache;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +27,15 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Stores `value` so that it disappears after `ttl`.
     async fn save(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError>;
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
+    /// Adds record key `member` to the set `index`, and keeps the set for at
+    /// least `ttl` (the member record's own lifetime). Written before the
+    /// record, so a record is never live without being findable.
+    async fn index_add(&self, index: &str, member: &str, ttl: Duration) -> Result<(), StoreError>;
+    /// The members of `index` whose records still exist. Members whose record
+    /// is gone (deleted, expired, evicted) are dropped from the set.
+    async fn index_members(&self, index: &str) -> Result<Vec<String>, StoreError>;
+    /// Removes `member` from `index` (the record is being deleted).
+    async fn index_remove(&self, index: &str, member: &str) -> Result<(), StoreError>;
     /// Cheap reachability check for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Number of live records, where the store can tell cheaply.
@@ -41,8 +57,43 @@ impl moka::Expiry<String, Entry> for Deadline {
     fn expire_after_create(&self, _k: &String, v: &Entry, now: Instant) -> Option<Duration> {
         Some(v.deadline.saturating_duration_since(now))
     }
-    fn expire_after_update(&self, _k: &String, v: &Entry, now: Instant, _d: Option<Duration>) -> Option<Duration> {
+    fn expire_after_update(
+        &self,
+        _k: &String,
+        v: &Entry,
+        now: Instant,
+        _d: Option<Duration>,
+    ) -> Option<Duration> {
         Some(v.deadline.saturating_duration_since(now))
+    }
+}
+
+/// One index set: record key -> when that member's record expires. The set
+/// itself expires with its last member.
+#[derive(Clone, Default)]
+struct IndexEntry {
+    members: Arc<HashMap<String, Instant>>,
+    deadline: Option<Instant>,
+}
+
+/// Above this many members, an index add first drops members whose record is
+/// gone, so one user signing in endlessly cannot grow a set without bound.
+const INDEX_PRUNE_AT: usize = 1_000;
+
+struct IndexDeadline;
+
+impl moka::Expiry<String, IndexEntry> for IndexDeadline {
+    fn expire_after_create(&self, _k: &String, v: &IndexEntry, now: Instant) -> Option<Duration> {
+        v.deadline.map(|d| d.saturating_duration_since(now))
+    }
+    fn expire_after_update(
+        &self,
+        _k: &String,
+        v: &IndexEntry,
+        now: Instant,
+        _d: Option<Duration>,
+    ) -> Option<Duration> {
+        v.deadline.map(|d| d.saturating_duration_since(now))
     }
 }
 
@@ -50,6 +101,7 @@ impl moka::Expiry<String, Entry> for Deadline {
 /// are evicted past `max_sessions`) and purged as records expire.
 pub struct MemoryStore {
     cache: Cache<String, Entry>,
+    index: Cache<String, IndexEntry>,
 }
 
 impl MemoryStore {
@@ -59,7 +111,19 @@ impl MemoryStore {
                 .max_capacity(max_sessions)
                 .expire_after(Deadline)
                 .build(),
+            // At most two sets (sub, sid) per live record. Plain LRU rather than
+            // moka's frequency-based admission: a new user's set must not be
+            // refused, or "sign out everywhere" would miss their sessions.
+            index: Cache::builder()
+                .max_capacity(max_sessions.saturating_mul(2))
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
+                .expire_after(IndexDeadline)
+                .build(),
         }
+    }
+
+    fn record_live(&self, key: &str, now: Instant) -> bool {
+        self.cache.get(key).is_some_and(|e| e.deadline > now)
     }
 
     /// The raw sealed bytes under `key`, for tests that inspect what is stored.
@@ -69,7 +133,7 @@ impl MemoryStore {
 
     /// Every key held, for tests that inspect what is stored.
     pub fn keys(&self) -> Vec<String> {
-        self.cache.iter().map(|(k, _)| (*k).clone()).collect()
+        self.cache.iter().map(|(k, _)| k.as_ref().clone()).collect()
     }
 }
 
@@ -99,6 +163,65 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
+    async fn index_add(&self, index: &str, member: &str, ttl: Duration) -> Result<(), StoreError> {
+        let now = Instant::now();
+        // Atomic per index: concurrent adds for one user do not lose members.
+        self.index.entry(index.to_string()).and_upsert_with(|old| {
+            let mut members = old
+                .map(|e| (*e.into_value().members).clone())
+                .unwrap_or_default();
+            members.retain(|_, d| *d > now);
+            if members.len() >= INDEX_PRUNE_AT {
+                members.retain(|k, _| self.record_live(k, now));
+            }
+            members.insert(member.to_string(), now + ttl);
+            let deadline = members.values().max().copied();
+            IndexEntry {
+                members: Arc::new(members),
+                deadline,
+            }
+        });
+        Ok(())
+    }
+
+    async fn index_members(&self, index: &str) -> Result<Vec<String>, StoreError> {
+        let now = Instant::now();
+        let Some(entry) = self.index.get(index) else {
+            return Ok(Vec::new());
+        };
+        let (live, gone): (Vec<String>, Vec<String>) = entry
+            .members
+            .keys()
+            .cloned()
+            .partition(|k| entry.members[k] > now && self.record_live(k, now));
+        for k in &gone {
+            self.index_remove(index, k).await?;
+        }
+        Ok(live)
+    }
+
+    async fn index_remove(&self, index: &str, member: &str) -> Result<(), StoreError> {
+        use moka::ops::compute::Op;
+        self.index.entry(index.to_string()).and_compute_with(|old| {
+            let Some(old) = old else { return Op::Nop };
+            let old = old.into_value();
+            if !old.members.contains_key(member) {
+                return Op::Nop;
+            }
+            let mut members = (*old.members).clone();
+            members.remove(member);
+            if members.is_empty() {
+                return Op::Remove;
+            }
+            let deadline = members.values().max().copied();
+            Op::Put(IndexEntry {
+                members: Arc::new(members),
+                deadline,
+            })
+        });
+        Ok(())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
@@ -115,8 +238,12 @@ mod tests {
     #[tokio::test]
     async fn records_expire_at_their_own_deadline() {
         let s = MemoryStore::new(10);
-        s.save("short", b"a".to_vec(), Duration::from_millis(50)).await.unwrap();
-        s.save("long", b"b".to_vec(), Duration::from_secs(60)).await.unwrap();
+        s.save("short", b"a".to_vec(), Duration::from_millis(50))
+            .await
+            .unwrap();
+        s.save("long", b"b".to_vec(), Duration::from_secs(60))
+            .await
+            .unwrap();
         assert_eq!(s.load("short").await.unwrap().as_deref(), Some(&b"a"[..]));
         tokio::time::sleep(Duration::from_millis(80)).await;
         assert_eq!(s.load("short").await.unwrap(), None);
@@ -129,7 +256,9 @@ mod tests {
     async fn store_is_bounded() {
         let s = MemoryStore::new(100);
         for i in 0..1000 {
-            s.save(&format!("k{i}"), vec![0; 8], Duration::from_secs(60)).await.unwrap();
+            s.save(&format!("k{i}"), vec![0; 8], Duration::from_secs(60))
+                .await
+                .unwrap();
         }
         s.cache.run_pending_tasks();
         assert!(s.cache.entry_count() <= 100, "{}", s.cache.entry_count());

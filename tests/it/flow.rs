@@ -20,7 +20,11 @@ async fn stack() -> Stack {
     let reserved = reserve().await;
     let idp = Idp::for_gateway(&reserved.url, json!({}));
     let upstream = Upstream::start(Some(format!("{}/jwks", idp.issuer))).await;
-    let toml = config_toml(&reserved.url, &idp.issuer, &API_ROUTE.replace("UPSTREAM", &upstream.url));
+    let toml = config_toml(
+        &reserved.url,
+        &idp.issuer,
+        &API_ROUTE.replace("UPSTREAM", &upstream.url),
+    );
     let gw = Gateway::start(reserved, &toml).await;
     Stack { idp, upstream, gw }
 }
@@ -31,43 +35,102 @@ async fn sign_in_call_api_and_sign_out() {
     let b = browser();
 
     // Not signed in: an API call gets 401 JSON, a navigation is sent to sign in.
-    let r = b.get(format!("{}/api/orders", s.gw.url)).header("x-csrf", "1").send().await.unwrap();
+    let r = b
+        .get(format!("{}/api/orders", s.gw.url))
+        .header("x-csrf", "1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "unauthenticated");
     assert_eq!(body["login_url"], "/auth/login");
-    let r = b.get(format!("{}/api/orders?x=1", s.gw.url)).header("sec-fetch-mode", "navigate").send().await.unwrap();
+    let r = b
+        .get(format!("{}/api/orders?x=1", s.gw.url))
+        .header("sec-fetch-mode", "navigate")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 302);
-    assert_eq!(location(&r), "/auth/login?return_to=%2Fapi%2Forders%3Fx%3D1");
+    assert_eq!(
+        location(&r),
+        "/auth/login?return_to=%2Fapi%2Forders%3Fx%3D1"
+    );
     assert_eq!(s.upstream.count(), 0);
 
     // The authorize request carries PKCE S256, state and nonce.
-    let r = b.get(format!("{}/auth/login?return_to=/orders/7", s.gw.url)).send().await.unwrap();
+    let r = b
+        .get(format!("{}/auth/login?return_to=/orders/7", s.gw.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 302);
     let authorize = location(&r);
-    assert!(authorize.starts_with(&format!("{}/auth?", s.idp.issuer)), "{authorize}");
-    assert_eq!(param(&authorize, "code_challenge_method").as_deref(), Some("S256"));
-    assert_eq!(param(&authorize, "code_challenge").map(|c| c.len()), Some(43));
+    assert!(
+        authorize.starts_with(&format!("{}/auth?", s.idp.issuer)),
+        "{authorize}"
+    );
+    assert_eq!(
+        param(&authorize, "code_challenge_method").as_deref(),
+        Some("S256")
+    );
+    assert_eq!(
+        param(&authorize, "code_challenge").map(|c| c.len()),
+        Some(43)
+    );
     assert_eq!(param(&authorize, "state").map(|c| c.len()), Some(43));
     assert_eq!(param(&authorize, "nonce").map(|c| c.len()), Some(43));
     assert_eq!(param(&authorize, "response_type").as_deref(), Some("code"));
-    assert_eq!(param(&authorize, "redirect_uri"), Some(format!("{}/auth/callback", s.gw.url)));
+    assert_eq!(
+        param(&authorize, "redirect_uri"),
+        Some(format!("{}/auth/callback", s.gw.url))
+    );
 
     // Sign in for real: the callback lands on return_to with a session cookie.
     let r = sign_in(&b, &s.gw.url, "alice", "/orders/7").await;
-    assert_eq!(r.status(), 302);
-    assert_eq!(location(&r), "/orders/7");
-    let set_cookies: Vec<String> = r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_string()).collect();
-    let session_cookie = set_cookies.iter().find(|c| c.starts_with("oidc_bff=")).expect("session cookie set");
-    assert!(session_cookie.contains("HttpOnly") && session_cookie.contains("SameSite=Strict") && session_cookie.contains("Path=/"));
+    assert_eq!(
+        r.status(),
+        200,
+        "with SameSite=Strict the callback answers a landing page"
+    );
+    let set_cookies: Vec<String> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    let session_cookie = set_cookies
+        .iter()
+        .find(|c| c.starts_with("oidc_bff="))
+        .expect("session cookie set");
+    assert!(
+        session_cookie.contains("HttpOnly")
+            && session_cookie.contains("SameSite=Strict")
+            && session_cookie.contains("Path=/")
+    );
     // The consumed login is dropped from the login cookie (one earlier login is still pending).
-    assert!(set_cookies.iter().any(|c| c.starts_with("oidc_bff_login=") && !c.contains("Max-Age=0")), "{set_cookies:?}");
+    assert!(
+        set_cookies
+            .iter()
+            .any(|c| c.starts_with("oidc_bff_login=") && !c.contains("Max-Age=0")),
+        "{set_cookies:?}"
+    );
+    assert_eq!(landing_page(r).await, "/orders/7");
     assert_eq!(s.gw.session_count(), 1);
 
     // /auth/user needs X-CSRF, then shows the claims.
-    let r = b.get(format!("{}/auth/user", s.gw.url)).send().await.unwrap();
+    let r = b
+        .get(format!("{}/auth/user", s.gw.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
-    let r = b.get(format!("{}/auth/user", s.gw.url)).header("x-csrf", "1").send().await.unwrap();
+    let r = b
+        .get(format!("{}/auth/user", s.gw.url))
+        .header("x-csrf", "1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let user: Value = r.json().await.unwrap();
     assert_eq!(user["sub"], "alice");
@@ -76,7 +139,10 @@ async fn sign_in_call_api_and_sign_out() {
     assert!(user["expires_at"].as_i64().unwrap() > now());
     let logout_url = user["logout_url"].as_str().unwrap().to_string();
     assert!(logout_url.starts_with("/auth/logout?sid="));
-    assert!(!user.to_string().contains("eyJ"), "no token in /auth/user: {user}");
+    assert!(
+        !user.to_string().contains("eyJ"),
+        "no token in /auth/user: {user}"
+    );
 
     // A proxied API call: the upstream gets a Bearer access token it verifies against the JWKS.
     let r = b
@@ -97,32 +163,59 @@ async fn sign_in_call_api_and_sign_out() {
     assert_eq!(seen.header("x-forwarded-user"), None);
     assert_eq!(seen.all("authorization").len(), 1);
     assert_ne!(seen.header("authorization"), Some("Bearer forged"));
-    assert!(seen.header("cookie").is_none_or(|c| !c.contains("oidc_bff")), "gateway cookie forwarded");
+    assert!(
+        seen.header("cookie")
+            .is_none_or(|c| !c.contains("oidc_bff")),
+        "gateway cookie forwarded"
+    );
     assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
     assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
     assert!(seen.header("x-request-id").is_some());
 
     // Without X-CSRF the same call is refused.
-    let r = b.get(format!("{}/api/orders", s.gw.url)).send().await.unwrap();
+    let r = b
+        .get(format!("{}/api/orders", s.gw.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
 
     // Sign out (GET with the session's sid): record gone, IdP logout reached.
     let before = s.idp.stats().await;
-    let r = b.get(format!("{}{logout_url}", s.gw.url)).send().await.unwrap();
+    let r = b
+        .get(format!("{}{logout_url}", s.gw.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 302);
     let idp_logout = location(&r);
-    assert!(idp_logout.starts_with(&format!("{}/session/end?", s.idp.issuer)), "{idp_logout}");
+    assert!(
+        idp_logout.starts_with(&format!("{}/session/end?", s.idp.issuer)),
+        "{idp_logout}"
+    );
     assert!(param(&idp_logout, "id_token_hint").is_some());
-    assert_eq!(param(&idp_logout, "post_logout_redirect_uri"), Some(format!("{}/auth/signed-out", s.gw.url)));
+    assert_eq!(
+        param(&idp_logout, "post_logout_redirect_uri"),
+        Some(format!("{}/auth/signed-out", s.gw.url))
+    );
     assert_eq!(s.gw.session_count(), 0, "session record deleted");
     let r = b.get(&idp_logout).send().await.unwrap();
-    assert!(r.status().is_success() || r.status().is_redirection(), "IdP logout answered {}", r.status());
+    assert!(
+        r.status().is_success() || r.status().is_redirection(),
+        "IdP logout answered {}",
+        r.status()
+    );
     let after = s.idp.stats().await;
-    assert!(after["end_session"].as_i64() > before["end_session"].as_i64(), "IdP logout endpoint reached");
+    assert!(
+        after["end_session"].as_i64() > before["end_session"].as_i64(),
+        "IdP logout endpoint reached"
+    );
     // The refresh token is revoked in the background.
     let mut revoked = false;
     for _ in 0..50 {
-        if s.idp.stats().await["revocation"].as_i64().unwrap_or(0) > before["revocation"].as_i64().unwrap_or(0) {
+        if s.idp.stats().await["revocation"].as_i64().unwrap_or(0)
+            > before["revocation"].as_i64().unwrap_or(0)
+        {
             revoked = true;
             break;
         }
@@ -131,10 +224,19 @@ async fn sign_in_call_api_and_sign_out() {
     assert!(revoked, "refresh token revoked at the IdP");
 
     // The signed-out page; the old cookie now gets 401.
-    let r = b.get(format!("{}/auth/signed-out", s.gw.url)).send().await.unwrap();
+    let r = b
+        .get(format!("{}/auth/signed-out", s.gw.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("signed out"));
-    let r = b.get(format!("{}/auth/user", s.gw.url)).header("x-csrf", "1").send().await.unwrap();
+    let r = b
+        .get(format!("{}/auth/user", s.gw.url))
+        .header("x-csrf", "1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
 }
 
@@ -154,25 +256,45 @@ async fn post_logout_and_the_old_cookie_is_dead() {
     };
     assert_eq!(with_stolen().send().await.unwrap().status(), 200);
     // POST logout from the SPA needs X-CSRF; it answers JSON with the IdP URL.
-    let r = b.post(format!("{}/auth/logout", s.gw.url)).send().await.unwrap();
+    let r = b
+        .post(format!("{}/auth/logout", s.gw.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
-    assert_eq!(s.gw.session_count(), 1, "a refused logout keeps the session");
-    let r = b.post(format!("{}/auth/logout", s.gw.url)).header("x-csrf", "1").send().await.unwrap();
+    assert_eq!(
+        s.gw.session_count(),
+        1,
+        "a refused logout keeps the session"
+    );
+    let r = b
+        .post(format!("{}/auth/logout", s.gw.url))
+        .header("x-csrf", "1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .any(|c| c.to_str().unwrap().starts_with("oidc_bff=;") && c.to_str().unwrap().contains("Max-Age=0")));
+    assert!(r.headers().get_all("set-cookie").iter().any(|c| c
+        .to_str()
+        .unwrap()
+        .starts_with("oidc_bff=;")
+        && c.to_str().unwrap().contains("Max-Age=0")));
     let body: Value = r.json().await.unwrap();
-    assert!(body["redirect"].as_str().unwrap().starts_with(&format!("{}/session/end?", s.idp.issuer)));
+    assert!(body["redirect"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("{}/session/end?", s.idp.issuer)));
     assert_eq!(s.gw.session_count(), 0);
     // The same cookie value now gets 401.
     let r = with_stolen().send().await.unwrap();
     assert_eq!(r.status(), 401);
     let upstream_calls = s.upstream.count();
     assert_eq!(with_stolen().send().await.unwrap().status(), 401);
-    assert_eq!(s.upstream.count(), upstream_calls, "nothing reached the upstream");
+    assert_eq!(
+        s.upstream.count(),
+        upstream_calls,
+        "nothing reached the upstream"
+    );
 }
 
 #[tokio::test]
@@ -182,7 +304,11 @@ async fn concurrent_logins_from_several_tabs() {
     // Three tabs start a login; they finish in reverse order and each lands where it began.
     let mut authorize = Vec::new();
     for tab in ["/one", "/two", "/three"] {
-        let r = b.get(format!("{}/auth/login?return_to={tab}", s.gw.url)).send().await.unwrap();
+        let r = b
+            .get(format!("{}/auth/login?return_to={tab}", s.gw.url))
+            .send()
+            .await
+            .unwrap();
         authorize.push((tab, location(&r)));
         // One login cookie, however many tabs.
         let cookies: Vec<_> = r.headers().get_all("set-cookie").iter().collect();
@@ -192,21 +318,27 @@ async fn concurrent_logins_from_several_tabs() {
     let mut last = None;
     for (tab, url) in authorize.into_iter().rev() {
         let r = finish_at_idp(&b, &url, "carol").await;
-        assert_eq!(r.status(), 302, "tab {tab}");
-        assert_eq!(location(&r), tab);
-        last = Some(r);
+        let cookies: Vec<String> = r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|c| c.to_str().unwrap().to_string())
+            .collect();
+        assert_eq!(landing_page(r).await, tab);
+        last = Some(cookies);
     }
     // The last pending login consumed: the login cookie is cleared, nothing piles up.
-    let cleared = last.unwrap().headers().get_all("set-cookie").iter().any(|c| {
-        let c = c.to_str().unwrap();
-        c.starts_with("oidc_bff_login=;") && c.contains("Max-Age=0")
-    });
+    let cleared = last
+        .unwrap()
+        .iter()
+        .any(|c| c.starts_with("oidc_bff_login=;") && c.contains("Max-Age=0"));
     assert!(cleared, "login cookie cleared after the last pending login");
 }
 
 /// Completes a sign-in that was started already, from its authorize URL.
 async fn finish_at_idp(b: &reqwest::Client, authorize: &str, user: &str) -> reqwest::Response {
-    let form_re = regex::Regex::new(r#"<form autocomplete="off" action="([^"]+)" method="post">"#).unwrap();
+    let form_re =
+        regex::Regex::new(r#"<form autocomplete="off" action="([^"]+)" method="post">"#).unwrap();
     let prompt_re = regex::Regex::new(r#"name="prompt" value="(login|consent)""#).unwrap();
     let mut url = authorize.to_string();
     let mut post: Option<Vec<(String, String)>> = None;
@@ -245,27 +377,50 @@ async fn stored_record_holds_no_token_in_clear() {
     assert_eq!(keys.len(), 1);
     let raw = s.gw.store.raw(&keys[0]).unwrap();
     // JWTs start with "eyJ"; the claims would show the user and email.
-    for needle in ["eyJ", "alice", "example.test", "access_token", "refresh_token", "sub"] {
-        assert!(!raw.windows(needle.len()).any(|w| w == needle.as_bytes()), "{needle} visible in the stored record");
+    for needle in [
+        "eyJ",
+        "alice",
+        "example.test",
+        "access_token",
+        "refresh_token",
+        "sub",
+    ] {
+        assert!(
+            !raw.windows(needle.len()).any(|w| w == needle.as_bytes()),
+            "{needle} visible in the stored record"
+        );
     }
     // And the store key is not the cookie value.
     let cookie_header = {
-        let r = b.get(format!("{}/api/x", s.gw.url)).header("x-csrf", "1").send().await.unwrap();
+        let r = b
+            .get(format!("{}/api/x", s.gw.url))
+            .header("x-csrf", "1")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         s.upstream.last()
     };
-    assert!(cookie_header.header("cookie").is_none_or(|c| !c.contains(&keys[0])));
+    assert!(cookie_header
+        .header("cookie")
+        .is_none_or(|c| !c.contains(&keys[0])));
 }
 
 #[tokio::test]
 async fn readiness_and_health() {
     let s = stack().await;
-    let r = reqwest::get(format!("{}/healthz", s.gw.admin_url)).await.unwrap();
+    let r = reqwest::get(format!("{}/healthz", s.gw.admin_url))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = reqwest::get(format!("{}/readyz", s.gw.admin_url)).await.unwrap();
+    let r = reqwest::get(format!("{}/readyz", s.gw.admin_url))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     // Every response carries x-request-id, errors included.
-    let r = reqwest::get(format!("{}/nothing-here", s.gw.url)).await.unwrap();
+    let r = reqwest::get(format!("{}/nothing-here", s.gw.url))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     assert!(r.headers().contains_key("x-request-id"));
 }

@@ -139,16 +139,27 @@ struct UpstreamState {
 impl Upstream {
     pub async fn start(jwks_url: Option<String>) -> Upstream {
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let st = UpstreamState { seen: seen.clone(), jwks_url };
+        let st = UpstreamState {
+            seen: seen.clone(),
+            jwks_url,
+        };
         let app = Router::new().fallback(any(upstream_handler)).with_state(st);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Upstream { url: format!("http://{addr}"), seen }
+        Upstream {
+            url: format!("http://{addr}"),
+            seen,
+        }
     }
 
     pub fn last(&self) -> Seen {
-        self.seen.lock().unwrap().last().cloned().expect("the upstream saw no request")
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("the upstream saw no request")
     }
 
     pub fn count(&self) -> usize {
@@ -156,7 +167,10 @@ impl Upstream {
     }
 }
 
-async fn upstream_handler(State(st): State<UpstreamState>, req: axum::extract::Request) -> impl IntoResponse {
+async fn upstream_handler(
+    State(st): State<UpstreamState>,
+    req: axum::extract::Request,
+) -> impl IntoResponse {
     let seen = Seen {
         method: req.method().to_string(),
         uri: req.uri().to_string(),
@@ -169,7 +183,11 @@ async fn upstream_handler(State(st): State<UpstreamState>, req: axum::extract::R
     st.seen.lock().unwrap().push(seen.clone());
     let mut verified = false;
     let mut claims = Value::Null;
-    if let (Some(jwks_url), Some(token)) = (&st.jwks_url, seen.header("authorization").and_then(|a| a.strip_prefix("Bearer "))) {
+    if let (Some(jwks_url), Some(token)) = (
+        &st.jwks_url,
+        seen.header("authorization")
+            .and_then(|a| a.strip_prefix("Bearer ")),
+    ) {
         if let Ok(c) = verify_with_jwks(jwks_url, token).await {
             verified = true;
             claims = c;
@@ -181,13 +199,22 @@ async fn upstream_handler(State(st): State<UpstreamState>, req: axum::extract::R
 /// Verifies an RS256/ES256 JWT with a standard library against a JWKS URL.
 pub async fn verify_with_jwks(jwks_url: &str, token: &str) -> Result<Value, String> {
     use jsonwebtoken::{decode, decode_header, jwk::JwkSet, DecodingKey, Validation};
-    let set: JwkSet = reqwest::get(jwks_url).await.map_err(|e| e.to_string())?.json().await.map_err(|e| e.to_string())?;
+    let set: JwkSet = reqwest::get(jwks_url)
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
     let header = decode_header(token).map_err(|e| e.to_string())?;
-    let jwk = set.find(header.kid.as_deref().unwrap_or("")).ok_or("unknown kid")?;
+    let jwk = set
+        .find(header.kid.as_deref().unwrap_or(""))
+        .ok_or("unknown kid")?;
     let key = DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
     let mut v = Validation::new(header.alg);
     v.validate_aud = false;
-    decode::<Value>(token, &key, &v).map(|d| d.claims).map_err(|e| e.to_string())
+    decode::<Value>(token, &key, &v)
+        .map(|d| d.claims)
+        .map_err(|e| e.to_string())
 }
 
 /// The gateway, in-process, on free ports, with a memory store the test can inspect.
@@ -210,7 +237,11 @@ pub async fn reserve() -> Reserved {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    Reserved { listener, admin, url }
+    Reserved {
+        listener,
+        admin,
+        url,
+    }
 }
 
 pub fn test_key() -> String {
@@ -242,7 +273,8 @@ keys = ["{key}"]
 
 impl Gateway {
     pub async fn start(reserved: Reserved, toml: &str) -> Gateway {
-        let config = oidc_bff::config::load_from_str(toml).unwrap_or_else(|e| panic!("test config invalid: {e}"));
+        let config = oidc_bff::config::load_from_str(toml)
+            .unwrap_or_else(|e| panic!("test config invalid: {e}"));
         let store = Arc::new(MemoryStore::new(1000));
         let state = AppState::with_store(config, store.clone()).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -301,15 +333,27 @@ pub fn resolve(base: &reqwest::Url, loc: &str) -> String {
 /// Walks the whole sign-in as a browser would: `/auth/login` -> the IdP's
 /// login form -> consent form -> `/auth/callback`. Returns the callback's
 /// response (a redirect to `return_to`).
-pub async fn sign_in(b: &reqwest::Client, gateway: &str, user: &str, return_to: &str) -> reqwest::Response {
-    let form_re = Regex::new(r#"<form autocomplete="off" action="([^"]+)" method="post">"#).unwrap();
-    let prompt_re = Regex::new(r#"<input type="hidden" name="prompt" value="(login|consent)"/>"#).unwrap();
+pub async fn sign_in(
+    b: &reqwest::Client,
+    gateway: &str,
+    user: &str,
+    return_to: &str,
+) -> reqwest::Response {
+    let form_re =
+        Regex::new(r#"<form autocomplete="off" action="([^"]+)" method="post">"#).unwrap();
+    let prompt_re =
+        Regex::new(r#"<input type="hidden" name="prompt" value="(login|consent)"/>"#).unwrap();
     let mut url = format!("{gateway}/auth/login?return_to={}", urlencode(return_to));
     let mut method_post: Option<Vec<(String, String)>> = None;
     for _ in 0..20 {
         let resp = match method_post.take() {
             Some(form) => b.post(&url).form(&form).send().await.unwrap(),
-            None => b.get(&url).header("accept", "text/html").send().await.unwrap(),
+            None => b
+                .get(&url)
+                .header("accept", "text/html")
+                .send()
+                .await
+                .unwrap(),
         };
         if url.starts_with(&format!("{gateway}/auth/callback")) {
             return resp;
@@ -320,7 +364,10 @@ pub async fn sign_in(b: &reqwest::Client, gateway: &str, user: &str, return_to: 
         }
         assert_eq!(resp.status(), 200, "unexpected answer at {url}");
         let page = resp.text().await.unwrap();
-        let action = form_re.captures(&page).unwrap_or_else(|| panic!("no form at {url}: {page}"))[1].to_string();
+        let action = form_re
+            .captures(&page)
+            .unwrap_or_else(|| panic!("no form at {url}: {page}"))[1]
+            .to_string();
         let prompt = prompt_re.captures(&page).expect("no prompt input")[1].to_string();
         let mut form = vec![("prompt".to_string(), prompt.clone())];
         if prompt == "login" {
@@ -357,8 +404,11 @@ impl TestKey {
     pub fn es256(kid: &str) -> TestKey {
         use aws_lc_rs::rand::SystemRandom;
         use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new()).unwrap();
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .unwrap();
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
         let point = pair.public_key().as_ref();
         let (x, y) = point[1..].split_at(32);
         TestKey {
@@ -371,7 +421,12 @@ impl TestKey {
     pub fn sign(&self, claims: &Value) -> String {
         let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
         h.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&h, claims, &jsonwebtoken::EncodingKey::from_ec_der(&self.pkcs8)).unwrap()
+        jsonwebtoken::encode(
+            &h,
+            claims,
+            &jsonwebtoken::EncodingKey::from_ec_der(&self.pkcs8),
+        )
+        .unwrap()
     }
 }
 
@@ -406,13 +461,20 @@ impl RogueIdp {
                     }))
                 }),
             )
-            .route("/jwks", get(|State(s): State<RogueState>| async move { Json(s.jwks) }))
+            .route(
+                "/jwks",
+                get(|State(s): State<RogueState>| async move { Json(s.jwks) }),
+            )
             .route(
                 "/token",
                 post(|State(s): State<RogueState>| async move {
                     match s.next.lock().unwrap().take() {
                         Some(body) => Json(body).into_response(),
-                        None => (http::StatusCode::BAD_REQUEST, Json(json!({"error": "invalid_grant"}))).into_response(),
+                        None => (
+                            http::StatusCode::BAD_REQUEST,
+                            Json(json!({"error": "invalid_grant"})),
+                        )
+                            .into_response(),
                     }
                 }),
             )
@@ -460,4 +522,440 @@ pub fn set_cookie_value(r: &reqwest::Response, name: &str) -> Option<String> {
         let (k, rest) = v.split_once('=')?;
         (k == name).then(|| rest.split(';').next().unwrap_or("").to_string())
     })
+}
+
+// ------------------------------------------------------------------ Redis ---
+
+/// A scratch directory, removed on drop.
+pub struct ScratchDir(pub PathBuf);
+
+impl ScratchDir {
+    pub fn new(what: &str) -> ScratchDir {
+        let dir = std::env::temp_dir().join(format!(
+            "oidc-bff-{what}-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        ScratchDir(dir)
+    }
+
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A port that was free a moment ago (bound to :0, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn require_redis() {
+    let ok = Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "cannot run `redis-server`: install redis-server (scripts/test does)"
+    );
+}
+
+/// `redis-cli -p port args…`, raw stdout (values may be binary).
+pub fn redis_cli(port: u16, args: &[&str]) -> Vec<u8> {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot run `redis-cli`: install redis-server (scripts/test does)");
+    out.stdout
+}
+
+fn redis_cli_text(port: u16, args: &[&str]) -> String {
+    String::from_utf8_lossy(&redis_cli(port, args))
+        .trim()
+        .to_string()
+}
+
+/// One `redis-server` on a free port with its own directory (TESTING.md,
+/// section Redis). Stopped on drop. `kill` and `restart` simulate an outage
+/// on the same port; `pause`/`resume` a server that stops answering.
+pub struct RedisServer {
+    pub port: u16,
+    dir: ScratchDir,
+    extra: Vec<String>,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        Self::start_with(&[])
+    }
+
+    /// With extra `redis-server` arguments (cluster mode, TLS, passwords).
+    pub fn start_with(extra: &[&str]) -> RedisServer {
+        require_redis();
+        let s = RedisServer {
+            port: free_port(),
+            dir: ScratchDir::new("redis"),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        s.launch();
+        s
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir.0
+    }
+
+    fn launch(&self) {
+        let dir = self.dir.0.display().to_string();
+        let status = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args([
+                "--daemonize",
+                "yes",
+                "--pidfile",
+                &format!("{dir}/redis.pid"),
+                "--logfile",
+                &format!("{dir}/redis.log"),
+                "--dir",
+                &dir,
+            ])
+            .args(&self.extra)
+            .status()
+            .expect("cannot run `redis-server`: install redis-server (scripts/test does)");
+        assert!(status.success(), "redis-server did not start");
+        self.wait_until(|| self.answers(), "redis-server to answer PING");
+    }
+
+    /// Whether the server answers (on the plain port; TLS-only servers use `ping_with`).
+    pub fn answers(&self) -> bool {
+        redis_cli_text(self.port, &["ping"]) == "PONG"
+    }
+
+    fn wait_until(&self, ok: impl Fn() -> bool, what: &str) {
+        for _ in 0..100 {
+            if ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let log = std::fs::read_to_string(self.dir.0.join("redis.log")).unwrap_or_default();
+        panic!(
+            "timed out waiting for {what} on port {}; redis.log:\n{log}",
+            self.port
+        );
+    }
+
+    fn pid(&self) -> Option<String> {
+        std::fs::read_to_string(self.dir.0.join("redis.pid"))
+            .ok()
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill").args([sig, &pid]).status();
+        }
+    }
+
+    /// Kills the server outright (no shutdown, no save): an outage.
+    pub fn kill(&self) {
+        self.signal("-KILL");
+        let pidfile = self.dir.0.join("redis.pid");
+        for _ in 0..100 {
+            let alive = self
+                .pid()
+                .is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
+            if !alive {
+                let _ = std::fs::remove_file(&pidfile);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server on port {} did not die", self.port);
+    }
+
+    /// Starts it again on the same port and directory, empty.
+    pub fn restart(&self) {
+        self.launch();
+    }
+
+    /// SIGSTOP: the server keeps its connections but stops answering.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    /// Every key under `pattern` with its value: strings as stored, sets as
+    /// their members joined by newlines.
+    pub fn dump(&self, pattern: &str) -> Vec<(String, Vec<u8>)> {
+        dump_node(self.port, pattern)
+    }
+}
+
+/// `RedisServer::dump` for one node, by port.
+pub fn dump_node(port: u16, pattern: &str) -> Vec<(String, Vec<u8>)> {
+    let keys = redis_cli_text(port, &["--scan", "--pattern", pattern]);
+    keys.lines()
+        .filter(|k| !k.is_empty())
+        .map(|k| {
+            let value = match redis_cli_text(port, &["type", k]).as_str() {
+                "string" => {
+                    let mut v = redis_cli(port, &["get", k]);
+                    // redis-cli adds one newline after a raw value.
+                    if v.last() == Some(&b'\n') {
+                        v.pop();
+                    }
+                    v
+                }
+                "set" => redis_cli(port, &["smembers", k]),
+                other => panic!("unexpected Redis type {other} for {k}"),
+            };
+            (k.to_string(), value)
+        })
+        .collect()
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.resume();
+        self.signal("-KILL");
+    }
+}
+
+/// A 3-node Redis Cluster (3 primaries, no replicas), each node a `RedisServer`.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start() -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                ])
+            })
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("cannot run `redis-cli`: install redis-server (scripts/test does)");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        for n in &nodes {
+            n.wait_until(
+                || redis_cli_text(n.port, &["cluster", "info"]).contains("cluster_state:ok"),
+                "the cluster to be ok",
+            );
+        }
+        RedisCluster { nodes }
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.url()).collect()
+    }
+
+    /// Every key under `pattern`, from every node.
+    pub fn dump(&self, pattern: &str) -> Vec<(String, Vec<u8>)> {
+        self.nodes
+            .iter()
+            .flat_map(|n| dump_node(n.port, pattern))
+            .collect()
+    }
+}
+
+/// The real `oidc-bff` binary, `serve --config <file>`, on ports chosen
+/// beforehand (the IdP must know the redirect URI first). Killed on drop.
+pub struct GatewayProcess {
+    pub url: String,
+    pub admin_url: String,
+    child: Child,
+    dir: ScratchDir,
+}
+
+/// Ports for a gateway process, and the `[server]` lines that use them.
+pub struct ProcessPorts {
+    pub port: u16,
+    pub admin_port: u16,
+    pub url: String,
+}
+
+impl ProcessPorts {
+    pub fn new() -> ProcessPorts {
+        let port = free_port();
+        let admin_port = free_port();
+        ProcessPorts {
+            port,
+            admin_port,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// The `[server]` section for these ports.
+    pub fn server_toml(&self) -> String {
+        format!(
+            "[server]\npublic_url = \"{}\"\nlisten = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:{}\"\n",
+            self.url, self.port, self.admin_port
+        )
+    }
+}
+
+impl GatewayProcess {
+    /// Starts the binary with `toml` and waits for `/healthz`.
+    pub async fn start(ports: &ProcessPorts, toml: &str) -> GatewayProcess {
+        // This process's reqwest clients (the "browser") need one too.
+        oidc_bff::install_crypto_provider();
+        let dir = ScratchDir::new("gateway");
+        let config = dir.write("oidc-bff.toml", toml);
+        let log = std::fs::File::create(dir.0.join("gateway.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_oidc-bff"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env_remove("OIDC_BFF_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("cannot run the oidc-bff binary");
+        let mut gw = GatewayProcess {
+            url: ports.url.clone(),
+            admin_url: format!("http://127.0.0.1:{}", ports.admin_port),
+            child,
+            dir,
+        };
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if let Ok(Some(status)) = gw.child.try_wait() {
+                panic!("oidc-bff exited at start ({status}); log:\n{}", gw.log());
+            }
+            if client
+                .get(format!("{}/healthz", gw.admin_url))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+            {
+                return gw;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("oidc-bff did not answer /healthz; log:\n{}", gw.log());
+    }
+
+    /// Waits until `/readyz` is 200 (IdP metadata loaded, session store reachable).
+    pub async fn wait_ready(&self, within: Duration) {
+        let start = std::time::Instant::now();
+        while start.elapsed() < within {
+            if self.readyz().await == 200 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("oidc-bff not ready within {within:?}; log:\n{}", self.log());
+    }
+
+    pub async fn readyz(&self) -> u16 {
+        match reqwest::get(format!("{}/readyz", self.admin_url)).await {
+            Ok(r) => r.status().as_u16(),
+            Err(_) => 0,
+        }
+    }
+
+    /// Whether the process is still running (it must never crash).
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("gateway.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A test IdP that accepts the redirect URIs of several gateways.
+pub fn idp_for_gateways(gateways: &[&str]) -> Idp {
+    oidc_bff::install_crypto_provider();
+    Idp::start(json!({
+        "clients": [{
+            "client_id": "bff",
+            "client_secret": "bff-secret",
+            "redirect_uris": gateways.iter().map(|g| format!("{g}/auth/callback")).collect::<Vec<_>>(),
+            "post_logout_redirect_uris": gateways.iter().map(|g| format!("{g}/auth/signed-out")).collect::<Vec<_>>(),
+        }],
+    }))
+}
+
+/// Where a callback response sends the browser: the `Location` of a redirect,
+/// or the target of the same-origin landing page used with `SameSite=Strict`.
+pub async fn landing_page(r: reqwest::Response) -> String {
+    if r.status().is_redirection() {
+        return location(&r);
+    }
+    assert_eq!(r.status(), 200, "callback answered {}", r.status());
+    let page = r.text().await.unwrap();
+    let re = regex::Regex::new(r#"<meta http-equiv="refresh" content="0;url=([^"]*)">"#).unwrap();
+    let target = re
+        .captures(&page)
+        .unwrap_or_else(|| panic!("no landing target in {page}"))[1]
+        .to_string();
+    target
+        .replace("&amp;", "&")
+        .replace("&#x2f;", "/")
+        .replace("&#47;", "/")
+        .replace("&#x27;", "'")
+        .replace("&quot;", "\"")
 }

@@ -4,5 +4,9 @@
 mod harness;
 
 mod cli;
+mod dev_idp;
 mod flow;
 mod negative;
+mod proxy;
+mod redis;
+mod store_suite;
