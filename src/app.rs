@@ -20,6 +20,8 @@ pub struct AppState {
     pub routes: RouteTable,
     pub upstream: UpstreamClient,
     pub spa_dir: Option<PathBuf>,
+    pub bearer: crate::auth::bearer::BearerVerifier,
+    pub refresh_locks: crate::auth::refresh::RefreshLocks,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +95,11 @@ impl AppState {
                 // The dev server's hot-reload channel.
                 websocket: true,
                 max_body_bytes: None,
+                audiences: vec![],
+                allow_groups: vec![],
+                require_scopes: vec![],
+                require_claims: Default::default(),
+                login_idp: None,
             });
         }
         Ok(Arc::new(AppState {
@@ -102,6 +109,8 @@ impl AppState {
             routes: RouteTable::new(&route_configs, config.server.max_body_bytes),
             upstream: upstream_client(),
             spa_dir: config.spa.as_ref().and_then(|s| s.dir.clone()),
+            bearer: Default::default(),
+            refresh_locks: Default::default(),
             config,
         }))
     }

@@ -29,6 +29,11 @@ pub enum LoginError {
 pub enum AppError {
     #[error("not signed in")]
     Unauthenticated,
+    /// A bearer route called without a token (RFC 6750 §3.1: no error code).
+    #[error("a bearer token is required")]
+    BearerRequired,
+    #[error("invalid bearer token: {0}")]
+    InvalidToken(crate::oidc::jwt::JwtError),
     #[error("the X-CSRF header is required")]
     CsrfMissing,
     #[error("forbidden: {0}")]
@@ -82,6 +87,18 @@ impl AppError {
                 "unauthenticated",
                 "You are not signed in.",
                 true,
+            ),
+            BearerRequired => r(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "A bearer access token is required.",
+                false,
+            ),
+            InvalidToken(_) => r(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "The access token is invalid or expired.",
+                false,
             ),
             CsrfMissing => r(
                 StatusCode::FORBIDDEN,
@@ -180,6 +197,16 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.rendered().status;
         let mut resp = status.into_response();
+        // RFC 6750 §3: tell API clients how to authenticate.
+        let challenge = match &self {
+            AppError::BearerRequired => Some("Bearer"),
+            AppError::InvalidToken(_) => Some("Bearer error=\"invalid_token\""),
+            _ => None,
+        };
+        if let Some(c) = challenge {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
+        }
         resp.extensions_mut().insert(ErrorMarker(Arc::new(self)));
         resp
     }

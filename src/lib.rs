@@ -9,6 +9,7 @@
 //! - [`session`]. Sealed server-side sessions, the key ring, the stores.
 //! - [`auth`]. The `/auth/*` handlers, the session extractor, CSRF.
 //! - [`proxy`]. The route table, header hygiene and forwarding to upstreams.
+//! - [`policy`]. Per-route authorization (groups, scopes, claims) as pure decisions.
 //! - [`telemetry`]. Logs.
 //! - [`demo`]. `oidc-bff demo` and the development IdP (local work only).
 //!
@@ -19,6 +20,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod oidc;
+pub mod policy;
 pub mod proxy;
 pub mod router;
 pub mod session;

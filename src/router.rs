@@ -3,13 +3,13 @@
 //! protected proxy (routes decide their own authentication) as the fallback.
 
 use crate::app::AppState;
-use crate::auth::handlers;
+use crate::auth::{backchannel, handlers};
 use crate::error::{render_errors, AppError, ErrorContext};
 use crate::telemetry;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get, post};
 use axum::Router;
 use http::StatusCode;
 use std::sync::Arc;
@@ -31,7 +31,12 @@ pub fn build(state: Arc<AppState>) -> Router {
             get(handlers::logout_get).post(handlers::logout_post),
         )
         .route("/user", get(handlers::user))
-        .route("/signed-out", get(handlers::signed_out));
+        .route("/signed-out", get(handlers::signed_out))
+        // Forward-auth for ingresses (nginx auth_request, Traefik ForwardAuth);
+        // answers only server.trusted_proxies.
+        .route("/check", any(crate::auth::check::check))
+        // Called by the IdP, server to server: no cookie, no CSRF header.
+        .route("/backchannel-logout", post(backchannel::backchannel_logout));
     let errors = ErrorContext {
         auth_prefix: state.config.server.auth_prefix.clone(),
     };

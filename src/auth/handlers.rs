@@ -6,6 +6,7 @@
 use super::{Authenticated, CsrfHeader, MaybeSession};
 use crate::app::AppState;
 use crate::auth::cookies::request_cookies;
+use crate::auth::hints::LoginHints;
 use crate::auth::return_to::safe_return_to;
 use crate::config::SameSite;
 use crate::error::{
@@ -64,6 +65,9 @@ pub async fn login(
         params.get("return_to").map(String::as_str),
         &cfg.server.auth_prefix,
     );
+    // `idp` and `lang` go to the hosted UI (Cognito: identity_provider, lang).
+    let hints = LoginHints::from_query(&params).map_err(|e| AppError::BadRequest(e.message()))?;
+    let hint_params = hints.auth_params(md.is_cognito);
     let now = now_secs();
     let mut pending = pending_logins(&state, &headers);
     pending.prune(now, cfg.provider.login_timeout.as_secs() as i64);
@@ -73,6 +77,12 @@ pub async fn login(
     {
         let mut q = url.query_pairs_mut();
         for (k, v) in &cfg.provider.extra_auth_params {
+            // A hint on this login wins over the configured default.
+            if !hint_params.iter().any(|(h, _)| h == k) {
+                q.append_pair(k, v);
+            }
+        }
+        for (k, v) in &hint_params {
             q.append_pair(k, v);
         }
         q.append_pair("response_type", "code")
@@ -161,6 +171,11 @@ async fn finish_login(
         .provider
         .verify_id_token(&id_token, Some(&login.nonce))
         .await?;
+    // With Cognito this also verifies the access token as one (token_use, client_id).
+    let scope = state
+        .provider
+        .granted_scope(&tokens, &state.config.provider.scopes)
+        .await?;
     let sub = claims
         .get("sub")
         .and_then(|s| s.as_str())
@@ -187,6 +202,8 @@ async fn finish_login(
         created_at: now,
         expires_at: state.sessions.absolute_deadline(),
         last_seen: now,
+        scope: Some(scope),
+        refreshed_at: None,
     };
     let (_, cookie) = state.sessions.create(data).await?;
     tracing::info!(sub = %sub, "signed in");
@@ -353,6 +370,8 @@ pub async fn user(
         "sub": d.sub,
         "claims": d.claims,
         "expires_at": d.expires_at.min(idle_end),
+        "access_token_expires_at": d.access_expires_at,
+        "access_token_refreshed_at": d.refreshed_at,
         "logout_url": format!("{}/logout?sid={}", state.config.server.auth_prefix, state.sessions.logout_token(&session.id)),
     });
     let mut resp = json_response(StatusCode::OK, &body);
@@ -369,8 +388,13 @@ struct SignedOut<'a> {
     login_url: &'a str,
 }
 
-/// `GET /auth/signed-out`: where the IdP sends the browser after logout.
+/// `GET /auth/signed-out`: where the IdP sends the browser after logout. With
+/// `server.logout_return_to` it sends the browser on there: Cognito's
+/// `/logout` returns no `state`, so the destination is kept in the config.
 pub async fn signed_out(State(state): State<Arc<AppState>>) -> Result<Response, AppError> {
+    if let Some(to) = &state.config.server.logout_return_to {
+        return Ok(redirect_response(StatusCode::FOUND, to, &HeaderMap::new()));
+    }
     let login_url = format!("{}/login", state.config.server.auth_prefix);
     let page = SignedOut {
         login_url: &login_url,

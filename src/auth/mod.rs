@@ -2,8 +2,13 @@
 //! request goes through: finding the session behind a cookie (the
 //! [`Authenticated`] extractor and [`session_of`]) and the CSRF header rule.
 
+pub mod backchannel;
+pub mod bearer;
+pub mod check;
 pub mod cookies;
 pub mod handlers;
+pub mod hints;
+pub mod refresh;
 pub mod return_to;
 
 use crate::app::AppState;
@@ -42,6 +47,71 @@ pub async fn session_of(
         }
     }
     Ok(None)
+}
+
+/// Who is making a request, as far as the route's `auth` mode looked.
+#[derive(Debug, Clone)]
+pub enum Identity {
+    Anonymous,
+    // Boxed: a session record is much larger than the other variants.
+    Session(Box<Session>),
+    Bearer(bearer::BearerIdentity),
+}
+
+impl Identity {
+    pub fn session(&self) -> Option<&Session> {
+        match self {
+            Identity::Session(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The claims that describe the caller: the ID token's for a session, the
+    /// access token's for a bearer.
+    pub fn claims(&self) -> Option<&crate::oidc::jwt::Claims> {
+        match self {
+            Identity::Session(s) => Some(&s.data.claims),
+            Identity::Bearer(b) => Some(&b.claims),
+            Identity::Anonymous => None,
+        }
+    }
+}
+
+/// Authenticates a request the way a route's `auth` mode says.
+pub async fn authenticate(
+    state: &AppState,
+    mode: crate::config::AuthMode,
+    audiences: &[String],
+    headers: &HeaderMap,
+) -> Result<Identity, AppError> {
+    use crate::config::AuthMode::*;
+    let bearer = || async {
+        match bearer::bearer_token(headers) {
+            Some(token) => state
+                .bearer
+                .verify(&state.provider, token, audiences)
+                .await
+                .map(Identity::Bearer),
+            None => Err(AppError::BearerRequired),
+        }
+    };
+    match mode {
+        Public => Ok(Identity::Anonymous),
+        Optional => Ok(session_of(state, headers)
+            .await?
+            .map_or(Identity::Anonymous, |s| Identity::Session(Box::new(s)))),
+        Session => session_of(state, headers)
+            .await?
+            .map(|s| Identity::Session(Box::new(s)))
+            .ok_or(AppError::Unauthenticated),
+        Bearer => bearer().await,
+        // An explicit bearer token wins: an API client's request is judged by its token.
+        SessionOrBearer if bearer::bearer_token(headers).is_some() => bearer().await,
+        SessionOrBearer => session_of(state, headers)
+            .await?
+            .map(|s| Identity::Session(Box::new(s)))
+            .ok_or(AppError::Unauthenticated),
+    }
 }
 
 /// Extractor: a signed-in session, or 401 (302 for navigations).

@@ -59,6 +59,10 @@ pub struct ServerConfig {
     /// Largest request body forwarded upstream, in bytes.
     #[serde(default = "defaults::max_body_bytes")]
     pub max_body_bytes: u64,
+    /// Where `<auth_prefix>/signed-out` sends the browser after the IdP's
+    /// logout: a path on this origin. Default: none (the signed-out page).
+    #[serde(default)]
+    pub logout_return_to: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -109,9 +113,25 @@ pub struct ProviderConfig {
     /// Extra query parameters for the authorize request (e.g. `prompt`, `audience`).
     #[serde(default)]
     pub extra_auth_params: BTreeMap<String, String>,
+    /// The claim listing the caller's groups, for `allow_groups` and
+    /// `X-Auth-Request-Groups`; default `cognito:groups` with `cognito`, else `groups`.
+    #[serde(default)]
+    pub groups_claim: Option<String>,
     /// Allowed clock difference when checking `exp`, `nbf` and `iat`.
     #[serde(default = "defaults::leeway", with = "humantime_serde")]
     pub leeway: Duration,
+    /// Accepted `aud` values of bearer access tokens (API clients). Cognito
+    /// access tokens carry no `aud`: their `client_id` must be `client_id` or
+    /// one of these.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// After a JWKS fetch, an unknown `kid` waits this long before the next
+    /// fetch (a flood of bad tokens cannot become a flood of fetches).
+    #[serde(default = "defaults::jwks_cooldown", with = "humantime_serde")]
+    pub jwks_cooldown: Duration,
+    /// Refresh the access token this long before it expires.
+    #[serde(default = "defaults::refresh_before", with = "humantime_serde")]
+    pub refresh_before: Duration,
     /// Timeout for every call to the IdP (discovery, JWKS, token, revocation).
     #[serde(default = "defaults::http_timeout", with = "humantime_serde")]
     pub http_timeout: Duration,
@@ -261,15 +281,37 @@ pub struct RouteConfig {
     /// Largest request body for this route, in bytes; default `server.max_body_bytes`.
     #[serde(default)]
     pub max_body_bytes: Option<u64>,
+    /// Accepted `aud` of bearer tokens on this route; default `provider.audiences`.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Authorization: the caller must be in at least one of these groups (`provider.groups_claim`).
+    #[serde(default)]
+    pub allow_groups: Vec<String>,
+    /// Authorization: every one of these scopes must have been granted.
+    #[serde(default)]
+    pub require_scopes: Vec<String>,
+    /// Authorization: claim name -> value (equals) or list (one of); a list claim must contain it.
+    #[serde(default)]
+    pub require_claims: BTreeMap<String, crate::policy::ClaimRule>,
+    /// Navigations that must sign in go to this federated IdP (`/auth/login?idp=…`).
+    #[serde(default)]
+    pub login_idp: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthMode {
+    /// A browser session is required.
     #[default]
     Session,
+    /// A session is used when present.
     Optional,
+    /// No authentication; the client's own `Authorization` passes through.
     Public,
+    /// A JWT access token from an API client (`Authorization: Bearer`), verified against the IdP's keys.
+    Bearer,
+    /// A session, or else a bearer JWT.
+    SessionOrBearer,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -290,6 +332,17 @@ pub struct SpaConfig {
     /// A development server to proxy to instead of `dir`.
     #[serde(default)]
     pub upstream: Option<Url>,
+}
+
+impl ProviderConfig {
+    /// The claim listing the caller's groups.
+    pub fn groups_claim(&self) -> &str {
+        match (&self.groups_claim, &self.cognito) {
+            (Some(c), _) => c,
+            (None, Some(_)) => "cognito:groups",
+            (None, None) => "groups",
+        }
+    }
 }
 
 impl Config {
@@ -361,6 +414,12 @@ mod defaults {
     }
     pub fn http_timeout() -> Duration {
         Duration::from_secs(10)
+    }
+    pub fn jwks_cooldown() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn refresh_before() -> Duration {
+        Duration::from_secs(60)
     }
     pub fn login_timeout() -> Duration {
         Duration::from_secs(600)

@@ -1,7 +1,7 @@
 //! Validation: every rule a config must satisfy, checked once, all problems
 //! collected (not just the first). Also reads `*_file` secrets into place.
 
-use super::{Config, Problem, SameSite, Secret, StoreKind};
+use super::{AuthMode, Config, Problem, SameSite, Secret, StoreKind};
 use base64::Engine;
 use std::collections::HashSet;
 use std::path::Path;
@@ -13,6 +13,7 @@ pub fn validate(config: &mut Config, base: &Path) -> Vec<Problem> {
     provider(config, base, &mut p);
     session(config, base, &mut p);
     routes(config, &mut p);
+    authorization(config, &mut p);
     spa(config, base, &mut p);
     p
 }
@@ -454,10 +455,101 @@ fn routes(c: &Config, p: &mut Vec<Problem>) {
         if r.timeout.is_zero() {
             p.push(Problem::new(key("timeout"), "must be greater than 0"));
         }
+        let bearer = matches!(r.auth, AuthMode::Bearer | AuthMode::SessionOrBearer);
+        if bearer
+            && r.audiences.is_empty()
+            && c.provider.audiences.is_empty()
+            && c.provider.cognito.is_none()
+        {
+            p.push(Problem::new(
+                key("audiences"),
+                "a bearer route needs the `aud` its tokens carry: set provider.audiences or this route's audiences",
+            ));
+        }
         if r.max_body_bytes == Some(0) {
             p.push(Problem::new(
                 key("max_body_bytes"),
                 "must be greater than 0",
+            ));
+        }
+    }
+}
+
+/// Per-route policies, `login_idp`, `provider.groups_claim` and `server.logout_return_to`.
+fn authorization(c: &Config, p: &mut Vec<Problem>) {
+    use crate::policy::ClaimRule;
+    if let Some(g) = &c.provider.groups_claim {
+        if g.is_empty() || g.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+            p.push(Problem::new(
+                "provider.groups_claim",
+                "must be a claim name such as \"cognito:groups\" or \"groups\"",
+            ));
+        }
+    }
+    if let Some(to) = &c.server.logout_return_to {
+        let prefix = &c.server.auth_prefix;
+        if crate::auth::return_to::safe_return_to(Some(to), prefix) != *to {
+            p.push(Problem::new(
+                "server.logout_return_to",
+                format!(
+                    "must be a path on this origin outside {prefix}, e.g. \"/\" or \"/goodbye\""
+                ),
+            ));
+        }
+    }
+    for (i, r) in c.routes.iter().enumerate() {
+        let key = |k: &str| format!("route[{i}].{k}");
+        let set: Vec<&str> = [
+            ("allow_groups", !r.allow_groups.is_empty()),
+            ("require_scopes", !r.require_scopes.is_empty()),
+            ("require_claims", !r.require_claims.is_empty()),
+        ]
+        .into_iter()
+        .filter_map(|(k, on)| on.then_some(k))
+        .collect();
+        if let Some(first) = set.first() {
+            if matches!(r.auth, AuthMode::Public | AuthMode::Optional) {
+                p.push(Problem::new(
+                    key(first),
+                    "needs auth = \"session\", \"bearer\" or \"session_or_bearer\": this route lets anonymous callers through",
+                ));
+            }
+        }
+        if r.allow_groups.iter().any(|g| g.is_empty()) {
+            p.push(Problem::new(
+                key("allow_groups"),
+                "group names must not be empty",
+            ));
+        }
+        if r.require_scopes
+            .iter()
+            .any(|s| s.is_empty() || s.chars().any(char::is_whitespace))
+        {
+            p.push(Problem::new(
+                key("require_scopes"),
+                "each scope must be one non-empty word (no spaces)",
+            ));
+        }
+        for (name, rule) in &r.require_claims {
+            if name.is_empty() {
+                p.push(Problem::new(
+                    key("require_claims"),
+                    "claim names must not be empty",
+                ));
+            } else if matches!(rule, ClaimRule::OneOf(v) if v.is_empty()) {
+                p.push(Problem::new(
+                    key(&format!("require_claims.{name}")),
+                    "an empty list matches nothing: give at least one value",
+                ));
+            }
+        }
+        if r.login_idp
+            .as_deref()
+            .is_some_and(|idp| !crate::auth::hints::valid_idp(idp))
+        {
+            p.push(Problem::new(
+                key("login_idp"),
+                "must be an identity provider name such as \"Google\" (letters, digits, '.', '_', '-', ':', '@')",
             ));
         }
     }

@@ -19,6 +19,10 @@ pub struct TokenResponse {
     pub refresh_token: Option<String>,
     #[serde(default)]
     pub id_token: Option<String>,
+    /// The granted scopes; RFC 6749 §5.1 lets the IdP leave it out when they
+    /// are the ones requested (Cognito always does).
+    #[serde(default)]
+    pub scope: Option<String>,
 }
 
 impl TokenResponse {

@@ -64,17 +64,28 @@ pub struct JwksCache {
     fetch: tokio::sync::Mutex<Option<Instant>>,
     cooldown: Duration,
     max_age: Duration,
+    fetches: std::sync::atomic::AtomicU64,
 }
 
 impl JwksCache {
     pub fn new(source: Box<dyn JwksSource>) -> Self {
+        Self::with_cooldown(source, Duration::from_secs(30))
+    }
+
+    pub fn with_cooldown(source: Box<dyn JwksSource>, cooldown: Duration) -> Self {
         JwksCache {
             source,
             set: RwLock::new(Arc::new(KeySet::default())),
             fetch: tokio::sync::Mutex::new(None),
-            cooldown: Duration::from_secs(30),
+            cooldown,
             max_age: Duration::from_secs(3600),
+            fetches: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// How many times the keys were fetched (tests and metrics).
+    pub fn fetch_count(&self) -> u64 {
+        self.fetches.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Keys that may verify a token with this `kid` and `alg`.
@@ -134,6 +145,8 @@ impl JwksCache {
             }
         }
         *last = Some(Instant::now());
+        self.fetches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let doc = self.source.fetch().await?;
         let keys = parse_jwks(&doc);
         if keys.is_empty() {

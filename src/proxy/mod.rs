@@ -1,16 +1,16 @@
 //! The reverse proxy: every request that is not the gateway's own goes through
-//! named steps in a fixed order: match route -> authenticate -> CSRF ->
-//! rewrite headers -> send -> stream back. Requests no route claims are
-//! served from the SPA directory (or answered 404).
+//! named steps in a fixed order: match route -> authenticate -> authorize ->
+//! CSRF -> refresh the token if due -> rewrite headers -> send -> stream back.
+//! Requests no route claims are served from the SPA directory (or answered 404).
 
 pub mod headers;
 pub mod routes;
 
 use crate::app::AppState;
-use crate::auth::{has_csrf_header, has_session_cookie, session_of};
+use crate::auth::refresh::ensure_fresh;
+use crate::auth::{authenticate, has_csrf_header, has_session_cookie, Identity};
 use crate::config::{AuthMode, TokenKind};
 use crate::error::AppError;
-use crate::session::Session;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
@@ -47,10 +47,33 @@ pub fn upstream_client() -> UpstreamClient {
 
 /// Fallback handler: everything outside `/auth`.
 pub async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let idp_login = idp_login_url(&state, &req);
     match proxy(&state, req).await {
         Ok(r) => r,
+        // A route with `login_idp` sends navigations to that federated IdP.
+        Err(AppError::Unauthenticated) if idp_login.is_some() => crate::error::redirect_response(
+            http::StatusCode::FOUND,
+            &idp_login.unwrap_or_default(),
+            &http::HeaderMap::new(),
+        ),
         Err(e) => e.into_response(),
     }
+}
+
+/// For a navigation to a route with `login_idp`: its sign-in URL.
+fn idp_login_url(state: &AppState, req: &Request) -> Option<String> {
+    let idp = state.routes.find(req.uri().path())?.login_idp.as_deref()?;
+    if !crate::error::wants_html(req.headers()) {
+        return None;
+    }
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    Some(format!(
+        "{}/login?return_to={}&idp={}",
+        state.config.server.auth_prefix,
+        enc(target),
+        enc(idp)
+    ))
 }
 
 async fn proxy(state: &Arc<AppState>, req: Request) -> Result<Response, AppError> {
@@ -64,17 +87,16 @@ async fn proxy(state: &Arc<AppState>, req: Request) -> Result<Response, AppError
         return Err(AppError::MethodNotAllowed);
     }
     // Step 2: authenticate.
-    let session = match route.auth {
-        AuthMode::Public => None,
-        AuthMode::Optional => session_of(state, req.headers()).await?,
-        AuthMode::Session => Some(
-            session_of(state, req.headers())
-                .await?
-                .ok_or(AppError::Unauthenticated)?,
-        ),
-    };
+    let identity = authenticate(state, route.auth, &route.audiences, req.headers()).await?;
+    // Step 3: authorize (the route's allow_groups, require_scopes, require_claims).
+    crate::policy::authorize(
+        route.policy.as_ref(),
+        &identity,
+        state.config.provider.groups_claim(),
+    )?;
+    let session = identity.session();
     let websocket = is_websocket_upgrade(req.headers());
-    // Step 3: CSRF, for requests that ride on the session cookie. A browser
+    // Step 4: CSRF, for requests that ride on the session cookie. A browser
     // cannot add headers to a WebSocket handshake; there the Origin must be ours
     // (cross-site WebSocket hijacking).
     if websocket {
@@ -93,18 +115,25 @@ async fn proxy(state: &Arc<AppState>, req: Request) -> Result<Response, AppError
             ));
         }
     } else if route.csrf
-        && route.auth != AuthMode::Public
+        && session.is_some()
         && has_session_cookie(state, req.headers())
         && !has_csrf_header(req.headers())
     {
         return Err(AppError::CsrfMissing);
     }
-    // Steps 4-6: rewrite, send, stream back.
-    let reissue = session.as_ref().and_then(|s| s.reissue_cookie.clone());
+    let reissue = session.and_then(|s| s.reissue_cookie.clone());
+    // Step 5: refresh the access token when it is about to expire (single-flight).
+    let identity = match identity {
+        Identity::Session(s) if route.token != TokenKind::None => {
+            Identity::Session(Box::new(ensure_fresh(state, *s).await?))
+        }
+        other => other,
+    };
+    // Steps 6-8: rewrite, send, stream back.
     let mut resp = if websocket {
-        forward_websocket(state, route, session.as_ref(), req).await?
+        forward_websocket(state, route, &identity, req).await?
     } else {
-        forward(state, route, session.as_ref(), req).await?
+        forward(state, route, &identity, req).await?
     };
     if let Some(cookie) = reissue {
         resp.headers_mut()
@@ -141,7 +170,7 @@ fn client_info(state: &AppState, req: &Request) -> ClientInfo {
 async fn forward(
     state: &AppState,
     route: &Route,
-    session: Option<&Session>,
+    identity: &Identity,
     req: Request,
 ) -> Result<Response, AppError> {
     let client = client_info(state, &req);
@@ -155,7 +184,7 @@ async fn forward(
     if declared.is_some_and(|n| n > max) {
         return Err(AppError::BodyTooLarge);
     }
-    rewrite(state, route, session, &client, &mut parts, false)?;
+    rewrite(state, route, identity, &client, &mut parts, false)?;
     // Bodies stream; one larger than declared (or chunked past the limit) is cut off.
     let body = Body::new(http_body_util::Limited::new(body, max as usize));
     let resp = send(state, route, http::Request::from_parts(parts, body)).await?;
@@ -168,7 +197,7 @@ async fn forward(
 fn rewrite(
     state: &AppState,
     route: &Route,
-    session: Option<&Session>,
+    identity: &Identity,
     client: &ClientInfo,
     parts: &mut http::request::Parts,
     websocket: bool,
@@ -190,18 +219,20 @@ fn rewrite(
     set_forwarded(h, client);
     // The upstream's own authority, from the URI (hyper sets it).
     h.remove(header::HOST);
-    if let Some(s) = session {
-        let token = match route.token {
+    let token = match identity {
+        Identity::Session(s) => match route.token {
             TokenKind::Access => Some(&s.data.access_token),
             TokenKind::Id => Some(&s.data.id_token),
             TokenKind::None => None,
-        };
-        if let Some(mut value) =
-            token.and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok())
-        {
-            value.set_sensitive(true);
-            h.insert(header::AUTHORIZATION, value);
-        }
+        },
+        // A verified API client's own token goes on unchanged.
+        Identity::Bearer(b) => Some(&b.token),
+        Identity::Anonymous => None,
+    };
+    if let Some(mut value) = token.and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok())
+    {
+        value.set_sensitive(true);
+        h.insert(header::AUTHORIZATION, value);
     }
     Ok(())
 }
@@ -253,13 +284,13 @@ pub fn is_websocket_upgrade(headers: &http::HeaderMap) -> bool {
 async fn forward_websocket(
     state: &AppState,
     route: &Route,
-    session: Option<&Session>,
+    identity: &Identity,
     mut req: Request,
 ) -> Result<Response, AppError> {
     let client = client_info(state, &req);
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (mut parts, _) = req.into_parts();
-    rewrite(state, route, session, &client, &mut parts, true)?;
+    rewrite(state, route, identity, &client, &mut parts, true)?;
     let mut resp = send(
         state,
         route,

@@ -4,6 +4,7 @@
 //! backslashes), so no path trick reaches another route's upstream.
 
 use crate::config::{AuthMode, RouteConfig, TokenKind};
+use crate::policy::RoutePolicy;
 use http::Method;
 use std::time::Duration;
 use url::Url;
@@ -22,6 +23,12 @@ pub struct Route {
     pub timeout: Duration,
     pub websocket: bool,
     pub max_body_bytes: u64,
+    /// Accepted `aud` of bearer tokens here (empty: the provider's `audiences`).
+    pub audiences: Vec<String>,
+    /// Who may pass once authenticated; `None` when the route sets no rule.
+    pub policy: Option<RoutePolicy>,
+    /// Federated IdP for sign-ins started by navigations to this route.
+    pub login_idp: Option<String>,
 }
 
 impl Route {
@@ -42,6 +49,14 @@ impl Route {
             timeout: c.timeout,
             websocket: c.websocket,
             max_body_bytes: c.max_body_bytes.unwrap_or(default_max_body),
+            audiences: c.audiences.clone(),
+            policy: Some(RoutePolicy {
+                allow_groups: c.allow_groups.clone(),
+                require_scopes: c.require_scopes.clone(),
+                require_claims: c.require_claims.clone(),
+            })
+            .filter(|p| !p.is_empty()),
+            login_idp: c.login_idp.clone(),
         }
     }
 

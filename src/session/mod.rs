@@ -43,11 +43,17 @@ pub struct SessionData {
     /// Unix seconds when the access token expires, when the IdP said.
     #[serde(default)]
     pub access_expires_at: Option<i64>,
+    /// The scopes granted at sign-in, space-separated (for `require_scopes`).
+    #[serde(default)]
+    pub scope: Option<String>,
     pub created_at: i64,
     /// Unix seconds: the absolute end of this session, whatever the activity.
     pub expires_at: i64,
     /// Unix seconds of the last write, for the sliding idle timeout.
     pub last_seen: i64,
+    /// Unix seconds of the last access-token refresh, if any.
+    #[serde(default)]
+    pub refreshed_at: Option<i64>,
 }
 
 impl std::fmt::Debug for SessionData {
@@ -322,6 +328,50 @@ impl Sessions {
         }
     }
 
+    /// The current record of a session already identified (after a wait:
+    /// another task or replica may have written it). `None` when it ended.
+    pub async fn reload(&self, id: &SessionId) -> Result<Option<SessionData>, SessionError> {
+        let key = id.store_key();
+        let Some(sealed) = self.store.load(&key).await? else {
+            return Ok(None);
+        };
+        Ok(self
+            .open_record(&key, &sealed)
+            .filter(|d| d.expires_at > now_secs()))
+    }
+
+    /// Takes the session's refresh lock for `ttl`, shared by every replica on
+    /// the same store; returns the owner token to unlock with, or `None` when
+    /// someone else holds it.
+    pub async fn try_lock(
+        &self,
+        id: &SessionId,
+        ttl: Duration,
+    ) -> Result<Option<String>, SessionError> {
+        let mut b = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut b);
+        let owner = B64.encode(b);
+        let taken = self
+            .store
+            .claim(&format!("refresh:{}", id.store_key()), &owner, ttl)
+            .await?;
+        Ok(taken.then_some(owner))
+    }
+
+    pub async fn unlock(&self, id: &SessionId, owner: &str) -> Result<(), SessionError> {
+        Ok(self
+            .store
+            .release(&format!("refresh:{}", id.store_key()), owner)
+            .await?)
+    }
+
+    /// `true` the first time `name` is seen within `ttl` by any replica
+    /// (replay protection). `name` is hashed: the store learns nothing from it.
+    pub async fn claim_once(&self, name: &str, ttl: Duration) -> Result<bool, SessionError> {
+        let key = format!("once:{}", B64.encode(Sha256::digest(name.as_bytes())));
+        Ok(self.store.claim(&key, "1", ttl).await?)
+    }
+
     fn open_record(&self, key: &str, sealed: &[u8]) -> Option<SessionData> {
         let opened = self.ring.open(sealed, key.as_bytes()).ok()?;
         serde_json::from_slice(&opened.plaintext).ok()
@@ -401,9 +451,11 @@ mod tests {
             access_token: "access-SECRET".into(),
             refresh_token: Some("refresh-SECRET".into()),
             access_expires_at: Some(now + 300),
+            scope: None,
             created_at: now,
             expires_at: now + expires_in,
             last_seen: now,
+            refreshed_at: None,
         }
     }
 

@@ -16,7 +16,8 @@
 use super::store::{SessionStore, StoreError};
 use async_trait::async_trait;
 use fred::prelude::{
-    Builder, ClientLike, Expiration, KeysInterface, LuaInterface, ReconnectPolicy, SetsInterface,
+    Builder, ClientLike, Expiration, KeysInterface, LuaInterface, ReconnectPolicy, SetOptions,
+    SetsInterface,
 };
 use fred::types::config::{
     Config as FredConfig, Options, ServerConfig, TcpConfig, TlsConfig, TlsConnector,
@@ -38,6 +39,14 @@ if redis.call('PTTL', KEYS[1]) < ttl then
   redis.call('PEXPIRE', KEYS[1], ttl)
 end
 return 1
+"#;
+
+/// Deletes a claim only while it still holds the caller's token.
+const RELEASE_LUA: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
 "#;
 
 /// Where Redis is, as parsed from one `redis://` / `rediss://` URL.
@@ -269,6 +278,10 @@ impl RedisStore {
         format!("{}s:{key}", self.prefix)
     }
 
+    fn claim_key(&self, key: &str) -> String {
+        format!("{}l:{key}", self.prefix)
+    }
+
     fn index_key(&self, index: &str) -> String {
         format!("{}{index}", self.prefix)
     }
@@ -390,6 +403,34 @@ impl SessionStore for RedisStore {
         self.bounded(
             "SREM",
             c.srem::<i64, _, _>(self.index_key(index), member.to_string()),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn claim(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let c = self.client.with_options(&self.options);
+        let px = Expiration::PX(ttl.as_millis().max(1) as i64);
+        let set: Option<String> = self
+            .bounded(
+                "SET NX",
+                c.set(
+                    self.claim_key(key),
+                    owner.to_string(),
+                    Some(px),
+                    Some(SetOptions::NX),
+                    false,
+                ),
+            )
+            .await?;
+        Ok(set.is_some())
+    }
+
+    async fn release(&self, key: &str, owner: &str) -> Result<(), StoreError> {
+        let c = self.client.with_options(&self.options);
+        self.bounded(
+            "release",
+            c.eval::<i64, _, _, _>(RELEASE_LUA, self.claim_key(key), vec![owner.to_string()]),
         )
         .await
         .map(drop)

@@ -36,6 +36,13 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn index_members(&self, index: &str) -> Result<Vec<String>, StoreError>;
     /// Removes `member` from `index` (the record is being deleted).
     async fn index_remove(&self, index: &str, member: &str) -> Result<(), StoreError>;
+    /// Sets `key` to `owner` unless it is set; it disappears after `ttl`.
+    /// `true` when this call set it. Serves as a lock (one token refresh per
+    /// session across replicas) and as a once-only marker (a logout token's `jti`).
+    async fn claim(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError>;
+    /// Deletes `key` if it still holds `owner`: a lock that expired and was
+    /// taken by someone else is left alone.
+    async fn release(&self, key: &str, owner: &str) -> Result<(), StoreError>;
     /// Cheap reachability check for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Number of live records, where the store can tell cheaply.
@@ -102,13 +109,17 @@ impl moka::Expiry<String, IndexEntry> for IndexDeadline {
 pub struct MemoryStore {
     cache: Cache<String, Entry>,
     index: Cache<String, IndexEntry>,
+    claims: Cache<String, Entry>,
 }
 
 impl MemoryStore {
     pub fn new(max_sessions: u64) -> Self {
         MemoryStore {
+            // Plain LRU: moka's default admission policy may refuse a new
+            // record when full, which would sign a user out right at sign-in.
             cache: Cache::builder()
                 .max_capacity(max_sessions)
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .expire_after(Deadline)
                 .build(),
             // At most two sets (sub, sid) per live record. Plain LRU rather than
@@ -118,6 +129,11 @@ impl MemoryStore {
                 .max_capacity(max_sessions.saturating_mul(2))
                 .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .expire_after(IndexDeadline)
+                .build(),
+            claims: Cache::builder()
+                .max_capacity(max_sessions.saturating_mul(2))
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
+                .expire_after(Deadline)
                 .build(),
         }
     }
@@ -222,6 +238,30 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
+    async fn claim(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let entry = self.claims.entry(key.to_string()).or_insert_with_if(
+            || Entry {
+                value: owner.as_bytes().into(),
+                deadline: now + ttl,
+            },
+            // An entry past its deadline that moka has not dropped yet is free.
+            |e| e.deadline <= now,
+        );
+        Ok(entry.is_fresh())
+    }
+
+    async fn release(&self, key: &str, owner: &str) -> Result<(), StoreError> {
+        if self
+            .claims
+            .get(key)
+            .is_some_and(|e| &*e.value == owner.as_bytes())
+        {
+            self.claims.invalidate(key);
+        }
+        Ok(())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
@@ -262,5 +302,11 @@ mod tests {
         }
         s.cache.run_pending_tasks();
         assert!(s.cache.entry_count() <= 100, "{}", s.cache.entry_count());
+        // The newest record is kept, the oldest went.
+        assert!(
+            s.load("k999").await.unwrap().is_some(),
+            "a new session was refused"
+        );
+        assert!(s.load("k0").await.unwrap().is_none());
     }
 }

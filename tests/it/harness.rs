@@ -390,6 +390,9 @@ pub struct RogueIdp {
     pub issuer: String,
     pub key: TestKey,
     next: Arc<Mutex<Option<Value>>>,
+    jwks: Arc<Mutex<Value>>,
+    /// How many times its JWKS was fetched.
+    pub jwks_hits: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 #[derive(Clone)]
@@ -433,8 +436,9 @@ impl TestKey {
 #[derive(Clone)]
 struct RogueState {
     issuer: String,
-    jwks: Value,
+    jwks: Arc<Mutex<Value>>,
     next: Arc<Mutex<Option<Value>>>,
+    jwks_hits: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl RogueIdp {
@@ -444,10 +448,13 @@ impl RogueIdp {
         let issuer = format!("http://{addr}");
         let key = TestKey::es256("rogue-1");
         let next = Arc::new(Mutex::new(None));
+        let jwks = Arc::new(Mutex::new(json!({ "keys": [key.jwk.clone()] })));
+        let jwks_hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let st = RogueState {
             issuer: issuer.clone(),
-            jwks: json!({ "keys": [key.jwk.clone()] }),
+            jwks: jwks.clone(),
             next: next.clone(),
+            jwks_hits: jwks_hits.clone(),
         };
         let app = Router::new()
             .route(
@@ -463,7 +470,12 @@ impl RogueIdp {
             )
             .route(
                 "/jwks",
-                get(|State(s): State<RogueState>| async move { Json(s.jwks) }),
+                get(|State(s): State<RogueState>| async move {
+                    s.jwks_hits
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let keys = s.jwks.lock().unwrap().clone();
+                    Json(keys)
+                }),
             )
             .route(
                 "/token",
@@ -480,7 +492,22 @@ impl RogueIdp {
             )
             .with_state(st);
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        RogueIdp { issuer, key, next }
+        RogueIdp {
+            issuer,
+            key,
+            next,
+            jwks,
+            jwks_hits,
+        }
+    }
+
+    /// Publishes another key (first in the set, as an IdP rotating keys does).
+    pub fn publish(&self, key: &TestKey) {
+        let mut jwks = self.jwks.lock().unwrap();
+        jwks["keys"]
+            .as_array_mut()
+            .unwrap()
+            .insert(0, key.jwk.clone());
     }
 
     /// The next token request answers with an ID token of these claims.

@@ -3,9 +3,11 @@
 
 mod harness;
 
+mod bearer;
 mod cli;
 mod dev_idp;
 mod flow;
+mod lifecycle;
 mod negative;
 mod proxy;
 mod redis;

@@ -550,7 +550,8 @@ async fn lax_sessions_land_with_a_plain_redirect() {
     // a cross-site top-level redirect, so a 302 does.
     let idp = RogueIdp::start().await;
     let reserved = reserve().await;
-    let toml = config_toml(&reserved.url, &idp.issuer, "").replace("[session]", "[session]\nsame_site = \"lax\"");
+    let toml = config_toml(&reserved.url, &idp.issuer, "")
+        .replace("[session]", "[session]\nsame_site = \"lax\"");
     let gw = Gateway::start(reserved, &toml).await;
     let b = browser();
     let (state, nonce) = start_login(&b, &gw.url, "/orders").await;
@@ -558,6 +559,12 @@ async fn lax_sessions_land_with_a_plain_redirect() {
     let r = callback(&b, &gw.url, &format!("code=abc&state={state}")).await;
     assert_eq!(r.status(), 302);
     assert_eq!(location(&r), "/orders");
-    let cookie = r.headers().get_all("set-cookie").iter().map(|c| c.to_str().unwrap().to_string()).find(|c| c.starts_with("oidc_bff=")).unwrap();
+    let cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|c| c.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("oidc_bff="))
+        .unwrap();
     assert!(cookie.contains("SameSite=Lax"), "{cookie}");
 }

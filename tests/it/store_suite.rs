@@ -273,9 +273,11 @@ fn data(sub: &str, sid: Option<&str>) -> SessionData {
         access_token: format!("access-token-{sub}"),
         refresh_token: Some(format!("refresh-token-{sub}")),
         access_expires_at: Some(now + 300),
+        scope: None,
         created_at: now,
         expires_at: now + 3600,
         last_seen: now,
+        refreshed_at: None,
     }
 }
 

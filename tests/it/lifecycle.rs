@@ -1,0 +1,351 @@
+//! Token lifecycle against the real test IdP (oidc-provider): refresh driven
+//! by the access token's expiry, single-flight in one process and across two
+//! processes sharing Redis, revoked grants, back-channel logout (real and with
+//! minted logout tokens), and logout with an unreachable revocation endpoint.
+
+use crate::harness::*;
+use crate::negative::{callback, start_login};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+async fn reset_stats(idp: &Idp) {
+    reqwest::Client::new()
+        .post(format!("{}/test/stats/reset", idp.issuer))
+        .send()
+        .await
+        .unwrap();
+}
+
+async fn refreshes(idp: &Idp) -> i64 {
+    idp.stats().await["token"]["refresh_token"]
+        .as_i64()
+        .unwrap_or(0)
+}
+
+/// 50 API calls at once, all of which must succeed with a token the upstream verifies.
+async fn fifty_calls(b: &reqwest::Client, gateways: &[&str]) {
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let b = b.clone();
+        let url = format!("{}/api/call/{i}", gateways[i % gateways.len()]);
+        tasks.push(tokio::spawn(async move {
+            let r = b.get(url).header("x-csrf", "1").send().await.unwrap();
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            (status, body["verified"] == true)
+        }));
+    }
+    for t in tasks {
+        let (status, verified) = t.await.unwrap();
+        assert_eq!(status, 200);
+        assert!(verified, "the upstream verified a fresh access token");
+    }
+}
+
+const SHORT_TOKENS: &str = r#"{"access_token_ttl": 5, "rotate_refresh_tokens": true}"#;
+
+#[tokio::test]
+async fn one_refresh_for_fifty_concurrent_calls() {
+    let reserved = reserve().await;
+    let url = reserved.url.clone();
+    let idp = Idp::for_gateway(&reserved.url, serde_json::from_str(SHORT_TOKENS).unwrap());
+    let upstream = Upstream::start(Some(format!("{}/jwks", idp.issuer))).await;
+    let routes = format!(
+        "[[route]]\npath = \"/api/\"\nupstream = \"{}\"\n",
+        upstream.url
+    );
+    let gw = Gateway::start(reserved, &config_toml(&url, &idp.issuer, &routes)).await;
+    let b = browser();
+    sign_in(&b, &gw.url, "alice", "/").await;
+    fifty_calls(&b, &[&gw.url]).await;
+    reset_stats(&idp).await;
+    // The access token (5 s) expires; the session (hours) does not.
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    fifty_calls(&b, &[&gw.url]).await;
+    assert_eq!(refreshes(&idp).await, 1, "exactly one refresh at the IdP");
+    // The user endpoint says the token was refreshed.
+    let user: Value = b
+        .get(format!("{}/auth/user", gw.url))
+        .header("x-csrf", "1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        user["access_token_refreshed_at"].as_i64().is_some(),
+        "{user}"
+    );
+    // And with rotation, the next expiry refreshes again with the rotated token.
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    fifty_calls(&b, &[&gw.url]).await;
+    assert_eq!(refreshes(&idp).await, 2);
+}
+
+#[tokio::test]
+async fn one_refresh_across_two_processes_sharing_redis() {
+    let redis = RedisServer::start();
+    let (pa, pb) = (ProcessPorts::new(), ProcessPorts::new());
+    let mut cfg: Value = serde_json::from_str(SHORT_TOKENS).unwrap();
+    cfg["clients"] = json!([{
+        "client_id": "bff", "client_secret": "bff-secret",
+        "redirect_uris": [format!("{}/auth/callback", pa.url), format!("{}/auth/callback", pb.url)],
+        "post_logout_redirect_uris": [format!("{}/auth/signed-out", pa.url)],
+    }]);
+    let idp = Idp::start(cfg);
+    let upstream = Upstream::start(Some(format!("{}/jwks", idp.issuer))).await;
+    let key = test_key();
+    let toml = |p: &ProcessPorts| {
+        format!(
+            "{server}\n[provider]\nissuer = \"{iss}\"\nclient_id = \"bff\"\nclient_secret = \"bff-secret\"\n\
+             scopes = [\"openid\", \"email\", \"offline_access\", \"api:read\"]\ninsecure_allow_http = true\n\
+             [session]\nstore = \"redis\"\nredis_url = \"{redis}\"\nkeys = [\"{key}\"]\n\
+             [[route]]\npath = \"/api/\"\nupstream = \"{up}\"\n",
+            server = p.server_toml(),
+            iss = idp.issuer,
+            redis = redis.url(),
+            up = upstream.url
+        )
+    };
+    let a = GatewayProcess::start(&pa, &toml(&pa)).await;
+    let b_gw = GatewayProcess::start(&pb, &toml(&pb)).await;
+    a.wait_ready(Duration::from_secs(10)).await;
+    b_gw.wait_ready(Duration::from_secs(10)).await;
+    let b = browser();
+    sign_in(&b, &a.url, "alice", "/").await;
+    fifty_calls(&b, &[&a.url, &b_gw.url]).await;
+    reset_stats(&idp).await;
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    fifty_calls(&b, &[&a.url, &b_gw.url]).await;
+    assert_eq!(
+        refreshes(&idp).await,
+        1,
+        "exactly one refresh across both replicas"
+    );
+}
+
+#[tokio::test]
+async fn revoked_grant_ends_the_session_without_a_loop() {
+    let reserved = reserve().await;
+    let url = reserved.url.clone();
+    let idp = Idp::for_gateway(&reserved.url, serde_json::from_str(SHORT_TOKENS).unwrap());
+    let upstream = Upstream::start(Some(format!("{}/jwks", idp.issuer))).await;
+    let routes = format!("[[route]]\npath = \"/api/\"\nupstream = \"{}\"\n[[route]]\npath = \"/app/\"\nupstream = \"{}\"\ncsrf = false\n", upstream.url, upstream.url);
+    let gw = Gateway::start(reserved, &config_toml(&url, &idp.issuer, &routes)).await;
+    let xhr = browser();
+    let nav = browser();
+    sign_in(&xhr, &gw.url, "alice", "/").await;
+    sign_in(&nav, &gw.url, "alice", "/").await;
+    assert_eq!(gw.session_count(), 2);
+    let r = reqwest::Client::new()
+        .post(format!("{}/test/revoke-grants?sub=alice", idp.issuer))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+
+    let r = xhr
+        .get(format!("{}/api/x", gw.url))
+        .header("x-csrf", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "unauthenticated");
+    let r = nav
+        .get(format!("{}/app/page", gw.url))
+        .header("sec-fetch-mode", "navigate")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(location(&r), "/auth/login?return_to=%2Fapp%2Fpage");
+    assert_eq!(gw.session_count(), 0, "both session records are gone");
+    // Signing in again works (no loop): the IdP session still exists, the grant is new.
+    let r = sign_in(&nav, &gw.url, "alice", "/app/page").await;
+    assert_eq!(landing_page(r).await, "/app/page");
+    let r = nav
+        .get(format!("{}/app/page", gw.url))
+        .header("sec-fetch-mode", "navigate")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn backchannel_logout_from_the_real_idp() {
+    let reserved = reserve().await;
+    let url = reserved.url.clone();
+    let gw_url = url.clone();
+    let idp = Idp::start(json!({
+        "clients": [{
+            "client_id": "bff", "client_secret": "bff-secret",
+            "redirect_uris": [format!("{gw_url}/auth/callback")],
+            "post_logout_redirect_uris": [format!("{gw_url}/auth/signed-out")],
+            "backchannel_logout_uri": format!("{gw_url}/auth/backchannel-logout"),
+            "backchannel_logout_session_required": true,
+        }],
+    }));
+    let gw = Gateway::start(reserved, &config_toml(&url, &idp.issuer, "")).await;
+    let b = browser();
+    sign_in(&b, &gw.url, "alice", "/").await;
+    assert_eq!(gw.session_count(), 1);
+    // The user signs out at the IdP directly (another app, the IdP's own page).
+    let r = b
+        .get(format!("{}/session/end", idp.issuer))
+        .send()
+        .await
+        .unwrap();
+    let page = r.text().await.unwrap();
+    let xsrf = regex::Regex::new(r#"name="xsrf" value="([^"]+)""#)
+        .unwrap()
+        .captures(&page)
+        .expect("logout form")[1]
+        .to_string();
+    let r = b
+        .post(format!("{}/session/end/confirm", idp.issuer))
+        .form(&[("xsrf", xsrf.as_str()), ("logout", "yes")])
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_redirection() || r.status().is_success());
+    for _ in 0..50 {
+        if gw.session_count() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        gw.session_count(),
+        0,
+        "the IdP's logout token ended the session"
+    );
+    assert!(idp.stats().await["backchannel_error"].as_i64().unwrap_or(0) == 0);
+    let r = b
+        .get(format!("{}/auth/user", gw.url))
+        .header("x-csrf", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn minted_logout_tokens_replays_and_malformed() {
+    let s = crate::negative::rogue_stack("").await;
+    let iss = s.idp.issuer.clone();
+    // Two sessions in IdP session "sess-1" (two browsers), one in "sess-2".
+    let mut sessions = Vec::new();
+    for sid in ["sess-1", "sess-1", "sess-2"] {
+        let b = browser();
+        let (state, nonce) = start_login(&b, &s.gw.url, "/").await;
+        let mut claims = crate::negative::good_claims(&iss, &nonce);
+        claims["sid"] = json!(sid);
+        s.idp.answer_with_id_token(claims);
+        callback(&b, &s.gw.url, &format!("code=abc&state={state}")).await;
+        sessions.push(b);
+    }
+    assert_eq!(s.gw.session_count(), 3);
+    let event = json!({ "http://schemas.openid.net/event/backchannel-logout": {} });
+    let token = |extra: Value| {
+        let mut c = json!({ "iss": iss, "aud": "bff", "iat": now(), "exp": now() + 120, "jti": uuid::Uuid::new_v4().to_string(), "events": event, "sid": "sess-1" });
+        for (k, v) in extra.as_object().unwrap() {
+            if v.is_null() {
+                c.as_object_mut().unwrap().remove(k);
+            } else {
+                c[k] = v.clone();
+            }
+        }
+        s.idp.key.sign(&c)
+    };
+    let post = |t: String| {
+        let url = format!("{}/auth/backchannel-logout", s.gw.url);
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .form(&[("logout_token", t)])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let bad = [
+        ("garbage", "garbage".to_string()),
+        ("no events", token(json!({"events": null}))),
+        ("other event", token(json!({"events": {"urn:other": {}}}))),
+        ("nonce", token(json!({"nonce": "n"}))),
+        ("no jti", token(json!({"jti": null}))),
+        ("neither sid nor sub", token(json!({"sid": null}))),
+        ("wrong aud", token(json!({"aud": "other"}))),
+        ("wrong iss", token(json!({"iss": "https://evil.example.com"}))),
+        ("expired", token(json!({"exp": now() - 600}))),
+        ("foreign key", TestKey::es256(&s.idp.key.kid).sign(&json!({"iss": iss, "aud": "bff", "iat": now(), "exp": now() + 60, "jti": "x", "events": event, "sid": "sess-1"}))),
+    ];
+    for (name, t) in bad {
+        assert_eq!(post(t).await, 400, "{name}");
+    }
+    assert_eq!(
+        reqwest::Client::new()
+            .post(format!("{}/auth/backchannel-logout", s.gw.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400,
+        "no token"
+    );
+    assert_eq!(s.gw.session_count(), 3, "nothing ended by bad tokens");
+
+    let good = token(json!({}));
+    assert_eq!(post(good.clone()).await, 200);
+    assert_eq!(
+        s.gw.session_count(),
+        1,
+        "both sessions of sess-1 ended, sess-2 kept"
+    );
+    assert_eq!(post(good).await, 400, "replayed jti");
+    // By sub: every session of the user.
+    assert_eq!(
+        post(token(json!({"sid": null, "sub": "user-1"}))).await,
+        200
+    );
+    assert_eq!(s.gw.session_count(), 0);
+}
+
+#[tokio::test]
+async fn logout_completes_when_revocation_is_unreachable() {
+    let reserved = reserve().await;
+    let url = reserved.url.clone();
+    let idp = Idp::for_gateway(&reserved.url, json!({}));
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let toml = config_toml(&url, &idp.issuer, "").replace(
+        "insecure_allow_http = true",
+        &format!("insecure_allow_http = true\nrevocation_endpoint = \"http://127.0.0.1:{closed}/revoke\""),
+    );
+    let gw = Gateway::start(reserved, &toml).await;
+    let b = browser();
+    sign_in(&b, &gw.url, "alice", "/").await;
+    let started = std::time::Instant::now();
+    let r = b
+        .post(format!("{}/auth/logout", gw.url))
+        .header("x-csrf", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "logout does not wait for the IdP"
+    );
+    let body: Value = r.json().await.unwrap();
+    assert!(body["redirect"].as_str().unwrap().contains("/session/end?"));
+    assert_eq!(gw.session_count(), 0);
+}
