@@ -9,7 +9,7 @@ use crate::proxy::{routes::RouteTable, upstream_client, UpstreamClient};
 use crate::session::{
     redis, KeyRing, MemoryStore, RedisOptions, RedisStore, SessionStore, Sessions,
 };
-use std::path::PathBuf;
+
 use std::sync::Arc;
 
 pub struct AppState {
@@ -19,15 +19,25 @@ pub struct AppState {
     pub cookies: CookieSpec,
     pub routes: RouteTable,
     pub upstream: UpstreamClient,
-    pub spa_dir: Option<PathBuf>,
+    pub spa: Option<crate::proxy::spa::Spa>,
     pub bearer: crate::auth::bearer::BearerVerifier,
     pub refresh_locks: crate::auth::refresh::RefreshLocks,
+    /// Signs identity assertions; its public key is at `<auth_prefix>/jwks.json`.
+    pub assertions: crate::proxy::identity::AssertionSigner,
+    pub assertion_header: http::HeaderName,
+    /// Every identity header name configured on any route, plus the assertion
+    /// header: removed from every client request.
+    pub identity_header_names: Vec<http::HeaderName>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error("cannot build the HTTP client: {0}")]
     Http(String),
+    #[error(transparent)]
+    Identity(#[from] crate::proxy::identity::IdentityError),
+    #[error("server.assertion_header is not a valid header name")]
+    AssertionHeader,
     #[error("cannot set up the Redis session store: {0}")]
     Redis(String),
 }
@@ -100,17 +110,59 @@ impl AppState {
                 require_scopes: vec![],
                 require_claims: Default::default(),
                 login_idp: None,
+                // A dev server (Vite, webpack) checks Host for its hot-reload socket.
+                preserve_host: true,
+                identity_headers: None,
+                identity_assertion: false,
+                assertion_audience: None,
             });
+        }
+        let ca = match &config.server.upstream_ca_file {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .map_err(|e| BuildError::Http(format!("{}: {e}", path.display())))?,
+            ),
+            None => None,
+        };
+        let upstream = upstream_client(ca.as_deref()).map_err(BuildError::Http)?;
+        let assertions = crate::proxy::identity::AssertionSigner::new(
+            config.server.assertion_key_file.as_deref(),
+            config.public_origin(),
+        )?;
+        let assertion_header =
+            http::HeaderName::from_bytes(config.server.assertion_header.as_bytes())
+                .map_err(|_| BuildError::AssertionHeader)?;
+        let mut identity_header_names = vec![assertion_header.clone()];
+        for spec in config
+            .routes
+            .iter()
+            .filter_map(|r| r.identity_headers.as_ref())
+        {
+            for name in [&spec.user, &spec.email, &spec.groups]
+                .into_iter()
+                .flatten()
+            {
+                if let Ok(n) = http::HeaderName::from_bytes(name.as_bytes()) {
+                    identity_header_names.push(n);
+                }
+            }
         }
         Ok(Arc::new(AppState {
             provider: Arc::new(Provider::new(config.clone(), http)),
             sessions,
             cookies: CookieSpec::from_config(&config),
             routes: RouteTable::new(&route_configs, config.server.max_body_bytes),
-            upstream: upstream_client(),
-            spa_dir: config.spa.as_ref().and_then(|s| s.dir.clone()),
+            upstream,
+            spa: config.spa.as_ref().and_then(|s| {
+                s.dir
+                    .clone()
+                    .map(|dir| crate::proxy::spa::Spa::new(dir, s, config.is_https()))
+            }),
             bearer: Default::default(),
             refresh_locks: Default::default(),
+            assertions,
+            assertion_header,
+            identity_header_names,
             config,
         }))
     }

@@ -35,6 +35,8 @@ pub fn build(state: Arc<AppState>) -> Router {
         // Forward-auth for ingresses (nginx auth_request, Traefik ForwardAuth);
         // answers only server.trusted_proxies.
         .route("/check", any(crate::auth::check::check))
+        // Public keys of the gateway's identity assertions, for upstreams.
+        .route("/jwks.json", get(jwks))
         // Called by the IdP, server to server: no cookie, no CSRF header.
         .route("/backchannel-logout", post(backchannel::backchannel_logout));
     let errors = ErrorContext {
@@ -66,6 +68,15 @@ pub fn build(state: Arc<AppState>) -> Router {
                 // Oversized headers are refused before any work is done.
                 .layer(middleware::from_fn(limit_header_size)),
         )
+}
+
+async fn jwks(State(state): State<Arc<AppState>>) -> Response {
+    let mut resp = axum::Json(state.assertions.jwks()).into_response();
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("public, max-age=300"),
+    );
+    resp
 }
 
 async fn limit_header_size(req: Request, next: Next) -> Response {

@@ -56,6 +56,18 @@ pub struct ServerConfig {
     /// A tracing filter such as `info` or `oidc_bff=debug`; `RUST_LOG` wins when set.
     #[serde(default = "defaults::log_level")]
     pub log_level: String,
+    /// Header that carries the signed identity assertion on routes with `identity_assertion`.
+    #[serde(default = "defaults::assertion_header")]
+    pub assertion_header: String,
+    /// PKCS#8 PEM file with the P-256 key that signs identity assertions
+    /// (`openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256`).
+    /// Without it a key is generated at start: fine for one replica, but
+    /// replicas would each publish their own, so set it when running several.
+    #[serde(default)]
+    pub assertion_key_file: Option<PathBuf>,
+    /// PEM file of extra CA certificates trusted for https upstreams (besides the public roots).
+    #[serde(default)]
+    pub upstream_ca_file: Option<PathBuf>,
     /// Largest request body forwarded upstream, in bytes.
     #[serde(default = "defaults::max_body_bytes")]
     pub max_body_bytes: u64,
@@ -284,6 +296,21 @@ pub struct RouteConfig {
     /// Accepted `aud` of bearer tokens on this route; default `provider.audiences`.
     #[serde(default)]
     pub audiences: Vec<String>,
+    /// Send the client's `Host` header upstream instead of the upstream's own authority.
+    #[serde(default)]
+    pub preserve_host: bool,
+    /// Identity headers to send upstream, from the caller's claims, e.g.
+    /// `{ user = "X-Forwarded-User", email = "X-Forwarded-Email", groups = "X-Forwarded-Groups" }`.
+    /// Copies a client sends are always removed.
+    #[serde(default)]
+    pub identity_headers: Option<IdentityHeaders>,
+    /// Send a short-lived ES256 JWT about the caller in `server.assertion_header`,
+    /// verifiable with the keys at `<auth_prefix>/jwks.json`.
+    #[serde(default)]
+    pub identity_assertion: bool,
+    /// `aud` of that assertion; default the upstream's origin.
+    #[serde(default)]
+    pub assertion_audience: Option<String>,
     /// Authorization: the caller must be in at least one of these groups (`provider.groups_claim`).
     #[serde(default)]
     pub allow_groups: Vec<String>,
@@ -296,6 +323,21 @@ pub struct RouteConfig {
     /// Navigations that must sign in go to this federated IdP (`/auth/login?idp=…`).
     #[serde(default)]
     pub login_idp: Option<String>,
+}
+
+/// Header names for the caller's identity on a route; unset ones are not sent.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityHeaders {
+    /// The caller's `sub`.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// The `email` claim, when there is one.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// The groups (`provider.groups_claim`), comma-separated.
+    #[serde(default)]
+    pub groups: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -332,6 +374,16 @@ pub struct SpaConfig {
     /// A development server to proxy to instead of `dir`.
     #[serde(default)]
     pub upstream: Option<Url>,
+    /// `Content-Security-Policy` for the app's files; none by default (an
+    /// app's needs vary), set one.
+    #[serde(default)]
+    pub content_security_policy: Option<String>,
+    /// `Referrer-Policy` for the app's files.
+    #[serde(default = "defaults::referrer_policy")]
+    pub referrer_policy: String,
+    /// `Strict-Transport-Security` on the app's files when `public_url` is https.
+    #[serde(default = "defaults::yes")]
+    pub hsts: bool,
 }
 
 impl ProviderConfig {
@@ -444,6 +496,12 @@ mod defaults {
     }
     pub fn route_timeout() -> Duration {
         Duration::from_secs(60)
+    }
+    pub fn assertion_header() -> String {
+        "X-Bff-Identity".into()
+    }
+    pub fn referrer_policy() -> String {
+        "strict-origin-when-cross-origin".into()
     }
     pub fn yes() -> bool {
         true

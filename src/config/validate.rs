@@ -10,6 +10,7 @@ use std::path::Path;
 pub fn validate(config: &mut Config, base: &Path) -> Vec<Problem> {
     let mut p = Vec::new();
     server(config, &mut p);
+    server_files(config, base, &mut p);
     provider(config, base, &mut p);
     session(config, base, &mut p);
     routes(config, &mut p);
@@ -69,6 +70,34 @@ fn server(c: &Config, p: &mut Vec<Problem>) {
         p.push(Problem::new(
             "server.log_level",
             format!("is not a valid filter: {e}"),
+        ));
+    }
+}
+
+/// Paths in `[server]` are relative to the config file; they must be readable.
+fn server_files(c: &mut Config, base: &Path, p: &mut Vec<Problem>) {
+    for (key, path) in [
+        (
+            "server.assertion_key_file",
+            &mut c.server.assertion_key_file,
+        ),
+        ("server.upstream_ca_file", &mut c.server.upstream_ca_file),
+    ] {
+        if let Some(rel) = path.as_ref() {
+            let full = base.join(rel);
+            if let Err(e) = std::fs::read(&full) {
+                p.push(Problem::new(
+                    key,
+                    format!("cannot read {}: {e}", full.display()),
+                ));
+            }
+            *path = Some(full);
+        }
+    }
+    if http::HeaderName::from_bytes(c.server.assertion_header.as_bytes()).is_err() {
+        p.push(Problem::new(
+            "server.assertion_header",
+            "is not a valid header name",
         ));
     }
 }
@@ -454,6 +483,22 @@ fn routes(c: &Config, p: &mut Vec<Problem>) {
         }
         if r.timeout.is_zero() {
             p.push(Problem::new(key("timeout"), "must be greater than 0"));
+        }
+        if let Some(spec) = &r.identity_headers {
+            for (k, name) in [
+                ("user", &spec.user),
+                ("email", &spec.email),
+                ("groups", &spec.groups),
+            ] {
+                if let Some(n) = name {
+                    if http::HeaderName::from_bytes(n.as_bytes()).is_err() {
+                        p.push(Problem::new(
+                            key(&format!("identity_headers.{k}")),
+                            format!("\"{n}\" is not a valid header name"),
+                        ));
+                    }
+                }
+            }
         }
         let bearer = matches!(r.auth, AuthMode::Bearer | AuthMode::SessionOrBearer);
         if bearer

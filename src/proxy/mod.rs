@@ -4,7 +4,9 @@
 //! Requests no route claims are served from the SPA directory (or answered 404).
 
 pub mod headers;
+pub mod identity;
 pub mod routes;
+pub mod spa;
 
 use crate::app::AppState;
 use crate::auth::refresh::ensure_fresh;
@@ -17,32 +19,46 @@ use axum::response::{IntoResponse, Response};
 use headers::{
     clean_response, set_forwarded, strip_cookies, strip_hop_by_hop, strip_identity, ClientInfo,
 };
-use http::{header, HeaderValue, Method, Uri, Version};
+use http::{header, HeaderValue, Uri, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use routes::{check_path, Route};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
-use tower::ServiceExt;
 
 /// Pooled, keep-alive HTTP/1.1 client for upstreams (http and https).
 pub type UpstreamClient =
     hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
 
-pub fn upstream_client() -> UpstreamClient {
+/// The upstream client; `extra_ca_pem` adds private CAs to the public roots.
+pub fn upstream_client(extra_ca_pem: Option<&[u8]>) -> Result<UpstreamClient, String> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(Duration::from_secs(5)));
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(pem) = extra_ca_pem {
+        for cert in crate::session::redis::parse_ca_pem(pem)? {
+            roots
+                .add(cert)
+                .map_err(|e| format!("a CA certificate is not usable: {e}"))?;
+        }
+    }
+    let tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
+        .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .build(https)
+    Ok(
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(https),
+    )
 }
 
 /// Fallback handler: everything outside `/auth`.
@@ -208,6 +224,7 @@ fn rewrite(
         .map_err(|_| AppError::BadRequest("the request target cannot be forwarded"))?;
     parts.version = Version::HTTP_11;
     let h = &mut parts.headers;
+    let client_host = h.get(header::HOST).cloned();
     strip_hop_by_hop(h);
     if websocket {
         // RFC 6455 §4.1: the handshake needs these two hop-by-hop headers end to end.
@@ -216,9 +233,38 @@ fn rewrite(
     }
     strip_cookies(h, &state.cookies.names());
     strip_identity(h, route.auth != AuthMode::Public);
+    // Identity header names configured anywhere, and the assertion header:
+    // never from the client, on any route.
+    for name in &state.identity_header_names {
+        h.remove(name);
+    }
     set_forwarded(h, client);
-    // The upstream's own authority, from the URI (hyper sets it).
+    // The upstream's own authority, from the URI (hyper sets it), unless the
+    // upstream needs the name the browser used.
     h.remove(header::HOST);
+    if route.preserve_host {
+        if let Some(host) = client_host {
+            h.insert(header::HOST, host);
+        }
+    }
+    if let Some(claims) = identity.claims() {
+        let groups_claim = state.config.provider.groups_claim();
+        if let Some(spec) = &route.identity_headers {
+            for (name, value) in identity::identity_headers(spec, claims, groups_claim) {
+                h.insert(name, value);
+            }
+        }
+        if let Some(aud) = &route.assertion_audience {
+            let signed =
+                state
+                    .assertions
+                    .sign(claims, groups_claim, aud, crate::session::now_secs());
+            if let Some(mut value) = signed.and_then(|t| HeaderValue::from_str(&t).ok()) {
+                value.set_sensitive(true);
+                h.insert(state.assertion_header.clone(), value);
+            }
+        }
+    }
     let token = match identity {
         Identity::Session(s) => match route.token {
             TokenKind::Access => Some(&s.data.access_token),
@@ -336,18 +382,8 @@ async fn forward_websocket(
 }
 
 async fn serve_spa(state: &AppState, req: Request) -> Result<Response, AppError> {
-    let Some(dir) = &state.spa_dir else {
-        return Err(AppError::NotFound);
-    };
-    if !matches!(*req.method(), Method::GET | Method::HEAD) {
-        return Err(AppError::MethodNotAllowed);
+    match &state.spa {
+        Some(spa) => spa.serve(req).await,
+        None => Err(AppError::NotFound),
     }
-    // Client-side routes (deep links) fall back to index.html.
-    let svc = tower_http::services::ServeDir::new(dir)
-        .fallback(tower_http::services::ServeFile::new(dir.join("index.html")));
-    let resp = svc
-        .oneshot(req)
-        .await
-        .map_err(|e| AppError::Internal(format!("static files: {e}")))?;
-    Ok(resp.map(Body::new))
 }

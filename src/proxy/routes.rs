@@ -25,6 +25,10 @@ pub struct Route {
     pub max_body_bytes: u64,
     /// Accepted `aud` of bearer tokens here (empty: the provider's `audiences`).
     pub audiences: Vec<String>,
+    pub preserve_host: bool,
+    pub identity_headers: Option<crate::config::IdentityHeaders>,
+    /// The `aud` of identity assertions, when this route sends them.
+    pub assertion_audience: Option<String>,
     /// Who may pass once authenticated; `None` when the route sets no rule.
     pub policy: Option<RoutePolicy>,
     /// Federated IdP for sign-ins started by navigations to this route.
@@ -50,6 +54,13 @@ impl Route {
             websocket: c.websocket,
             max_body_bytes: c.max_body_bytes.unwrap_or(default_max_body),
             audiences: c.audiences.clone(),
+            preserve_host: c.preserve_host,
+            identity_headers: c.identity_headers.clone(),
+            assertion_audience: c.identity_assertion.then(|| {
+                c.assertion_audience
+                    .clone()
+                    .unwrap_or_else(|| c.upstream.origin().ascii_serialization())
+            }),
             policy: Some(RoutePolicy {
                 allow_groups: c.allow_groups.clone(),
                 require_scopes: c.require_scopes.clone(),

@@ -5,10 +5,13 @@ mod harness;
 
 mod bearer;
 mod cli;
+mod cognito;
 mod dev_idp;
 mod flow;
+mod forward_auth;
 mod lifecycle;
 mod negative;
 mod proxy;
 mod redis;
 mod store_suite;
+mod upstreams;

@@ -1,0 +1,252 @@
+//! Identity for upstreams that do not verify IdP tokens themselves: plain
+//! headers from the caller's claims, and a signed identity assertion (a
+//! short-lived ES256 JWT) whose public key the gateway publishes at
+//! `<auth_prefix>/jwks.json`.
+
+use crate::oidc::jwt::Claims;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use http::{HeaderName, HeaderValue};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+/// How long an assertion is valid: long enough for one upstream call.
+pub const ASSERTION_LIFETIME_SECS: i64 = 60;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("cannot read the assertion key {0}: {1}")]
+    Read(String, String),
+    #[error("the assertion key {0} is not a PKCS#8 PEM P-256 private key")]
+    Key(String),
+}
+
+/// Signs identity assertions with the gateway's P-256 key.
+pub struct AssertionSigner {
+    kid: String,
+    key: jsonwebtoken::EncodingKey,
+    jwk: Value,
+    issuer: String,
+}
+
+impl std::fmt::Debug for AssertionSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AssertionSigner({})", self.kid)
+    }
+}
+
+impl AssertionSigner {
+    /// From a PKCS#8 PEM file, or a fresh key when `path` is `None`.
+    pub fn new(path: Option<&Path>, issuer: String) -> Result<Self, IdentityError> {
+        let pkcs8 = match path {
+            Some(p) => {
+                let name = p.display().to_string();
+                let pem = std::fs::read_to_string(p)
+                    .map_err(|e| IdentityError::Read(name.clone(), e.to_string()))?;
+                let body: String = pem
+                    .lines()
+                    .skip_while(|l| !l.starts_with("-----BEGIN PRIVATE KEY-----"))
+                    .skip(1)
+                    .take_while(|l| !l.starts_with("-----END"))
+                    .collect();
+                base64::engine::general_purpose::STANDARD
+                    .decode(body.trim())
+                    .map_err(|_| IdentityError::Key(name.clone()))?
+            }
+            None => {
+                EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                    .map_err(|_| IdentityError::Key("(generated)".into()))?
+                    .as_ref()
+                    .to_vec()
+            }
+        };
+        let name = path
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "(generated)".into());
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8)
+            .map_err(|_| IdentityError::Key(name))?;
+        // Uncompressed point: 0x04 || X || Y.
+        let point = pair.public_key().as_ref();
+        let (x, y) = point[1..].split_at(32);
+        let kid = B64.encode(&Sha256::digest(point)[..12]);
+        let jwk = json!({ "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid, "x": B64.encode(x), "y": B64.encode(y) });
+        Ok(AssertionSigner {
+            kid,
+            key: jsonwebtoken::EncodingKey::from_ec_der(&pkcs8),
+            jwk,
+            issuer,
+        })
+    }
+
+    /// The public key set for `<auth_prefix>/jwks.json`.
+    pub fn jwks(&self) -> Value {
+        json!({ "keys": [self.jwk] })
+    }
+
+    /// An assertion about `claims` for `audience`, valid for a minute.
+    pub fn sign(
+        &self,
+        claims: &Claims,
+        groups_claim: &str,
+        audience: &str,
+        now: i64,
+    ) -> Option<String> {
+        let mut out = Map::new();
+        out.insert("iss".into(), self.issuer.clone().into());
+        out.insert("aud".into(), audience.into());
+        out.insert("iat".into(), now.into());
+        out.insert("exp".into(), (now + ASSERTION_LIFETIME_SECS).into());
+        out.insert("sub".into(), claims.get("sub")?.clone());
+        for k in [
+            "email",
+            "name",
+            "preferred_username",
+            "cognito:username",
+            "username",
+        ] {
+            if let Some(v) = claims.get(k) {
+                out.insert(k.into(), v.clone());
+            }
+        }
+        out.insert(
+            "groups".into(),
+            Value::Array(
+                groups(claims, groups_claim)
+                    .into_iter()
+                    .map(Value::from)
+                    .collect(),
+            ),
+        );
+        // Cognito custom attributes are the pool's own identity data.
+        for (k, v) in claims.iter().filter(|(k, _)| k.starts_with("custom:")) {
+            out.insert(k.clone(), v.clone());
+        }
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        header.typ = Some("JWT".into());
+        jsonwebtoken::encode(&header, &Value::Object(out), &self.key).ok()
+    }
+}
+
+/// The caller's groups: a JSON array of strings, or one space/comma-separated string.
+pub fn groups(claims: &Claims, claim: &str) -> Vec<String> {
+    match claims.get(claim) {
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+        Some(Value::String(s)) => s
+            .split([',', ' '])
+            .filter(|g| !g.is_empty())
+            .map(str::to_string)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The configured identity headers and their values for this caller.
+/// Values that cannot be header text (control characters) are left out.
+pub fn identity_headers(
+    spec: &crate::config::IdentityHeaders,
+    claims: &Claims,
+    groups_claim: &str,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let text = |k: &str| claims.get(k).and_then(Value::as_str).map(str::to_string);
+    let pairs = [
+        (&spec.user, text("sub")),
+        (&spec.email, text("email")),
+        (
+            &spec.groups,
+            Some(groups(claims, groups_claim).join(",")).filter(|g| !g.is_empty()),
+        ),
+    ];
+    pairs
+        .into_iter()
+        .filter_map(|(name, value)| {
+            let name = HeaderName::from_bytes(name.as_ref()?.as_bytes()).ok()?;
+            let value = HeaderValue::from_str(&value?).ok()?;
+            Some((name, value))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::IdentityHeaders;
+
+    fn claims(v: Value) -> Claims {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn identity_header_values() {
+        let spec = IdentityHeaders {
+            user: Some("X-Forwarded-User".into()),
+            email: Some("X-Forwarded-Email".into()),
+            groups: Some("X-Forwarded-Groups".into()),
+        };
+        let cases = [
+            (
+                json!({"sub": "u1", "email": "a@b.c", "groups": ["x", "y"]}),
+                vec![
+                    ("x-forwarded-user", "u1"),
+                    ("x-forwarded-email", "a@b.c"),
+                    ("x-forwarded-groups", "x,y"),
+                ],
+            ),
+            (json!({"sub": "u1"}), vec![("x-forwarded-user", "u1")]),
+            (
+                json!({"sub": "u1", "groups": "a b"}),
+                vec![("x-forwarded-user", "u1"), ("x-forwarded-groups", "a,b")],
+            ),
+            (json!({"sub": "bad\nvalue", "email": 5}), vec![]),
+        ];
+        for (c, want) in cases {
+            let got: Vec<(String, String)> = identity_headers(&spec, &claims(c.clone()), "groups")
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+                .collect();
+            let want: Vec<(String, String)> = want
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            assert_eq!(got, want, "{c}");
+        }
+    }
+
+    #[test]
+    fn assertions_verify_with_the_published_key() {
+        let s = AssertionSigner::new(None, "https://app.example.com".into()).unwrap();
+        let c = claims(
+            json!({"sub": "u1", "cognito:groups": ["admins"], "custom:tenant": "acme", "access_token": "never"}),
+        );
+        let jwt = s
+            .sign(&c, "cognito:groups", "https://orders.internal", 1_000)
+            .unwrap();
+        let jwk: jsonwebtoken::jwk::Jwk =
+            serde_json::from_value(s.jwks()["keys"][0].clone()).unwrap();
+        let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+        v.set_audience(&["https://orders.internal"]);
+        v.validate_exp = false;
+        let got = jsonwebtoken::decode::<Value>(
+            &jwt,
+            &jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap(),
+            &v,
+        )
+        .unwrap()
+        .claims;
+        assert_eq!(got["sub"], "u1");
+        assert_eq!(got["groups"], json!(["admins"]));
+        assert_eq!(got["custom:tenant"], "acme");
+        assert_eq!(
+            got["exp"].as_i64().unwrap() - got["iat"].as_i64().unwrap(),
+            60
+        );
+        assert!(got.get("access_token").is_none());
+    }
+}
