@@ -28,6 +28,11 @@ pub struct AppState {
     /// Every identity header name configured on any route, plus the assertion
     /// header: removed from every client request.
     pub identity_header_names: Vec<http::HeaderName>,
+    pub metrics: Arc<crate::telemetry::Metrics>,
+    /// Set when shutdown begins: `/readyz` fails from then on.
+    pub shutting_down: std::sync::atomic::AtomicBool,
+    /// Open WebSocket tunnels, so shutdown can let them finish.
+    pub tunnels: tokio_util::task::TaskTracker,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +75,11 @@ impl AppState {
     ) -> Result<Arc<Self>, BuildError> {
         crate::install_crypto_provider();
         let config = Arc::new(config);
+        let metrics = Arc::new(crate::telemetry::Metrics::default());
+        let store: Arc<dyn SessionStore> = Arc::new(crate::telemetry::InstrumentedStore {
+            inner: store,
+            metrics: metrics.clone(),
+        });
         let http = reqwest::Client::builder()
             // The IdP's answers are read as they are; a redirect is not followed to another host.
             .redirect(reqwest::redirect::Policy::none())
@@ -163,6 +173,9 @@ impl AppState {
             assertions,
             assertion_header,
             identity_header_names,
+            metrics,
+            shutting_down: Default::default(),
+            tunnels: Default::default(),
             config,
         }))
     }

@@ -255,7 +255,11 @@ pub async fn render_errors(State(ctx): State<ErrorContext>, req: Request, next: 
     // DESIGN: navigations to protected pages are sent to sign in; APIs get 401 JSON.
     if matches!(*err, AppError::Unauthenticated) && html {
         let target = format!("{login}?return_to={}", urlencode(&return_to));
-        return redirect_response(StatusCode::FOUND, &target, resp.headers());
+        let mut redirect = redirect_response(StatusCode::FOUND, &target, resp.headers());
+        redirect
+            .extensions_mut()
+            .extend(resp.into_parts().0.extensions);
+        return redirect;
     }
     let mut out = if html {
         let page = ErrorPage {
@@ -276,12 +280,15 @@ pub async fn render_errors(State(ctx): State<ErrorContext>, req: Request, next: 
         }
         json_response(r.status, &body)
     };
-    // Keep headers the handler set (Set-Cookie clearing a login cookie, WWW-Authenticate…).
-    for (name, value) in resp.headers() {
+    // Keep headers the handler set (Set-Cookie clearing a login cookie,
+    // WWW-Authenticate…) and the extensions (route and user for the log line).
+    let (parts, _) = resp.into_parts();
+    for (name, value) in &parts.headers {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
             out.headers_mut().append(name.clone(), value.clone());
         }
     }
+    out.extensions_mut().extend(parts.extensions);
     out
 }
 

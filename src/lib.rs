@@ -27,7 +27,7 @@ pub mod session;
 pub mod telemetry;
 
 use app::AppState;
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -65,13 +65,23 @@ pub async fn serve(
     });
     let app = router::build(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let admin = router::admin(state.clone());
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let mut admin_rx = rx.clone();
-    let mut main_rx = rx;
+    // Shutdown in order: readiness fails at once; after `shutdown_delay` (time
+    // for load balancers to stop sending) the listener closes; in-flight
+    // requests, downloads and WebSocket tunnels get `shutdown_timeout` to
+    // finish; the admin listener goes last.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let signal_state = state.clone();
+    let delay = state.config.server.shutdown_delay;
     tokio::spawn(async move {
         shutdown.await;
-        let _ = tx.send(true);
+        signal_state
+            .shutting_down
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(delay = ?delay, "shutting down: not ready any more; closing the listener after the delay");
+        tokio::time::sleep(delay).await;
+        let _ = stop_tx.send(true);
     });
+    let (admin_tx, mut admin_rx) = tokio::sync::watch::channel(false);
     let admin_task = tokio::spawn(async move {
         axum::serve(admin_listener, admin)
             .with_graceful_shutdown(async move {
@@ -79,12 +89,35 @@ pub async fn serve(
             })
             .await
     });
+    let drain = state.config.server.shutdown_timeout;
+    let tunnels = state.tunnels.clone();
     let task = tokio::spawn(async move {
-        let r = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = main_rx.wait_for(|v| *v).await;
-            })
-            .await;
+        let mut main_rx = stop_rx.clone();
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = main_rx.wait_for(|v| *v).await;
+        });
+        let mut deadline_rx = stop_rx;
+        let deadline = async move {
+            let _ = deadline_rx.wait_for(|v| *v).await;
+            tokio::time::sleep(drain).await;
+        };
+        let started = tokio::time::Instant::now();
+        let r = tokio::select! {
+            r = server.into_future() => r,
+            _ = deadline => {
+                tracing::warn!("requests still running at the shutdown deadline; stopping anyway");
+                Ok(())
+            }
+        };
+        tunnels.close();
+        let left = drain.saturating_sub(started.elapsed());
+        if tokio::time::timeout(left, tunnels.wait()).await.is_err() {
+            tracing::warn!(
+                open = tunnels.len(),
+                "WebSocket tunnels still open at the shutdown deadline"
+            );
+        }
+        let _ = admin_tx.send(true);
         let _ = admin_task.await;
         r
     });

@@ -837,12 +837,12 @@ login_idp = "Google""#,
             c.routes[0].require_claims["email_verified"],
             ClaimRule::Equals("true".into())
         );
-        let cognito = config(
+        let custom_groups = config(
             "groups_claim = \"roles\"",
             "",
             "auth = \"bearer\"\nallow_groups = [\"x\"]\naudiences = [\"api\"]",
         );
-        let c = crate::config::load_from_str(&cognito).unwrap_or_else(|e| panic!("{e}"));
+        let c = crate::config::load_from_str(&custom_groups).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.provider.groups_claim(), "roles");
         let table: &[(&str, &str, &str, &str)] = &[
             (

@@ -42,6 +42,7 @@ pub fn build(state: Arc<AppState>) -> Router {
     let errors = ErrorContext {
         auth_prefix: state.config.server.auth_prefix.clone(),
     };
+    let shared = state.clone();
     Router::new()
         .nest(&state.config.server.auth_prefix, auth)
         .fallback(crate::proxy::handle)
@@ -53,12 +54,19 @@ pub fn build(state: Arc<AppState>) -> Router {
                     http::header::AUTHORIZATION,
                     http::header::COOKIE,
                 ]))
-                // Every request gets an id (kept from the client if sent) ...
+                // A request id is believed only from a trusted proxy ...
+                .layer(middleware::from_fn_with_state(
+                    shared.clone(),
+                    untrusted_request_id,
+                ))
+                // ... every request gets one ...
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 // ... and every response carries it back.
                 .layer(PropagateRequestIdLayer::x_request_id())
-                // One log line per request: method, path (never the query), status, latency.
+                // A span per request (method, path without the query, request id) ...
                 .layer(telemetry::trace_layer())
+                // ... one log line and the metrics per request, with route and user.
+                .layer(middleware::from_fn_with_state(shared, observe))
                 // Errors become HTML pages or JSON, with the request id.
                 .layer(middleware::from_fn_with_state(errors, render_errors))
                 // A panic becomes a 500 page, not a dropped connection.
@@ -68,6 +76,78 @@ pub fn build(state: Arc<AppState>) -> Router {
                 // Oversized headers are refused before any work is done.
                 .layer(middleware::from_fn(limit_header_size)),
         )
+}
+
+/// Drops a client's `X-Request-Id` unless the peer is a trusted proxy (a
+/// client must not choose the id that correlates log lines).
+async fn untrusted_request_id(
+    State(state): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let trusted = peer.is_some_and(|ip| {
+        state
+            .config
+            .server
+            .trusted_proxies
+            .iter()
+            .any(|n| n.contains(&ip))
+    });
+    if !trusted {
+        req.headers_mut().remove("x-request-id");
+    }
+    next.run(req).await
+}
+
+/// The per-request log line and metrics. The route label is the configured
+/// route id, the matched gateway endpoint, "spa" or "unmatched": never a raw path.
+async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let start = std::time::Instant::now();
+    let method = telemetry::method_class(req.method());
+    let matched = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_string());
+    let resp = next.run(req).await;
+    let elapsed = start.elapsed();
+    let route = resp
+        .extensions()
+        .get::<telemetry::RouteLabel>()
+        .map(|r| r.0.clone())
+        .or(matched)
+        .unwrap_or_else(|| "unmatched".into());
+    let status = resp.status();
+    let user = resp
+        .extensions()
+        .get::<telemetry::RequestUser>()
+        .map(|u| u.0.as_str())
+        .unwrap_or("-");
+    tracing::info!(
+        route = %route,
+        status = status.as_u16(),
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        sub = %user,
+        "request"
+    );
+    let m = &state.metrics;
+    m.count(
+        "oidc_bff_requests_total",
+        &[
+            ("route", &route),
+            ("method", method),
+            ("status", telemetry::status_class(status)),
+        ],
+    );
+    m.observe(
+        "oidc_bff_request_duration_seconds",
+        &[("route", &route)],
+        elapsed.as_secs_f64(),
+    );
+    resp
 }
 
 async fn jwks(State(state): State<Arc<AppState>>) -> Response {
@@ -96,10 +176,28 @@ pub fn admin(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    if let Some(n) = state.sessions.store().len_hint() {
+        state.metrics.gauge("oidc_bff_sessions_active", n as f64);
+    }
+    (
+        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state
+        .shutting_down
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
     if !state.provider.is_ready() {
         if let Err(e) = state.provider.warm().await {
             tracing::warn!(error = %e, "not ready: identity provider");

@@ -83,6 +83,10 @@ pub async fn backchannel_logout(
         leeway: state.provider.leeway(),
     };
     let claims = jwt::verify(&jwks, &token, &expect).await.map_err(|e| {
+        state.metrics.count(
+            "oidc_bff_jwt_verifications_total",
+            &[("kind", "logout_token"), ("outcome", "invalid")],
+        );
         tracing::info!(error = %e, "back-channel logout token rejected");
         AppError::BadRequest("the logout token is invalid")
     })?;
@@ -98,10 +102,19 @@ pub async fn backchannel_logout(
         tracing::info!("back-channel logout token replayed");
         return Err(AppError::BadRequest("the logout token was already used"));
     }
+    state.metrics.count(
+        "oidc_bff_jwt_verifications_total",
+        &[("kind", "logout_token"), ("outcome", "valid")],
+    );
     let ended = match &target {
         LogoutTarget::Sid(sid) => state.sessions.delete_by_sid(sid).await?,
         LogoutTarget::Sub(sub) => state.sessions.delete_all_of_sub(sub).await?,
     };
+    for _ in 0..ended {
+        state
+            .metrics
+            .count("oidc_bff_logouts_total", &[("kind", "backchannel")]);
+    }
     tracing::info!(
         ended,
         by = if matches!(target, LogoutTarget::Sid(_)) {

@@ -167,6 +167,13 @@ async fn decide(state: &AppState, req: &Parts) -> Result<Response, AppError> {
     {
         return Err(AppError::CsrfMissing);
     }
+    // The token handed to the ingress must be current, as the proxy's is.
+    let identity = match identity {
+        Identity::Session(s) if token != TokenKind::None => Identity::Session(Box::new(
+            crate::auth::refresh::ensure_fresh(state, *s).await?,
+        )),
+        other => other,
+    };
     Ok(allowed(&identity, token, groups_claim))
 }
 
@@ -204,16 +211,17 @@ fn allowed(identity: &Identity, token: TokenKind, groups_claim: &str) -> Respons
     {
         set(USERNAME_HEADER, name);
     }
-    if let Identity::Session(s) = identity {
-        let t = match token {
-            TokenKind::Access => Some(&s.data.access_token),
-            TokenKind::Id => Some(&s.data.id_token),
-            TokenKind::None => None,
-        };
-        if let Some(mut v) = t.and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok()) {
-            v.set_sensitive(true);
-            h.insert(header::AUTHORIZATION, v);
-        }
+    let t = match (identity, token) {
+        (Identity::Session(s), TokenKind::Access) => Some(&s.data.access_token),
+        (Identity::Session(s), TokenKind::Id) => Some(&s.data.id_token),
+        // An API client's own, verified token: the ingress may replace the
+        // request's Authorization with this answer's (the README's nginx does).
+        (Identity::Bearer(b), _) => Some(&b.token),
+        _ => None,
+    };
+    if let Some(mut v) = t.and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok()) {
+        v.set_sensitive(true);
+        h.insert(header::AUTHORIZATION, v);
     }
     resp
 }
@@ -230,19 +238,15 @@ fn unauthenticated(state: &AppState, req: &Parts, fwd: &Forwarded, idp: Option<&
         login.push_str(&format!("&idp={}", enc(idp)));
     }
     // Signing in happens on the gateway's origin; from another host, say so in full.
-    let public_host = state
-        .config
-        .server
-        .public_url
-        .host_str()
-        .unwrap_or_default();
-    let public_port = state.config.server.public_url.port_or_known_default();
+    let public = &state.config.server.public_url;
     let same_host = fwd.host.as_deref().is_none_or(|h| {
-        let (name, port) = match h.rsplit_once(':') {
-            Some((n, p)) if !n.ends_with(']') || h.starts_with('[') => (n, p.parse().ok()),
-            _ => (h, None),
-        };
-        name.eq_ignore_ascii_case(public_host) && port.is_none_or(|p| Some(p) == public_port)
+        // `$host` in nginx has no port; a port, when given, must match too.
+        h.parse::<http::uri::Authority>().is_ok_and(|a| {
+            a.host()
+                .eq_ignore_ascii_case(public.host_str().unwrap_or_default())
+                && a.port_u16()
+                    .is_none_or(|p| Some(p) == public.port_or_known_default())
+        })
     });
     if !same_host {
         login = format!("{}{login}", state.config.public_origin());

@@ -117,8 +117,18 @@ pub async fn callback(
     let login = params.get("state").and_then(|s| pending.take(s));
     let login_cookie = pending_cookie(&state, &mut pending);
     let mut resp = match finish_login(&state, &headers, &params, login).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
+        Ok(r) => {
+            state
+                .metrics
+                .count("oidc_bff_logins_total", &[("outcome", "success")]);
+            r
+        }
+        Err(e) => {
+            state
+                .metrics
+                .count("oidc_bff_logins_total", &[("outcome", "failure")]);
+            e.into_response()
+        }
     };
     resp.headers_mut().append(header::SET_COOKIE, login_cookie);
     resp
@@ -167,10 +177,16 @@ async fn finish_login(
             "the token response has no id_token (is the openid scope granted?)".into(),
         )
     })?;
-    let claims = state
+    let verified = state
         .provider
         .verify_id_token(&id_token, Some(&login.nonce))
-        .await?;
+        .await;
+    let outcome = if verified.is_ok() { "valid" } else { "invalid" };
+    state.metrics.count(
+        "oidc_bff_jwt_verifications_total",
+        &[("kind", "id_token"), ("outcome", outcome)],
+    );
+    let claims = verified?;
     // With Cognito this also verifies the access token as one (token_use, client_id).
     let scope = state
         .provider
@@ -207,9 +223,11 @@ async fn finish_login(
     };
     let (_, cookie) = state.sessions.create(data).await?;
     tracing::info!(sub = %sub, "signed in");
+    let user = crate::telemetry::RequestUser(sub.clone());
     let mut resp = landing(state, &login.return_to)?;
     resp.headers_mut()
         .append(header::SET_COOKIE, state.cookies.session(&cookie));
+    resp.extensions_mut().insert(user);
     Ok(resp)
 }
 
@@ -280,11 +298,50 @@ pub async fn logout_get(
         action: &action,
         sid: &token,
     };
-    Ok(html_response(
+    let mut resp = html_response(
         StatusCode::OK,
         page.render()
             .map_err(|e| AppError::Internal(e.to_string()))?,
-    ))
+    );
+    allow_form_redirect_to_logout(&state, &mut resp).await;
+    Ok(resp)
+}
+
+/// The confirmation form's answer is a redirect to the IdP's logout, and
+/// browsers hold the redirects that follow a form submission to the page's
+/// CSP `form-action` (CSP Level 3 §6.3.3): `'self'` alone would block the
+/// sign-out. Adds the IdP logout's origin (and that of where it returns).
+async fn allow_form_redirect_to_logout(state: &AppState, resp: &mut Response) {
+    use crate::oidc::LogoutStyle;
+    let mut origins = Vec::new();
+    if let Ok(md) = state.provider.metadata().await {
+        if let LogoutStyle::EndSession(u) | LogoutStyle::Cognito(u) = &md.logout {
+            origins.push(u.origin().ascii_serialization());
+        }
+    }
+    if let Ok(u) = url::Url::parse(&state.config.signed_out_uri()) {
+        origins.push(u.origin().ascii_serialization());
+    }
+    let own = state.config.public_origin();
+    origins.retain(|o| *o != own && o != "null");
+    origins.dedup();
+    let Some(csp) = resp
+        .headers()
+        .get(header::CONTENT_SECURITY_POLICY)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return;
+    };
+    if origins.is_empty() {
+        return;
+    }
+    let csp = csp.replace(
+        "form-action 'self'",
+        &format!("form-action 'self' {}", origins.join(" ")),
+    );
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        resp.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
+    }
 }
 
 /// `POST /auth/logout`: needs `X-CSRF` (from the SPA) or the form's `sid`
@@ -327,6 +384,9 @@ fn with_cleared_cookie(state: &AppState, mut resp: Response) -> Response {
 /// where to send the browser next.
 async fn end_session(state: &AppState, session: Session) -> Result<String, AppError> {
     state.sessions.delete(&session.id).await?;
+    state
+        .metrics
+        .count("oidc_bff_logouts_total", &[("kind", "user")]);
     tracing::info!(sub = %session.data.sub, "signed out");
     let after = state.config.signed_out_uri();
     let md = match state.provider.metadata().await {

@@ -87,11 +87,15 @@ pub async fn authenticate(
     use crate::config::AuthMode::*;
     let bearer = || async {
         match bearer::bearer_token(headers) {
-            Some(token) => state
-                .bearer
-                .verify(&state.provider, token, audiences)
-                .await
-                .map(Identity::Bearer),
+            Some(token) => {
+                let verified = state.bearer.verify(&state.provider, token, audiences).await;
+                let outcome = if verified.is_ok() { "valid" } else { "invalid" };
+                state.metrics.count(
+                    "oidc_bff_jwt_verifications_total",
+                    &[("kind", "access_token"), ("outcome", outcome)],
+                );
+                verified.map(Identity::Bearer)
+            }
             None => Err(AppError::BearerRequired),
         }
     };

@@ -133,12 +133,19 @@ async fn refresh(
     {
         Ok(t) => t,
         Err(OidcError::InvalidGrant) => {
+            state.metrics.count(
+                "oidc_bff_token_refreshes_total",
+                &[("outcome", "invalid_grant")],
+            );
             // Revoked, expired or already rotated away: the session cannot go on.
             tracing::info!(sub = %data.sub, "refresh token rejected (invalid_grant); session ended");
             state.sessions.delete(&session.id).await?;
             return Err(AppError::Unauthenticated);
         }
         Err(e) => {
+            state
+                .metrics
+                .count("oidc_bff_token_refreshes_total", &[("outcome", "error")]);
             tracing::warn!(error = %e, "token refresh failed");
             return if expired(&data, now_secs()) {
                 Err(e.into())
@@ -170,6 +177,9 @@ async fn refresh(
     }
     data.refreshed_at = Some(now);
     state.sessions.save(&session.id, &data).await?;
+    state
+        .metrics
+        .count("oidc_bff_token_refreshes_total", &[("outcome", "success")]);
     tracing::info!(sub = %data.sub, "access token refreshed");
     Ok(data)
 }

@@ -68,6 +68,13 @@ pub struct ServerConfig {
     /// PEM file of extra CA certificates trusted for https upstreams (besides the public roots).
     #[serde(default)]
     pub upstream_ca_file: Option<PathBuf>,
+    /// At shutdown, how long readiness fails before the listener closes (load
+    /// balancers need a moment to stop sending).
+    #[serde(default = "defaults::shutdown_delay", with = "humantime_serde")]
+    pub shutdown_delay: Duration,
+    /// At shutdown, how long in-flight requests and WebSocket tunnels may take to finish.
+    #[serde(default = "defaults::shutdown_timeout", with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
     /// Largest request body forwarded upstream, in bytes.
     #[serde(default = "defaults::max_body_bytes")]
     pub max_body_bytes: u64,
@@ -496,6 +503,12 @@ mod defaults {
     }
     pub fn route_timeout() -> Duration {
         Duration::from_secs(60)
+    }
+    pub fn shutdown_delay() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn shutdown_timeout() -> Duration {
+        Duration::from_secs(30)
     }
     pub fn assertion_header() -> String {
         "X-Bff-Identity".into()

@@ -13,6 +13,7 @@ use crate::auth::refresh::ensure_fresh;
 use crate::auth::{authenticate, has_csrf_header, has_session_cookie, Identity};
 use crate::config::{AuthMode, TokenKind};
 use crate::error::AppError;
+use crate::telemetry::{RequestUser, RouteLabel};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
@@ -63,8 +64,20 @@ pub fn upstream_client(extra_ca_pem: Option<&[u8]>) -> Result<UpstreamClient, St
 
 /// Fallback handler: everything outside `/auth`.
 pub async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response {
-    let idp_login = idp_login_url(&state, &req);
-    match proxy(&state, req).await {
+    // The metrics label: the route's configured id, never the raw path.
+    let label = match state.routes.find(req.uri().path()) {
+        Some(route) => route.id.clone(),
+        None if state.spa.is_some() => "spa".into(),
+        None => "unmatched".into(),
+    };
+    let mut resp = answer(&state, req).await;
+    resp.extensions_mut().insert(RouteLabel(label));
+    resp
+}
+
+async fn answer(state: &Arc<AppState>, req: Request) -> Response {
+    let idp_login = idp_login_url(state, &req);
+    match proxy(state, req).await {
         Ok(r) => r,
         // A route with `login_idp` sends navigations to that federated IdP.
         Err(AppError::Unauthenticated) if idp_login.is_some() => crate::error::redirect_response(
@@ -151,6 +164,13 @@ async fn proxy(state: &Arc<AppState>, req: Request) -> Result<Response, AppError
     } else {
         forward(state, route, &identity, req).await?
     };
+    if let Some(sub) = identity
+        .claims()
+        .and_then(|c| c.get("sub"))
+        .and_then(|s| s.as_str())
+    {
+        resp.extensions_mut().insert(RequestUser(sub.to_string()));
+    }
     if let Some(cookie) = reissue {
         resp.headers_mut()
             .append(header::SET_COOKIE, state.cookies.session(&cookie));
@@ -289,7 +309,14 @@ async fn send(
     route: &Route,
     req: http::Request<Body>,
 ) -> Result<http::Response<hyper::body::Incoming>, AppError> {
-    match tokio::time::timeout(route.timeout, state.upstream.request(req)).await {
+    let start = std::time::Instant::now();
+    let result = tokio::time::timeout(route.timeout, state.upstream.request(req)).await;
+    state.metrics.observe(
+        "oidc_bff_upstream_duration_seconds",
+        &[("route", &route.id)],
+        start.elapsed().as_secs_f64(),
+    );
+    match result {
         Err(_) => Err(AppError::UpstreamTimeout),
         Ok(Err(e)) if caused_by_body_limit(&e) => Err(AppError::BodyTooLarge),
         Ok(Err(e)) => {
@@ -351,7 +378,7 @@ async fn forward_websocket(
     }
     let upstream_upgrade = hyper::upgrade::on(&mut resp);
     let route_id = route.id.clone();
-    tokio::spawn(async move {
+    state.tunnels.spawn(async move {
         match tokio::join!(client_upgrade, upstream_upgrade) {
             (Ok(c), Ok(u)) => {
                 let mut c = hyper_util::rt::TokioIo::new(c);

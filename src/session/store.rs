@@ -267,6 +267,8 @@ impl SessionStore for MemoryStore {
     }
 
     fn len_hint(&self) -> Option<u64> {
+        // moka counts lazily; settle pending writes and expiries first.
+        self.cache.run_pending_tasks();
         Some(self.cache.entry_count())
     }
 }

@@ -299,6 +299,20 @@ async fn logout_leaves_through_cognito_logout_and_lands_on_the_configured_page()
     let s = dev_stack().await;
     let b = browser();
     dev_login(&b, &s.gw.url, "alice", "/").await;
+    // The confirmation page (a plain link to /auth/logout) posts a form whose
+    // answer redirects to the IdP: its CSP form-action must allow that origin,
+    // or browsers block the sign-out.
+    let r = b
+        .get(format!("{}/auth/logout", s.gw.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let csp = r.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains(&format!("form-action 'self' {}", s.idp.base_url())),
+        "{csp}"
+    );
     let r = b
         .post(format!("{}/auth/logout", s.gw.url))
         .header("x-csrf", "1")

@@ -27,6 +27,12 @@ allow_groups = ["admins"]
 path = "/public/"
 upstream = "UPSTREAM"
 auth = "public"
+
+[[route]]
+path = "/api/"
+upstream = "UPSTREAM"
+auth = "bearer"
+allow_groups = ["admins"]
 "#;
 
 /// The ```nginx block of the README's forward-auth section.
@@ -326,7 +332,7 @@ async fn nginx_auth_request_in_front_of_an_upstream() {
 struct Direct {
     gw: Gateway,
     _idp: oidc_bff::demo::dev_idp::DevIdpHandle,
-    _upstream: Upstream,
+    upstream: Upstream,
 }
 
 async fn direct(trusted: &str) -> Direct {
@@ -343,7 +349,7 @@ async fn direct(trusted: &str) -> Direct {
     Direct {
         gw,
         _idp: idp,
-        _upstream: upstream,
+        upstream,
     }
 }
 
@@ -465,6 +471,37 @@ async fn traefik_forward_auth_shape() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.headers().get("x-auth-request-user").is_none());
+
+    // An API client's bearer token on a bearer route: verified, judged by the
+    // policy, and echoed (the ingress may replace Authorization with the answer's).
+    let r = alice
+        .get(format!("{gw}/app/x"))
+        .header("x-csrf", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let alice_token = d
+        .upstream
+        .last()
+        .header("authorization")
+        .unwrap()
+        .to_string();
+    let r = traefik(&anon, gw, "", "GET", "/api/orders")
+        .header("authorization", &alice_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["authorization"], alice_token.as_str());
+    assert_eq!(r.headers()["x-auth-request-groups"], "admins");
+    let r = traefik(&anon, gw, "", "GET", "/api/orders")
+        .header("authorization", "Bearer not.a.token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().get("authorization").is_none());
 
     // Misconfigured ingress (no forwarded target) and path tricks are refused.
     let r = alice.get(format!("{gw}/auth/check")).send().await.unwrap();

@@ -944,6 +944,28 @@ impl GatewayProcess {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.0.join("gateway.log")).unwrap_or_default()
     }
+
+    /// Sends a signal (e.g. "TERM") to the process.
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .expect("cannot run kill")
+            .success();
+        assert!(ok, "kill -{name} failed");
+    }
+
+    /// Waits up to `within` for the process to exit; its status if it did.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let start = std::time::Instant::now();
+        while start.elapsed() < within {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
 }
 
 impl Drop for GatewayProcess {

@@ -11,6 +11,7 @@ mod flow;
 mod forward_auth;
 mod lifecycle;
 mod negative;
+mod operations;
 mod proxy;
 mod redis;
 mod store_suite;
