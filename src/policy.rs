@@ -12,8 +12,9 @@
 //! - `require_claims`: per claim, a string means "equals", a list means "one
 //!   of"; when the caller's claim is itself a list, it must contain the value
 //!   (or one of the values). Scalars compare by their text, so `true` and
-//!   `"true"` are the same (Cognito sends `email_verified` as a string), and so
-//!   are `42` and `"42"`. A missing claim, `null` or an object never matches.
+//!   `"true"` are the same (Cognito's userInfo sends `email_verified` as a
+//!   string), and so are `42` and `"42"`. A missing claim, `null` or an
+//!   object never matches.
 //!
 //! What the caller's claims and scopes are (see [`caller_claims`]): for a
 //! browser session, the ID token's claims and the scopes granted at sign-in;

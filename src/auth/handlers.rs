@@ -340,7 +340,8 @@ async fn allow_form_redirect_to_logout(state: &AppState, resp: &mut Response) {
         &format!("form-action 'self' {}", origins.join(" ")),
     );
     if let Ok(v) = HeaderValue::from_str(&csp) {
-        resp.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
+        resp.headers_mut()
+            .insert(header::CONTENT_SECURITY_POLICY, v);
     }
 }
 
