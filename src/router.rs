@@ -85,19 +85,7 @@ async fn untrusted_request_id(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let peer = req
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip());
-    let trusted = peer.is_some_and(|ip| {
-        state
-            .config
-            .server
-            .trusted_proxies
-            .iter()
-            .any(|n| n.contains(&ip))
-    });
-    if !trusted {
+    if !crate::proxy::peer_is_trusted(&state, req.extensions()) {
         req.headers_mut().remove("x-request-id");
     }
     next.run(req).await

@@ -27,12 +27,12 @@ use crate::error::{json_response, wants_html, AppError};
 use crate::policy::{authorize, groups};
 use crate::proxy::routes::check_path;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use serde_json::Value;
-use std::net::SocketAddr;
+
 use std::sync::Arc;
 
 /// Headers of a 200 answer, for the ingress to pass upstream.
@@ -107,19 +107,8 @@ pub async fn check(State(state): State<Arc<AppState>>, req: Request) -> Response
 }
 
 async fn decide(state: &AppState, req: &Parts) -> Result<Response, AppError> {
-    let peer = req
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    let trusted = peer.is_some_and(|ip| {
-        state
-            .config
-            .server
-            .trusted_proxies
-            .iter()
-            .any(|n| n.contains(&ip))
-    });
-    if !trusted {
+    let peer = crate::proxy::peer_ip(&req.extensions);
+    if !crate::proxy::peer_is_trusted(state, &req.extensions) {
         tracing::warn!(peer = ?peer, "forward-auth request from a peer not in server.trusted_proxies");
         return Err(AppError::Forbidden(
             "Forward-auth answers only the proxies listed in server.trusted_proxies.".into(),

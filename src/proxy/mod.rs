@@ -38,8 +38,14 @@ pub fn upstream_client(extra_ca_pem: Option<&[u8]>) -> Result<UpstreamClient, St
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(Duration::from_secs(5)));
+    // The system's trust store (what operators manage), else the bundled
+    // Mozilla roots; then any private CA from the config.
     let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let (added, _) =
+        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    if added == 0 {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
     if let Some(pem) = extra_ca_pem {
         for cert in crate::session::redis::parse_ca_pem(pem)? {
             roots
@@ -178,12 +184,28 @@ async fn proxy(state: &Arc<AppState>, req: Request) -> Result<Response, AppError
     Ok(resp)
 }
 
-fn client_info(state: &AppState, req: &Request) -> ClientInfo {
-    let peer = req
-        .extensions()
+/// The address of the connection's peer (the client, or a proxy in front).
+pub fn peer_ip(extensions: &http::Extensions) -> Option<IpAddr> {
+    extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+}
+
+/// Whether the peer is one of `server.trusted_proxies`, whose `X-Forwarded-*`
+/// (and request id) are believed.
+pub fn peer_is_trusted(state: &AppState, extensions: &http::Extensions) -> bool {
+    peer_ip(extensions).is_some_and(|ip| {
+        state
+            .config
+            .server
+            .trusted_proxies
+            .iter()
+            .any(|n| n.contains(&ip))
+    })
+}
+
+fn client_info(state: &AppState, req: &Request) -> ClientInfo {
+    let peer = peer_ip(req.extensions()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let url = &state.config.server.public_url;
     let host = match url.port() {
         Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
@@ -191,12 +213,7 @@ fn client_info(state: &AppState, req: &Request) -> ClientInfo {
     };
     ClientInfo {
         peer,
-        trusted_peer: state
-            .config
-            .server
-            .trusted_proxies
-            .iter()
-            .any(|n| n.contains(&peer)),
+        trusted_peer: peer_is_trusted(state, req.extensions()),
         public_proto: url.scheme().to_string(),
         public_host: host,
     }

@@ -317,7 +317,7 @@ async fn concurrent_logins_from_several_tabs() {
     }
     let mut last = None;
     for (tab, url) in authorize.into_iter().rev() {
-        let r = finish_at_idp(&b, &url, "carol").await;
+        let r = sign_in_from(&b, &url, &format!("{}/auth/callback", s.gw.url), "carol").await;
         let cookies: Vec<String> = r
             .headers()
             .get_all("set-cookie")
@@ -333,39 +333,6 @@ async fn concurrent_logins_from_several_tabs() {
         .iter()
         .any(|c| c.starts_with("oidc_bff_login=;") && c.contains("Max-Age=0"));
     assert!(cleared, "login cookie cleared after the last pending login");
-}
-
-/// Completes a sign-in that was started already, from its authorize URL.
-async fn finish_at_idp(b: &reqwest::Client, authorize: &str, user: &str) -> reqwest::Response {
-    let form_re =
-        regex::Regex::new(r#"<form autocomplete="off" action="([^"]+)" method="post">"#).unwrap();
-    let prompt_re = regex::Regex::new(r#"name="prompt" value="(login|consent)""#).unwrap();
-    let mut url = authorize.to_string();
-    let mut post: Option<Vec<(String, String)>> = None;
-    for _ in 0..20 {
-        let r = match post.take() {
-            Some(f) => b.post(&url).form(&f).send().await.unwrap(),
-            None => b.get(&url).send().await.unwrap(),
-        };
-        if url.contains("/auth/callback") {
-            return r;
-        }
-        if r.status().is_redirection() {
-            url = resolve(r.url(), &location(&r));
-            continue;
-        }
-        let page = r.text().await.unwrap();
-        let action = form_re.captures(&page).expect("form")[1].to_string();
-        let prompt = prompt_re.captures(&page).expect("prompt")[1].to_string();
-        let mut f = vec![("prompt".to_string(), prompt.clone())];
-        if prompt == "login" {
-            f.push(("login".into(), user.into()));
-            f.push(("password".into(), "pw".into()));
-        }
-        url = action;
-        post = Some(f);
-    }
-    panic!("no callback");
 }
 
 #[tokio::test]

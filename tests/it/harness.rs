@@ -339,11 +339,24 @@ pub async fn sign_in(
     user: &str,
     return_to: &str,
 ) -> reqwest::Response {
+    let start = format!("{gateway}/auth/login?return_to={}", urlencode(return_to));
+    sign_in_from(b, &start, &format!("{gateway}/auth/callback"), user).await
+}
+
+/// Follows a sign-in from `start` (the gateway's login URL, or an authorize
+/// URL already issued) through the test IdP's login and consent forms, until
+/// the request to `callback`; returns the callback's answer.
+pub async fn sign_in_from(
+    b: &reqwest::Client,
+    start: &str,
+    callback: &str,
+    user: &str,
+) -> reqwest::Response {
     let form_re =
         Regex::new(r#"<form autocomplete="off" action="([^"]+)" method="post">"#).unwrap();
     let prompt_re =
         Regex::new(r#"<input type="hidden" name="prompt" value="(login|consent)"/>"#).unwrap();
-    let mut url = format!("{gateway}/auth/login?return_to={}", urlencode(return_to));
+    let mut url = start.to_string();
     let mut method_post: Option<Vec<(String, String)>> = None;
     for _ in 0..20 {
         let resp = match method_post.take() {
@@ -355,7 +368,7 @@ pub async fn sign_in(
                 .await
                 .unwrap(),
         };
-        if url.starts_with(&format!("{gateway}/auth/callback")) {
+        if url.starts_with(callback) {
             return resp;
         }
         if resp.status().is_redirection() {

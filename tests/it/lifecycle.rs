@@ -349,3 +349,67 @@ async fn logout_completes_when_revocation_is_unreachable() {
     assert!(body["redirect"].as_str().unwrap().contains("/session/end?"));
     assert_eq!(gw.session_count(), 0);
 }
+
+#[tokio::test]
+async fn backchannel_logout_ends_the_session_on_every_replica() {
+    let redis = RedisServer::start();
+    let idp = RogueIdp::start().await;
+    let (pa, pb) = (ProcessPorts::new(), ProcessPorts::new());
+    let key = test_key();
+    let toml = |p: &ProcessPorts| {
+        format!(
+            "{server}\n[provider]\nissuer = \"{iss}\"\nclient_id = \"bff\"\nclient_secret = \"bff-secret\"\ninsecure_allow_http = true\n\
+             [session]\nstore = \"redis\"\nredis_url = \"{redis}\"\nkeys = [\"{key}\"]\n",
+            server = p.server_toml(),
+            iss = idp.issuer,
+            redis = redis.url(),
+        )
+    };
+    let a = GatewayProcess::start(&pa, &toml(&pa)).await;
+    let b_gw = GatewayProcess::start(&pb, &toml(&pb)).await;
+    a.wait_ready(Duration::from_secs(10)).await;
+    b_gw.wait_ready(Duration::from_secs(10)).await;
+    // Signed in through A (IdP session "idp-sess-9"), served by both.
+    let b = browser();
+    let (state, nonce) = start_login(&b, &a.url, "/").await;
+    let mut claims = crate::negative::good_claims(&idp.issuer, &nonce);
+    claims["sid"] = json!("idp-sess-9");
+    idp.answer_with_id_token(claims);
+    callback(&b, &a.url, &format!("code=abc&state={state}")).await;
+    let user = |gw: String| {
+        let b = b.clone();
+        async move {
+            b.get(format!("{gw}/auth/user"))
+                .header("x-csrf", "1")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(user(a.url.clone()).await, 200);
+    assert_eq!(user(b_gw.url.clone()).await, 200);
+    // The IdP tells replica B; the session ends on A too.
+    let logout = idp.key.sign(&json!({
+        "iss": idp.issuer, "aud": "bff", "iat": now(), "exp": now() + 60, "jti": "bcl-1",
+        "events": { "http://schemas.openid.net/event/backchannel-logout": {} }, "sid": "idp-sess-9",
+    }));
+    let r = reqwest::Client::new()
+        .post(format!("{}/auth/backchannel-logout", b_gw.url))
+        .form(&[("logout_token", logout.clone())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(user(a.url.clone()).await, 401);
+    assert_eq!(user(b_gw.url.clone()).await, 401);
+    // The same token replayed at the other replica is refused there too.
+    let r = reqwest::Client::new()
+        .post(format!("{}/auth/backchannel-logout", a.url))
+        .form(&[("logout_token", logout)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
