@@ -497,3 +497,38 @@ async fn responses_that_try_to_set_gateway_cookies_are_cleaned() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test]
+async fn spa_dev_server_upstream_with_hot_reload_socket() {
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message as WsMessage};
+    let dev = streamer().await;
+    let s = rogue_stack(&format!("[spa]\nupstream = \"{}\"\n", dev.url)).await;
+    // Pages come from the dev server, without a session.
+    let r = reqwest::get(format!("{}/src/main.ts", s.gw.url))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["path"], "/src/main.ts");
+    // Its hot-reload WebSocket is tunnelled (same origin, no session needed).
+    let mut req = format!("{}/ws", s.gw.url.replace("http://", "ws://"))
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("origin", s.gw.url.parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("hot-reload socket");
+    ws.send(WsMessage::Text("ping".into())).await.unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        WsMessage::Text("echo: ping".into())
+    );
+    // Configured routes still win over the catch-all dev server.
+    let r = reqwest::Client::new()
+        .get(format!("{}/api/x", s.gw.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
