@@ -166,6 +166,12 @@ pub fn admin(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
+        // Every response carries a request id, here too.
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(PropagateRequestIdLayer::x_request_id()),
+        )
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {

@@ -384,6 +384,7 @@ async fn readiness_and_health() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("x-request-id"));
     // Every response carries x-request-id, errors included.
     let r = reqwest::get(format!("{}/nothing-here", s.gw.url))
         .await
