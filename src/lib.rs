@@ -63,6 +63,19 @@ pub async fn serve(
             tracing::warn!(error = %e, "identity provider not reachable yet; will retry on demand");
         }
     });
+    // Histogram samples are buffered until drained; drain them regularly, not
+    // only at scrape time, or they pile up (about 50 bytes per request).
+    let metrics = Arc::downgrade(&state.metrics);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            match metrics.upgrade() {
+                Some(m) => m.upkeep(),
+                None => break,
+            }
+        }
+    });
     let app = router::build(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let admin = router::admin(state.clone());
     // Shutdown in order: readiness fails at once; after `shutdown_delay` (time

@@ -83,6 +83,10 @@ const server = app.listen(port, '127.0.0.1', () => {
   process.stdout.write(`${JSON.stringify({ port: server.address().port })}\n`);
 });
 server.keepAliveTimeout = 65_000;
-const stop = () => server.close(() => process.exit(0)) && setTimeout(() => process.exit(0), 500);
+const stop = () => {
+  server.close(() => process.exit(0));
+  // Keep-alive connections from wrk may hold close() open: do not wait for them.
+  setTimeout(() => process.exit(0), 500).unref();
+};
 process.on('SIGTERM', stop);
 process.on('SIGINT', stop);
