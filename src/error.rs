@@ -6,8 +6,7 @@ use crate::oidc::OidcError;
 use crate::session::SessionError;
 use askama::Template;
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use std::sync::Arc;
@@ -227,24 +226,83 @@ struct ErrorPage<'a> {
     sign_in_url: Option<String>,
 }
 
-/// Middleware: finishes every error response with the right body for the client.
-pub async fn render_errors(State(ctx): State<ErrorContext>, req: Request, next: Next) -> Response {
-    let html = wants_html(req.headers());
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_string();
-    let return_to = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    let resp = next.run(req).await;
+/// Layer: finishes every error response with the right body for the client.
+/// A plain service (one boxed future per request; `from_fn` would also clone
+/// and box the rest of the stack): it runs on every request.
+pub fn render_errors(ctx: ErrorContext) -> RenderErrorsLayer {
+    RenderErrorsLayer(ctx)
+}
+
+#[derive(Clone)]
+pub struct RenderErrorsLayer(ErrorContext);
+
+impl<S> tower::Layer<S> for RenderErrorsLayer {
+    type Service = RenderErrors<S>;
+
+    fn layer(&self, inner: S) -> RenderErrors<S> {
+        RenderErrors {
+            inner,
+            ctx: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct RenderErrors<S> {
+    inner: S,
+    ctx: ErrorContext,
+}
+
+impl<S> tower::Service<Request> for RenderErrors<S>
+where
+    S: tower::Service<Request> + Send + 'static,
+    S::Response: IntoResponse,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = futures_util::future::BoxFuture<'static, Result<Response, S::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        // What the error page needs from the request; cheap clones (no copies).
+        let html = wants_html(req.headers());
+        let request_id = req.headers().get("x-request-id").cloned();
+        let uri = req.uri().clone();
+        let ctx = self.ctx.clone();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let resp = fut.await?.into_response();
+            Ok(finish_error(&ctx, html, request_id, &uri, resp))
+        })
+    }
+}
+
+fn finish_error(
+    ctx: &ErrorContext,
+    html: bool,
+    request_id: Option<HeaderValue>,
+    uri: &http::Uri,
+    resp: Response,
+) -> Response {
     let Some(ErrorMarker(err)) = resp.extensions().get::<ErrorMarker>().cloned() else {
         return resp;
     };
+    let request_id = request_id
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string();
+    let return_to = uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
     let r = err.rendered();
     if r.status.is_server_error() {
         tracing::error!(request_id, error = %err, "request failed");

@@ -7,7 +7,6 @@ use crate::auth::{backchannel, handlers};
 use crate::error::{render_errors, AppError, ErrorContext};
 use crate::telemetry;
 use axum::extract::{Request, State};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::Router;
@@ -55,10 +54,7 @@ pub fn build(state: Arc<AppState>) -> Router {
                     http::header::COOKIE,
                 ]))
                 // A request id is believed only from a trusted proxy ...
-                .layer(middleware::from_fn_with_state(
-                    shared.clone(),
-                    untrusted_request_id,
-                ))
+                .map_request(untrusted_request_id(shared.clone()))
                 // ... every request gets one ...
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 // ... and every response carries it back.
@@ -66,41 +62,82 @@ pub fn build(state: Arc<AppState>) -> Router {
                 // A span per request (method, path without the query, request id) ...
                 .layer(telemetry::trace_layer())
                 // ... one log line and the metrics per request, with route and user.
-                .layer(middleware::from_fn_with_state(shared, observe))
+                .layer(tower::layer::layer_fn(move |inner| Observe {
+                    inner,
+                    state: shared.clone(),
+                }))
                 // Errors become HTML pages or JSON, with the request id.
-                .layer(middleware::from_fn_with_state(errors, render_errors))
+                .layer(render_errors(errors))
                 // A panic becomes a 500 page, not a dropped connection.
                 .layer(CatchPanicLayer::custom(|_| {
                     AppError::Internal("panic".into()).into_response()
                 }))
                 // Oversized headers are refused before any work is done.
-                .layer(middleware::from_fn(limit_header_size)),
+                .layer(tower::layer::layer_fn(LimitHeaderSize)),
         )
 }
 
 /// Drops a client's `X-Request-Id` unless the peer is a trusted proxy (a
 /// client must not choose the id that correlates log lines).
-async fn untrusted_request_id(
-    State(state): State<Arc<AppState>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    if !crate::proxy::peer_is_trusted(&state, req.extensions()) {
-        req.headers_mut().remove("x-request-id");
+fn untrusted_request_id(state: Arc<AppState>) -> impl Fn(Request) -> Request + Clone {
+    move |mut req: Request| {
+        if !crate::proxy::peer_is_trusted(&state, req.extensions()) {
+            req.headers_mut().remove("x-request-id");
+        }
+        req
     }
-    next.run(req).await
 }
 
 /// The per-request log line and metrics. The route label is the configured
 /// route id, the matched gateway endpoint, "spa" or "unmatched": never a raw path.
-async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let start = std::time::Instant::now();
-    let method = telemetry::method_class(req.method());
-    let matched = req
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map(|m| m.as_str().to_string());
-    let resp = next.run(req).await;
+/// A plain service (one boxed future per request; `from_fn` would also clone
+/// and box the rest of the stack): it runs on every request.
+#[derive(Clone)]
+struct Observe<S> {
+    inner: S,
+    state: Arc<AppState>,
+}
+
+impl<S> tower::Service<Request> for Observe<S>
+where
+    S: tower::Service<Request, Response = Response> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = futures_util::future::BoxFuture<'static, Result<Response, S::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let start = std::time::Instant::now();
+        let method = telemetry::method_class(req.method());
+        let matched = req
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map(|m| m.as_str().to_string());
+        let state = self.state.clone();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let resp = fut.await?;
+            observe(&state, start, method, matched, &resp);
+            Ok(resp)
+        })
+    }
+}
+
+fn observe(
+    state: &AppState,
+    start: std::time::Instant,
+    method: &'static str,
+    matched: Option<String>,
+    resp: &Response,
+) {
     let elapsed = start.elapsed();
     let route = resp
         .extensions()
@@ -135,7 +172,6 @@ async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -
         &[("route", &route)],
         elapsed.as_secs_f64(),
     );
-    resp
 }
 
 async fn jwks(State(state): State<Arc<AppState>>) -> Response {
@@ -147,16 +183,40 @@ async fn jwks(State(state): State<Arc<AppState>>) -> Response {
     resp
 }
 
-async fn limit_header_size(req: Request, next: Next) -> Response {
-    let size: usize = req
-        .headers()
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len() + 4)
-        .sum();
-    if size > MAX_HEADER_BYTES {
-        return AppError::HeadersTooLarge.into_response();
+/// Answers 431 when the request headers are over [`MAX_HEADER_BYTES`]; a
+/// plain service (no boxing): it runs on every request.
+#[derive(Clone)]
+struct LimitHeaderSize<S>(S);
+
+impl<S> tower::Service<Request> for LimitHeaderSize<S>
+where
+    S: tower::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future =
+        futures_util::future::Either<std::future::Ready<Result<Response, S::Error>>, S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
     }
-    next.run(req).await
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let size: usize = req
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum();
+        if size > MAX_HEADER_BYTES {
+            return futures_util::future::Either::Left(std::future::ready(Ok(
+                AppError::HeadersTooLarge.into_response(),
+            )));
+        }
+        futures_util::future::Either::Right(self.0.call(req))
+    }
 }
 
 /// The admin router: liveness and readiness, on its own listener.

@@ -42,6 +42,23 @@ pub const IDENTITY_HEADERS: [&str; 18] = [
     "x-bff-identity",
 ];
 
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(&name.as_str())
+}
+
+fn is_identity_header(name: &HeaderName) -> bool {
+    IDENTITY_HEADERS.contains(&name.as_str())
+}
+
+/// Removes every header `doomed` picks, in one pass over the names present
+/// (a typical request has none to remove, so nothing is allocated).
+fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
+    let names: Vec<HeaderName> = headers.keys().filter(|n| doomed(n)).cloned().collect();
+    for name in names {
+        headers.remove(name);
+    }
+}
+
 /// Removes hop-by-hop headers, including any the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
@@ -54,30 +71,43 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
+    remove_where(headers, is_hop_by_hop);
 }
 
 /// Removes the named cookies from every `Cookie` header, keeping the others;
-/// drops the header when nothing is left.
+/// drops the header when nothing is left. Headers without any of the named
+/// cookies are left as they are.
 pub fn strip_cookies(headers: &mut HeaderMap, names: &[&str]) {
-    let kept: Vec<String> = headers
+    let is_named = |pair: &str| {
+        let name = pair.split_once('=').map(|(k, _)| k).unwrap_or(pair).trim();
+        names.contains(&name)
+    };
+    let any_named = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .any(is_named);
+    if !any_named && headers.get_all(header::COOKIE).iter().count() <= 1 {
+        return;
+    }
+    let mut kept = String::new();
+    for pair in headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
-        .filter(|pair| !pair.is_empty())
-        .filter(|pair| {
-            let name = pair.split_once('=').map(|(k, _)| k).unwrap_or(pair).trim();
-            !names.contains(&name)
-        })
-        .map(str::to_string)
-        .collect();
+        .filter(|pair| !pair.is_empty() && !is_named(pair))
+    {
+        if !kept.is_empty() {
+            kept.push_str("; ");
+        }
+        kept.push_str(pair);
+    }
     headers.remove(header::COOKIE);
     if !kept.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+        if let Ok(v) = HeaderValue::from_str(&kept) {
             headers.insert(header::COOKIE, v);
         }
     }
@@ -87,12 +117,9 @@ pub fn strip_cookies(headers: &mut HeaderMap, names: &[&str]) {
 /// when the route authenticates by session (the gateway decides what the
 /// upstream sees there).
 pub fn strip_identity(headers: &mut HeaderMap, strip_authorization: bool) {
-    for name in IDENTITY_HEADERS {
-        headers.remove(name);
-    }
-    if strip_authorization {
-        headers.remove(header::AUTHORIZATION);
-    }
+    remove_where(headers, |n| {
+        is_identity_header(n) || (strip_authorization && n == header::AUTHORIZATION)
+    });
 }
 
 /// What the gateway knows about the client connection.
@@ -109,13 +136,17 @@ pub struct ClientInfo {
 /// Sets `X-Forwarded-For/Proto/Host`. From a trusted proxy the chain is kept
 /// and extended; from anyone else, whatever they sent is replaced.
 pub fn set_forwarded(headers: &mut HeaderMap, client: &ClientInfo) {
-    let prior: Vec<String> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(str::to_string)
-        .collect();
-    let xff = if client.trusted_peer && !prior.is_empty() {
+    let prior: Vec<String> = if client.trusted_peer {
+        headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_string)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let xff = if !prior.is_empty() {
         format!("{}, {}", prior.join(", "), client.peer)
     } else {
         client.peer.to_string()
@@ -145,6 +176,9 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: &ClientInfo) {
 /// clear) the gateway's own cookies.
 pub fn clean_response(headers: &mut HeaderMap, gateway_cookies: &[&str]) {
     strip_hop_by_hop(headers);
+    if !headers.contains_key(header::SET_COOKIE) {
+        return;
+    }
     let kept: Vec<HeaderValue> = headers
         .get_all(header::SET_COOKIE)
         .iter()

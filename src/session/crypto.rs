@@ -2,8 +2,7 @@
 //! HMAC authentication of the session cookie. The first key seals and signs;
 //! every key opens and verifies, so keys rotate without logging anyone out.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -15,6 +14,8 @@ const VERSION: u8 = 1;
 const KEY_ID_LEN: usize = 4;
 const NONCE_LEN: usize = 12;
 const HEADER_LEN: usize = 1 + KEY_ID_LEN + NONCE_LEN;
+/// Length of the AES-GCM tag at the end of a sealed blob.
+const TAG_BYTES: usize = 16;
 /// Length of the cookie MAC kept (128 bits is ample for an online forgery).
 pub const TAG_LEN: usize = 16;
 
@@ -30,7 +31,7 @@ pub enum CryptoError {
 
 struct RingKey {
     id: [u8; KEY_ID_LEN],
-    aead: Aes256Gcm,
+    aead: LessSafeKey,
     mac: HmacSha256,
 }
 
@@ -72,7 +73,7 @@ impl KeyRing {
                 let mac_key = derive.finalize().into_bytes();
                 RingKey {
                     id,
-                    aead: Aes256Gcm::new_from_slice(k).expect("32-byte key"),
+                    aead: LessSafeKey::new(UnboundKey::new(&AES_256_GCM, k).expect("32-byte key")),
                     mac: <HmacSha256 as Mac>::new_from_slice(&mac_key)
                         .expect("HMAC takes any key length"),
                 }
@@ -87,21 +88,21 @@ impl KeyRing {
         let key = &self.keys[0];
         let mut nonce = [0u8; NONCE_LEN];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let ciphertext = key
-            .aead
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext,
-                    aad,
-                },
-            )
-            .expect("AES-GCM encryption does not fail for in-memory buffers");
-        let mut out = Vec::with_capacity(HEADER_LEN + ciphertext.len());
+        // AES-256-GCM (aws-lc): ciphertext followed by the 16-byte tag.
+        let mut out = Vec::with_capacity(HEADER_LEN + plaintext.len() + TAG_BYTES);
         out.push(VERSION);
         out.extend_from_slice(&key.id);
         out.extend_from_slice(&nonce);
-        out.extend_from_slice(&ciphertext);
+        out.extend_from_slice(plaintext);
+        let tag = key
+            .aead
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut out[HEADER_LEN..],
+            )
+            .expect("AES-GCM encryption does not fail for in-memory buffers");
+        out.extend_from_slice(tag.as_ref());
         out
     }
 
@@ -110,25 +111,28 @@ impl KeyRing {
             return Err(CryptoError::Malformed);
         }
         let id = &sealed[1..1 + KEY_ID_LEN];
-        let nonce = Nonce::from_slice(&sealed[1 + KEY_ID_LEN..HEADER_LEN]);
+        let nonce: [u8; NONCE_LEN] = sealed[1 + KEY_ID_LEN..HEADER_LEN]
+            .try_into()
+            .expect("header length checked");
         let (index, key) = self
             .keys
             .iter()
             .enumerate()
             .find(|(_, k)| k.id == id)
             .ok_or(CryptoError::UnknownKey)?;
-        let plaintext = key
+        let mut buf = sealed[HEADER_LEN..].to_vec();
+        let len = key
             .aead
-            .decrypt(
-                nonce,
-                Payload {
-                    msg: &sealed[HEADER_LEN..],
-                    aad,
-                },
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut buf,
             )
-            .map_err(|_| CryptoError::Forged)?;
+            .map_err(|_| CryptoError::Forged)?
+            .len();
+        buf.truncate(len);
         Ok(Opened {
-            plaintext,
+            plaintext: buf,
             stale_key: index != 0,
         })
     }

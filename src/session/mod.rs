@@ -139,6 +139,19 @@ pub struct Sessions {
     store: Arc<dyn SessionStore>,
     idle: Duration,
     absolute: Duration,
+    /// Records opened lately, by store key: the sealed bytes and what they
+    /// opened to. A record whose bytes are the same as last time is not
+    /// decrypted and decoded again (the same ciphertext, nonce and tag under
+    /// the same ring open to the same plaintext). The store is still read on
+    /// every request, so a record deleted, expired or rewritten (by any
+    /// replica) is seen at once.
+    opened: moka::sync::Cache<String, Arc<OpenedRecord>>,
+}
+
+struct OpenedRecord {
+    sealed: Vec<u8>,
+    data: SessionData,
+    stale_key: bool,
 }
 
 pub fn now_secs() -> i64 {
@@ -160,6 +173,10 @@ impl Sessions {
             store,
             idle,
             absolute,
+            opened: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_idle(Duration::from_secs(60))
+                .build(),
         }
     }
 
@@ -192,20 +209,35 @@ impl Sessions {
         let Some(sealed) = self.store.load(&key).await? else {
             return Ok(None);
         };
-        let opened = match self.ring.open(&sealed, key.as_bytes()) {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::info!(error = %e, "session record cannot be opened; treating as signed out");
-                return Ok(None);
+        let (data, stale_key) = match self.opened.get(&key).filter(|o| o.sealed == sealed) {
+            Some(o) => (o.data.clone(), o.stale_key),
+            None => {
+                let opened = match self.ring.open(&sealed, key.as_bytes()) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        tracing::info!(error = %e, "session record cannot be opened; treating as signed out");
+                        return Ok(None);
+                    }
+                };
+                let Ok(data) = serde_json::from_slice::<SessionData>(&opened.plaintext) else {
+                    tracing::warn!("session record does not decode; treating as signed out");
+                    return Ok(None);
+                };
+                self.opened.insert(
+                    key.clone(),
+                    Arc::new(OpenedRecord {
+                        sealed,
+                        data: data.clone(),
+                        stale_key: opened.stale_key,
+                    }),
+                );
+                (data, opened.stale_key)
             }
-        };
-        let Ok(data) = serde_json::from_slice::<SessionData>(&opened.plaintext) else {
-            tracing::warn!("session record does not decode; treating as signed out");
-            return Ok(None);
         };
         let now = now_secs();
         if data.expires_at <= now || data.last_seen + self.idle.as_secs() as i64 <= now {
             self.store.delete(&key).await?;
+            self.opened.invalidate(&key);
             self.unindex(&key, &data).await;
             return Ok(None);
         }
@@ -218,7 +250,7 @@ impl Sessions {
         // Reading is activity: slide the idle window, but write at most once a
         // minute (or a twentieth of the window) per session to keep reads cheap.
         let touch_every = (self.idle.as_secs() as i64 / 20).clamp(1, 60);
-        if opened.stale_key || now - session.data.last_seen >= touch_every {
+        if stale_key || now - session.data.last_seen >= touch_every {
             let mut data = session.data.clone();
             data.last_seen = now;
             self.write(&session.id, &data).await?;
@@ -244,6 +276,7 @@ impl Sessions {
             .await?
             .and_then(|sealed| self.open_record(&key, &sealed));
         self.store.delete(&key).await?;
+        self.opened.invalidate(&key);
         if let Some(data) = data {
             self.unindex(&key, &data).await;
         }
@@ -282,6 +315,7 @@ impl Sessions {
         let keys = self.lookup(kind, value).await?;
         for key in &keys {
             self.store.delete(key).await?;
+            self.opened.invalidate(key);
         }
         // The other index (sid for sub, sub for sid) drops these members on its next read.
         for name in self.index_names(kind, value) {
