@@ -5,7 +5,7 @@
 use crate::auth::cookies::CookieSpec;
 use crate::config::{Config, RouteConfig, StoreKind};
 use crate::oidc::Provider;
-use crate::proxy::{routes::RouteTable, upstream_client, UpstreamClient};
+use crate::proxy::{routes::RouteTable, UpstreamClients};
 use crate::session::{
     redis, KeyRing, MemoryStore, RedisOptions, RedisStore, SessionStore, Sessions,
 };
@@ -18,7 +18,7 @@ pub struct AppState {
     pub sessions: Arc<Sessions>,
     pub cookies: CookieSpec,
     pub routes: RouteTable,
-    pub upstream: UpstreamClient,
+    pub upstream: UpstreamClients,
     pub spa: Option<crate::proxy::spa::Spa>,
     pub bearer: crate::auth::bearer::BearerVerifier,
     pub refresh_locks: crate::auth::refresh::RefreshLocks,
@@ -134,7 +134,8 @@ impl AppState {
             ),
             None => None,
         };
-        let upstream = upstream_client(ca.as_deref()).map_err(BuildError::Http)?;
+        let upstream = UpstreamClients::new(ca.as_deref(), config.server.worker_count())
+            .map_err(BuildError::Http)?;
         let assertions = crate::proxy::identity::AssertionSigner::new(
             config.server.assertion_key_file.as_deref(),
             config.public_origin(),

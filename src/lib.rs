@@ -46,15 +46,59 @@ pub struct Running {
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
+/// Binds `count` listening sockets on `addr` for [`serve_workers`]: with more
+/// than one, each gets `SO_REUSEPORT` and the kernel spreads new connections
+/// over them.
+pub fn bind_workers(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    (0..count.max(1))
+        .map(|_| {
+            let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+            socket.set_reuse_address(true)?;
+            if count > 1 {
+                socket.set_reuse_port(true)?;
+            }
+            socket.set_nonblocking(true)?;
+            socket.bind(&addr.into())?;
+            socket.listen(1024)?;
+            Ok(socket.into())
+        })
+        .collect()
+}
+
 /// Serves the gateway and the admin listener on the given sockets until
-/// `shutdown` resolves, then drains in-flight requests.
+/// `shutdown` resolves, then drains in-flight requests. One serving thread:
+/// the calling runtime's (tests, `demo`).
 pub async fn serve(
     state: Arc<AppState>,
     listener: TcpListener,
     admin_listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<Running> {
-    let addr = listener.local_addr()?;
+    serve_workers(state, vec![listener.into_std()?], admin_listener, shutdown).await
+}
+
+/// Serves the gateway on `listeners` and the admin listener until `shutdown`
+/// resolves, then drains in-flight requests.
+///
+/// The first listener is served on the calling runtime, each further one by
+/// a thread of its own running a current-thread runtime. A connection, its
+/// requests and their upstream connections stay on one thread, as with nginx
+/// or Envoy workers: no request is handed between threads (on the
+/// work-stealing runtime that hand-off cost a quarter of a proxied request).
+pub async fn serve_workers(
+    state: Arc<AppState>,
+    listeners: Vec<std::net::TcpListener>,
+    admin_listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<Running> {
+    let mut listeners = listeners.into_iter();
+    let first = listeners
+        .next()
+        .ok_or_else(|| std::io::Error::other("no listener to serve on"))?;
+    first.set_nonblocking(true)?;
+    let first = TcpListener::from_std(first)?;
+    let addr = first.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
     // Warm the provider so the first sign-in does not wait; failures retry on use.
     let warm = state.clone();
@@ -79,12 +123,13 @@ pub async fn serve(
     let app = router::build(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let admin = router::admin(state.clone());
     // Shutdown in order: readiness fails at once; after `shutdown_delay` (time
-    // for load balancers to stop sending) the listener closes; in-flight
+    // for load balancers to stop sending) the listeners close; in-flight
     // requests, downloads and WebSocket tunnels get `shutdown_timeout` to
     // finish; the admin listener goes last.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
     let signal_state = state.clone();
     let delay = state.config.server.shutdown_delay;
+    let drain = state.config.server.shutdown_timeout;
     tokio::spawn(async move {
         shutdown.await;
         signal_state
@@ -92,7 +137,7 @@ pub async fn serve(
             .store(true, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(delay = ?delay, "shutting down: not ready any more; closing the listener after the delay");
         tokio::time::sleep(delay).await;
-        let _ = stop_tx.send(true);
+        let _ = stop_tx.send(Some(std::time::Instant::now() + drain));
     });
     let (admin_tx, mut admin_rx) = tokio::sync::watch::channel(false);
     let admin_task = tokio::spawn(async move {
@@ -102,37 +147,38 @@ pub async fn serve(
             })
             .await
     });
-    let drain = state.config.server.shutdown_timeout;
+    let mut workers = Vec::new();
+    for (index, listener) in listeners.enumerate().map(|(i, l)| (i + 1, l)) {
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (app, stop, tunnels) = (app.clone(), stop_rx.clone(), state.tunnels.clone());
+        std::thread::Builder::new()
+            .name(format!("oidc-bff-{index}"))
+            .spawn(move || {
+                proxy::set_worker(index);
+                let served = runtime.block_on(async move {
+                    listener.set_nonblocking(true)?;
+                    let listener = TcpListener::from_std(listener)?;
+                    serve_listener(listener, app, stop, tunnels).await
+                });
+                let _ = done_tx.send(served);
+            })?;
+        workers.push(done_rx);
+    }
     let tunnels = state.tunnels.clone();
     let task = tokio::spawn(async move {
-        let mut main_rx = stop_rx.clone();
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = main_rx.wait_for(|v| *v).await;
-        });
-        let mut deadline_rx = stop_rx;
-        let deadline = async move {
-            let _ = deadline_rx.wait_for(|v| *v).await;
-            tokio::time::sleep(drain).await;
-        };
-        let started = tokio::time::Instant::now();
-        let r = tokio::select! {
-            r = server.into_future() => r,
-            _ = deadline => {
-                tracing::warn!("requests still running at the shutdown deadline; stopping anyway");
-                Ok(())
-            }
-        };
-        tunnels.close();
-        let left = drain.saturating_sub(started.elapsed());
-        if tokio::time::timeout(left, tunnels.wait()).await.is_err() {
-            tracing::warn!(
-                open = tunnels.len(),
-                "WebSocket tunnels still open at the shutdown deadline"
-            );
+        let mut result = serve_listener(first, app, stop_rx, tunnels).await;
+        for worker in workers {
+            let served = worker
+                .await
+                .unwrap_or_else(|_| Err(std::io::Error::other("a serving thread panicked")));
+            result = result.and(served);
         }
         let _ = admin_tx.send(true);
         let _ = admin_task.await;
-        r
+        result
     });
     tracing::info!(%addr, %admin_addr, "oidc-bff listening");
     Ok(Running {
@@ -141,4 +187,49 @@ pub async fn serve(
         state,
         task,
     })
+}
+
+/// One serving thread's loop: accept and serve until the stop signal (the
+/// drain deadline), then let requests and the WebSocket tunnels finish until
+/// that deadline. Every thread waits for every tunnel: a tunnel's task runs
+/// on the runtime of the thread that opened it, which must live until it ends.
+async fn serve_listener(
+    listener: TcpListener,
+    app: axum::extract::connect_info::IntoMakeServiceWithConnectInfo<axum::Router, SocketAddr>,
+    stop: tokio::sync::watch::Receiver<Option<std::time::Instant>>,
+    tunnels: tokio_util::task::TaskTracker,
+) -> std::io::Result<()> {
+    async fn deadline(
+        mut stop: tokio::sync::watch::Receiver<Option<std::time::Instant>>,
+    ) -> tokio::time::Instant {
+        let at = stop.wait_for(|v| v.is_some()).await.ok().and_then(|at| *at);
+        match at {
+            Some(at) => tokio::time::Instant::from_std(at),
+            // The sender is gone without a stop: serve on.
+            None => std::future::pending().await,
+        }
+    }
+    let graceful = {
+        let stop = stop.clone();
+        async move {
+            deadline(stop).await;
+        }
+    };
+    let server = axum::serve(listener, app).with_graceful_shutdown(graceful);
+    let result = tokio::select! {
+        r = server.into_future() => r,
+        _ = async { tokio::time::sleep_until(deadline(stop.clone()).await).await } => {
+            tracing::warn!("requests still running at the shutdown deadline; stopping anyway");
+            Ok(())
+        }
+    };
+    tunnels.close();
+    let at = deadline(stop).await;
+    if tokio::time::timeout_at(at, tunnels.wait()).await.is_err() {
+        tracing::warn!(
+            open = tunnels.len(),
+            "WebSocket tunnels still open at the shutdown deadline"
+        );
+    }
+    result
 }

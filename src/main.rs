@@ -209,7 +209,11 @@ fn serve(arg: ConfigArg) -> ExitCode {
     if config.provider.insecure_allow_http {
         tracing::warn!("INSECURE: provider.insecure_allow_http is on; IdP traffic may travel unencrypted. Never use this in production.");
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    // This thread serves too (the first of `workers`); see `serve_workers`.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
@@ -218,6 +222,7 @@ fn serve(arg: ConfigArg) -> ExitCode {
     };
     runtime.block_on(async move {
         let listen = config.server.listen;
+        let workers = config.server.worker_count();
         let admin_listen = config.server.admin_listen;
         let state = match AppState::new(config) {
             Ok(s) => s,
@@ -226,8 +231,8 @@ fn serve(arg: ConfigArg) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let (listener, admin) = match (
-            tokio::net::TcpListener::bind(listen).await,
+        let (listeners, admin) = match (
+            oidc_bff::bind_workers(listen, workers),
             tokio::net::TcpListener::bind(admin_listen).await,
         ) {
             (Ok(l), Ok(a)) => (l, a),
@@ -236,13 +241,15 @@ fn serve(arg: ConfigArg) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let running = match oidc_bff::serve(state, listener, admin, shutdown_signal()).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot serve");
-                return ExitCode::FAILURE;
-            }
-        };
+        tracing::info!(workers, "serving threads");
+        let running =
+            match oidc_bff::serve_workers(state, listeners, admin, shutdown_signal()).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot serve");
+                    return ExitCode::FAILURE;
+                }
+            };
         match running.task.await {
             Ok(Ok(())) => {
                 tracing::info!("stopped");

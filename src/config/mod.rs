@@ -82,6 +82,21 @@ pub struct ServerConfig {
     /// logout: a path on this origin. Default: none (the signed-out page).
     #[serde(default)]
     pub logout_return_to: Option<String>,
+    /// Serving threads, each with its own listening socket (`SO_REUSEPORT`)
+    /// and upstream connections; 0 means one per CPU core available to the
+    /// process (cgroup quotas count).
+    #[serde(default)]
+    pub workers: usize,
+}
+
+impl ServerConfig {
+    /// The number of serving threads `workers` asks for.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]

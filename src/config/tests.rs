@@ -205,6 +205,11 @@ fn bad_configs_name_the_key() {
             ),
             "server.admin_listen",
         ),
+        (
+            "absurd number of serving threads",
+            with("[server]", "[server]\nworkers = 100000"),
+            "server.workers",
+        ),
         // [provider]
         (
             "http issuer",

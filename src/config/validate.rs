@@ -66,6 +66,12 @@ fn server(c: &Config, p: &mut Vec<Problem>) {
             "must be greater than 0",
         ));
     }
+    if c.server.workers > 1024 {
+        p.push(Problem::new(
+            "server.workers",
+            "must be at most 1024 (0 means one per CPU core)",
+        ));
+    }
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&c.server.log_level) {
         p.push(Problem::new(
             "server.log_level",

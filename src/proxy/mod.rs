@@ -32,8 +32,50 @@ use std::time::Duration;
 pub type UpstreamClient =
     hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
 
-/// The upstream client; `extra_ca_pem` adds private CAs to the public roots.
-pub fn upstream_client(extra_ca_pem: Option<&[u8]>) -> Result<UpstreamClient, String> {
+thread_local! {
+    /// Which serving thread this is (see [`set_worker`]); 0 elsewhere.
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the current thread as serving thread `index`: its requests use
+/// upstream client `index`.
+pub fn set_worker(index: usize) {
+    WORKER.with(|w| w.set(index));
+}
+
+/// One upstream client per serving thread. A pooled connection is driven by
+/// a task on the runtime that opened it; with a client per thread, a request
+/// and its upstream connection stay on one thread instead of handing every
+/// request to another thread and back.
+pub struct UpstreamClients(Vec<UpstreamClient>);
+
+impl UpstreamClients {
+    /// `count` clients (at least one) sharing one TLS configuration;
+    /// `extra_ca_pem` adds private CAs to the public roots.
+    pub fn new(extra_ca_pem: Option<&[u8]>, count: usize) -> Result<Self, String> {
+        let connector = upstream_connector(extra_ca_pem)?;
+        Ok(Self(
+            (0..count.max(1))
+                .map(|_| {
+                    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+                        .pool_idle_timeout(Duration::from_secs(60))
+                        .build(connector.clone())
+                })
+                .collect(),
+        ))
+    }
+
+    /// The client of the calling thread.
+    pub fn here(&self) -> &UpstreamClient {
+        &self.0[WORKER.with(|w| w.get()) % self.0.len()]
+    }
+}
+
+/// The upstream connector: TCP with nodelay and a connect timeout, TLS with
+/// the system's roots (else the bundled Mozilla roots) plus `extra_ca_pem`.
+fn upstream_connector(
+    extra_ca_pem: Option<&[u8]>,
+) -> Result<hyper_rustls::HttpsConnector<HttpConnector>, String> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -56,16 +98,11 @@ pub fn upstream_client(extra_ca_pem: Option<&[u8]>) -> Result<UpstreamClient, St
     let tls = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
-        .wrap_connector(http);
-    Ok(
-        hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(https),
-    )
+        .wrap_connector(http))
 }
 
 /// Fallback handler: everything outside `/auth`.
@@ -327,7 +364,7 @@ async fn send(
     req: http::Request<Body>,
 ) -> Result<http::Response<hyper::body::Incoming>, AppError> {
     let start = std::time::Instant::now();
-    let result = tokio::time::timeout(route.timeout, state.upstream.request(req)).await;
+    let result = tokio::time::timeout(route.timeout, state.upstream.here().request(req)).await;
     state.metrics.observe(
         "oidc_bff_upstream_duration_seconds",
         &[("route", &route.id)],

@@ -253,7 +253,7 @@ async fn json_logs_never_hold_secrets() {
 }
 
 #[tokio::test]
-async fn sigterm_drains_in_flight_requests() {
+async fn sigterm_drains_in_flight_requests_on_every_thread() {
     let slow = {
         let app = axum::Router::new().fallback(|| async {
             tokio::time::sleep(Duration::from_secs(3)).await;
@@ -266,8 +266,10 @@ async fn sigterm_drains_in_flight_requests() {
     };
     let ports = ProcessPorts::new();
     let idp = RogueIdp::start().await;
+    // Three serving threads: the in-flight requests below come on six
+    // connections, which the kernel spreads over the threads' sockets.
     let toml = format!(
-        "{server}shutdown_delay = \"1s\"\nshutdown_timeout = \"10s\"\n\n[provider]\nissuer = \"{iss}\"\nclient_id = \"bff\"\ninsecure_allow_http = true\n\
+        "{server}shutdown_delay = \"1s\"\nshutdown_timeout = \"10s\"\nworkers = 3\n\n[provider]\nissuer = \"{iss}\"\nclient_id = \"bff\"\ninsecure_allow_http = true\n\
          [session]\nkeys = [\"{key}\"]\n[[route]]\npath = \"/slow\"\nupstream = \"{slow}\"\nauth = \"public\"\n",
         server = ports.server_toml(),
         iss = idp.issuer,
@@ -276,11 +278,16 @@ async fn sigterm_drains_in_flight_requests() {
     let mut gw = GatewayProcess::start(&ports, &toml).await;
     gw.wait_ready(Duration::from_secs(10)).await;
 
-    let url = format!("{}/slow", gw.url);
-    let in_flight = tokio::spawn(async move {
-        let r = reqwest::get(url).await.unwrap();
-        (r.status().as_u16(), r.text().await.unwrap())
-    });
+    let in_flight: Vec<_> = (0..6)
+        .map(|_| {
+            // A client each: a connection each.
+            let url = format!("{}/slow", gw.url);
+            tokio::spawn(async move {
+                let r = reqwest::Client::new().get(url).send().await.unwrap();
+                (r.status().as_u16(), r.text().await.unwrap())
+            })
+        })
+        .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let signalled = Instant::now();
     gw.signal("TERM");
@@ -300,9 +307,11 @@ async fn sigterm_drains_in_flight_requests() {
         .await
         .is_err();
     assert!(refused, "new connections are refused after the delay");
-    // ... the request in flight completes, and the process exits 0.
-    let (status, body) = in_flight.await.unwrap();
-    assert_eq!((status, body.as_str()), (200, "done"));
+    // ... the requests in flight complete, and the process exits 0.
+    for request in in_flight {
+        let (status, body) = request.await.unwrap();
+        assert_eq!((status, body.as_str()), (200, "done"));
+    }
     let exit = gw
         .wait_exit(Duration::from_secs(10))
         .await
