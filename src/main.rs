@@ -98,7 +98,7 @@ fn main() -> ExitCode {
 
 fn dev_idp(path: &std::path::Path, insecure_listen_any: bool) -> ExitCode {
     use oidc_bff::demo::dev_idp::{self, DevIdpConfig};
-    oidc_bff::telemetry::init(config::LogFormat::Text, "info");
+    let _log = oidc_bff::telemetry::init(config::LogFormat::Text, "info");
     let mut idp_config = match DevIdpConfig::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -149,7 +149,7 @@ fn dev_idp(path: &std::path::Path, insecure_listen_any: bool) -> ExitCode {
 }
 
 fn demo(port: u16) -> ExitCode {
-    oidc_bff::telemetry::init(config::LogFormat::Text, "info");
+    let _log = oidc_bff::telemetry::init(config::LogFormat::Text, "info");
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -205,7 +205,7 @@ fn serve(arg: ConfigArg) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    oidc_bff::telemetry::init(config.server.log_format, &config.server.log_level);
+    let _log = oidc_bff::telemetry::init(config.server.log_format, &config.server.log_level);
     if config.provider.insecure_allow_http {
         tracing::warn!("INSECURE: provider.insecure_allow_http is on; IdP traffic may travel unencrypted. Never use this in production.");
     }

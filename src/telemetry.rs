@@ -4,6 +4,7 @@
 
 use crate::config::LogFormat;
 use axum::extract::Request;
+use std::collections::HashMap;
 use std::time::Duration;
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::trace::TraceLayer;
@@ -11,10 +12,20 @@ use tracing::Span;
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber; `RUST_LOG` wins over the configured level.
-pub fn init(format: LogFormat, level: &str) {
+///
+/// Lines are written to stdout by a thread of their own (a request does not
+/// wait for the terminal or the log collector's pipe); none are dropped: when
+/// 128 000 lines are waiting, loggers wait. Keep the returned guard until
+/// exit: dropping it flushes what is left.
+pub fn init(format: LogFormat, level: &str) -> tracing_appender::non_blocking::WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("oidc-bff-log")
+        .finish(std::io::stdout());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_writer(writer)
         .with_target(false);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -25,6 +36,7 @@ pub fn init(format: LogFormat, level: &str) {
             .with_span_list(false)
             .try_init(),
     };
+    guard
 }
 
 type MakeSpan = fn(&Request) -> Span;
@@ -59,6 +71,62 @@ fn make_span(req: &Request) -> Span {
 pub struct Metrics {
     recorder: metrics_exporter_prometheus::PrometheusRecorder,
     handle: metrics_exporter_prometheus::PrometheusHandle,
+    counters: Handles<metrics::Counter>,
+    histograms: Handles<metrics::Histogram>,
+}
+
+/// Registered series by name and labels. Registering builds a `metrics::Key`
+/// (owned label strings) and looks it up in the recorder's registry; this
+/// finds the handle from borrowed labels instead, without allocating, which
+/// matters for the three samples of every proxied request.
+struct Handles<H>(std::sync::RwLock<HashMap<u64, Vec<(metrics::Key, H)>>>);
+
+impl<H: Clone> Handles<H> {
+    fn get_or_register(
+        &self,
+        name: &'static str,
+        labels: &[(&'static str, &str)],
+        register: impl FnOnce(&metrics::Key) -> H,
+    ) -> H {
+        let hash = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (name, labels).hash(&mut h);
+            h.finish()
+        };
+        let same = |key: &metrics::Key| {
+            key.name() == name
+                && key.labels().len() == labels.len()
+                && key
+                    .labels()
+                    .zip(labels)
+                    .all(|(l, (k, v))| l.key() == *k && l.value() == *v)
+        };
+        let found = self
+            .0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&hash)
+            .and_then(|series| series.iter().find(|(k, _)| same(k)))
+            .map(|(_, h)| h.clone());
+        if let Some(handle) = found {
+            return handle;
+        }
+        let key = key(name, labels);
+        let handle = register(&key);
+        let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let series = map.entry(hash).or_default();
+        if !series.iter().any(|(k, _)| same(k)) {
+            series.push((key, handle.clone()));
+        }
+        handle
+    }
+}
+
+impl<H> Default for Handles<H> {
+    fn default() -> Self {
+        Handles(Default::default())
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -126,7 +194,12 @@ impl Default for Metrics {
             recorder.describe_counter((*name).into(), None, (*help).into());
         }
         let handle = recorder.handle();
-        Metrics { recorder, handle }
+        Metrics {
+            recorder,
+            handle,
+            counters: Handles::default(),
+            histograms: Handles::default(),
+        }
     }
 }
 
@@ -144,15 +217,15 @@ const META: metrics::Metadata<'static> =
 impl Metrics {
     pub fn count(&self, name: &'static str, labels: &[(&'static str, &str)]) {
         use metrics::Recorder;
-        self.recorder
-            .register_counter(&key(name, labels), &META)
+        self.counters
+            .get_or_register(name, labels, |k| self.recorder.register_counter(k, &META))
             .increment(1);
     }
 
     pub fn observe(&self, name: &'static str, labels: &[(&'static str, &str)], seconds: f64) {
         use metrics::Recorder;
-        self.recorder
-            .register_histogram(&key(name, labels), &META)
+        self.histograms
+            .get_or_register(name, labels, |k| self.recorder.register_histogram(k, &META))
             .record(seconds);
     }
 
@@ -317,5 +390,31 @@ mod tests {
         );
         assert!(text.contains("oidc_bff_sessions_active 3"), "{text}");
         assert!(text.contains("# HELP oidc_bff_logins_total"), "{text}");
+    }
+
+    #[test]
+    fn cached_handles_keep_series_apart() {
+        let m = Metrics::default();
+        for (route, n) in [("a", 3), ("b", 1), ("ab", 2)] {
+            for _ in 0..n {
+                m.count(
+                    "oidc_bff_requests_total",
+                    &[("route", route), ("method", "GET"), ("status", "2xx")],
+                );
+            }
+        }
+        m.count(
+            "oidc_bff_requests_total",
+            &[("route", "a"), ("method", "GET"), ("status", "5xx")],
+        );
+        let text = m.render();
+        for line in [
+            "oidc_bff_requests_total{route=\"a\",method=\"GET\",status=\"2xx\"} 3",
+            "oidc_bff_requests_total{route=\"b\",method=\"GET\",status=\"2xx\"} 1",
+            "oidc_bff_requests_total{route=\"ab\",method=\"GET\",status=\"2xx\"} 2",
+            "oidc_bff_requests_total{route=\"a\",method=\"GET\",status=\"5xx\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
     }
 }
