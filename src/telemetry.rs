@@ -15,11 +15,13 @@ use tracing_subscriber::EnvFilter;
 ///
 /// Lines are written to stdout by a thread of their own (a request does not
 /// wait for the terminal or the log collector's pipe); none are dropped: when
-/// 128 000 lines are waiting, loggers wait. Keep the returned guard until
+/// 16 384 lines are waiting, loggers wait. Keep the returned guard until
 /// exit: dropping it flushes what is left.
 pub fn init(format: LogFormat, level: &str) -> tracing_appender::non_blocking::WorkerGuard {
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
+        // The queue's slots are allocated up front (32 bytes each).
+        .buffered_lines_limit(16_384)
         .thread_name("oidc-bff-log")
         .finish(std::io::stdout());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));

@@ -13,10 +13,11 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A verified bearer token and its claims.
+/// A verified bearer token's claims, and the client's `Authorization` value
+/// that carried it (passed on as it came: no copy of the token per request).
 #[derive(Clone, Debug)]
 pub struct BearerIdentity {
-    pub token: String,
+    pub authorization: http::HeaderValue,
     pub claims: Arc<Claims>,
 }
 
@@ -64,9 +65,11 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 }
 
 impl BearerVerifier {
+    /// The claims of `token` (from `authorization`), verified for one of `audiences`.
     pub async fn verify(
         &self,
         provider: &Provider,
+        authorization: &http::HeaderValue,
         token: &str,
         audiences: &[String],
     ) -> Result<BearerIdentity, AppError> {
@@ -81,7 +84,7 @@ impl BearerVerifier {
         if let Some(v) = self.cache.get(&key) {
             if now < v.exp {
                 return Ok(BearerIdentity {
-                    token: token.to_string(),
+                    authorization: authorization.clone(),
                     claims: v.claims,
                 });
             }
@@ -104,7 +107,7 @@ impl BearerVerifier {
             );
         }
         Ok(BearerIdentity {
-            token: token.to_string(),
+            authorization: authorization.clone(),
             claims,
         })
     }

@@ -200,16 +200,9 @@ fn allowed(identity: &Identity, token: TokenKind, groups_claim: &str) -> Respons
     {
         set(USERNAME_HEADER, name);
     }
-    let t = match (identity, token) {
-        (Identity::Session(s), TokenKind::Access) => Some(&s.data.access_token),
-        (Identity::Session(s), TokenKind::Id) => Some(&s.data.id_token),
-        // An API client's own, verified token: the ingress may replace the
-        // request's Authorization with this answer's (the README's nginx does).
-        (Identity::Bearer(b), _) => Some(&b.token),
-        _ => None,
-    };
-    if let Some(mut v) = t.and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok()) {
-        v.set_sensitive(true);
+    // A session's token, or an API client's own verified one: the ingress may
+    // replace the request's Authorization with this answer's (the README's nginx does).
+    if let Some(v) = identity.authorization(token) {
         h.insert(header::AUTHORIZATION, v);
     }
     resp

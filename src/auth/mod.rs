@@ -75,6 +75,25 @@ impl Identity {
             Identity::Anonymous => None,
         }
     }
+
+    /// The `Authorization` value for an upstream (or an ingress): a session's
+    /// access or ID token as `Bearer` (`kind`), or a verified API client's own
+    /// header whatever `kind` says.
+    pub fn authorization(&self, kind: crate::config::TokenKind) -> Option<http::HeaderValue> {
+        use crate::config::TokenKind;
+        let mut value = match (self, kind) {
+            (Identity::Session(s), TokenKind::Access) => bearer_value(&s.data.access_token)?,
+            (Identity::Session(s), TokenKind::Id) => bearer_value(&s.data.id_token)?,
+            (Identity::Bearer(b), _) => b.authorization.clone(),
+            _ => return None,
+        };
+        value.set_sensitive(true);
+        Some(value)
+    }
+}
+
+fn bearer_value(token: &str) -> Option<http::HeaderValue> {
+    http::HeaderValue::from_str(&format!("Bearer {token}")).ok()
 }
 
 /// Authenticates a request the way a route's `auth` mode says.
@@ -86,9 +105,20 @@ pub async fn authenticate(
 ) -> Result<Identity, AppError> {
     use crate::config::AuthMode::*;
     let bearer = || async {
-        match bearer::bearer_token(headers) {
-            Some(token) => {
-                let verified = state.bearer.verify(&state.provider, token, audiences).await;
+        match bearer::bearer_token(headers).zip(headers.get(http::header::AUTHORIZATION)) {
+            Some((token, authorization)) => {
+                // Passed on as it came when already canonical (`Bearer <token>`),
+                // else rewritten so: upstreams may compare the scheme exactly.
+                let canonical =
+                    authorization.as_bytes().strip_prefix(b"Bearer ") == Some(token.as_bytes());
+                let authorization = match canonical {
+                    true => authorization.clone(),
+                    false => bearer_value(token).unwrap_or_else(|| authorization.clone()),
+                };
+                let verified = state
+                    .bearer
+                    .verify(&state.provider, &authorization, token, audiences)
+                    .await;
                 let outcome = if verified.is_ok() { "valid" } else { "invalid" };
                 state.metrics.count(
                     "oidc_bff_jwt_verifications_total",

@@ -82,7 +82,7 @@ pub async fn ensure_fresh(state: &AppState, session: Session) -> Result<Session,
             .ok_or(AppError::Unauthenticated)?;
         if !refresh_due(&current, before, now_secs()) {
             return Ok(Session {
-                data: current,
+                data: current.into(),
                 ..session
             });
         }
@@ -94,7 +94,10 @@ pub async fn ensure_fresh(state: &AppState, session: Session) -> Result<Session,
                 None => Err(AppError::Unauthenticated),
             };
             state.sessions.unlock(&session.id, &owner).await?;
-            return result.map(|data| Session { data, ..session });
+            return result.map(|data| Session {
+                data: data.into(),
+                ..session
+            });
         }
         if Instant::now() >= deadline {
             // Give up waiting; a still-valid token is better than an error.
@@ -104,7 +107,7 @@ pub async fn ensure_fresh(state: &AppState, session: Session) -> Result<Session,
                 )))
             } else {
                 Ok(Session {
-                    data: current,
+                    data: current.into(),
                     ..session
                 })
             };

@@ -339,19 +339,9 @@ fn rewrite(
             }
         }
     }
-    let token = match identity {
-        Identity::Session(s) => match route.token {
-            TokenKind::Access => Some(&s.data.access_token),
-            TokenKind::Id => Some(&s.data.id_token),
-            TokenKind::None => None,
-        },
-        // A verified API client's own token goes on unchanged.
-        Identity::Bearer(b) => Some(&b.token),
-        Identity::Anonymous => None,
-    };
-    if let Some(mut value) = token.and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok())
-    {
-        value.set_sensitive(true);
+    // A session's token (as the route says); a verified API client's own
+    // header goes on unchanged.
+    if let Some(value) = identity.authorization(route.token) {
         h.insert(header::AUTHORIZATION, value);
     }
     Ok(())

@@ -126,7 +126,8 @@ fn index_name(kind: IndexKind, tag: &[u8]) -> String {
 #[derive(Debug, Clone)]
 pub struct Session {
     pub id: SessionId,
-    pub data: SessionData,
+    /// Shared with the cache of opened records: reading a session copies no token.
+    pub data: Arc<SessionData>,
     /// A new cookie value when the browser's cookie was signed by a key that
     /// is no longer primary: sending it keeps the session alive once the old
     /// key leaves the ring.
@@ -150,7 +151,7 @@ pub struct Sessions {
 
 struct OpenedRecord {
     sealed: Vec<u8>,
-    data: SessionData,
+    data: Arc<SessionData>,
     stale_key: bool,
 }
 
@@ -223,6 +224,7 @@ impl Sessions {
                     tracing::warn!("session record does not decode; treating as signed out");
                     return Ok(None);
                 };
+                let data = Arc::new(data);
                 self.opened.insert(
                     key.clone(),
                     Arc::new(OpenedRecord {
@@ -251,10 +253,13 @@ impl Sessions {
         // minute (or a twentieth of the window) per session to keep reads cheap.
         let touch_every = (self.idle.as_secs() as i64 / 20).clamp(1, 60);
         if stale_key || now - session.data.last_seen >= touch_every {
-            let mut data = session.data.clone();
+            let mut data = (*session.data).clone();
             data.last_seen = now;
             self.write(&session.id, &data).await?;
-            return Ok(Some(Session { data, ..session }));
+            return Ok(Some(Session {
+                data: Arc::new(data),
+                ..session
+            }));
         }
         Ok(Some(session))
     }

@@ -63,6 +63,20 @@ async fn valid_tokens_pass_and_bad_ones_get_invalid_token() {
         Some(format!("Bearer {good}").as_str()),
         "forwarded with the same token"
     );
+    // The scheme is case-insensitive on the way in (RFC 6750 §2.1) and
+    // canonical on the way out.
+    let r = reqwest::Client::new()
+        .get(format!("{}/api/orders", s.gw.url))
+        .header("authorization", format!("bEARER   {good} "))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        s.upstream.last().header("authorization"),
+        Some(format!("Bearer {good}").as_str()),
+        "forwarded as `Bearer <token>`"
+    );
 
     // No token: a challenge without an error code (RFC 6750 §3.1).
     let r = call(&s.gw, "/api/orders", None).await;
@@ -137,8 +151,8 @@ async fn valid_tokens_pass_and_bad_ones_get_invalid_token() {
     }
     assert_eq!(
         s.upstream.count(),
-        1,
-        "only the good token reached the upstream"
+        2,
+        "only the good token (sent twice) reached the upstream"
     );
 }
 
