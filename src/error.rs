@@ -6,7 +6,6 @@ use crate::oidc::OidcError;
 use crate::session::SessionError;
 use askama::Template;
 use axum::body::Body;
-use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use std::sync::Arc;
@@ -188,7 +187,7 @@ impl AppError {
     }
 }
 
-/// Carried in a response's extensions until [`render_errors`] writes the body.
+/// Carried in a response's extensions until [`ErrorRequest::finish`] writes the body.
 #[derive(Clone)]
 struct ErrorMarker(Arc<AppError>);
 
@@ -226,61 +225,27 @@ struct ErrorPage<'a> {
     sign_in_url: Option<String>,
 }
 
-/// Layer: finishes every error response with the right body for the client.
-/// A plain service (one boxed future per request; `from_fn` would also clone
-/// and box the rest of the stack): it runs on every request.
-pub fn render_errors(ctx: ErrorContext) -> RenderErrorsLayer {
-    RenderErrorsLayer(ctx)
+/// What rendering an error needs from its request: cheap clones, taken before
+/// the request goes on.
+pub struct ErrorRequest {
+    html: bool,
+    request_id: Option<HeaderValue>,
+    uri: http::Uri,
 }
 
-#[derive(Clone)]
-pub struct RenderErrorsLayer(ErrorContext);
-
-impl<S> tower::Layer<S> for RenderErrorsLayer {
-    type Service = RenderErrors<S>;
-
-    fn layer(&self, inner: S) -> RenderErrors<S> {
-        RenderErrors {
-            inner,
-            ctx: self.0.clone(),
+impl ErrorRequest {
+    pub fn of<B>(req: &http::Request<B>) -> Self {
+        ErrorRequest {
+            html: wants_html(req.headers()),
+            request_id: req.headers().get("x-request-id").cloned(),
+            uri: req.uri().clone(),
         }
     }
-}
 
-#[derive(Clone)]
-pub struct RenderErrors<S> {
-    inner: S,
-    ctx: ErrorContext,
-}
-
-impl<S> tower::Service<Request> for RenderErrors<S>
-where
-    S: tower::Service<Request> + Send + 'static,
-    S::Response: IntoResponse,
-    S::Future: Send + 'static,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future = futures_util::future::BoxFuture<'static, Result<Response, S::Error>>;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
-        // What the error page needs from the request; cheap clones (no copies).
-        let html = wants_html(req.headers());
-        let request_id = req.headers().get("x-request-id").cloned();
-        let uri = req.uri().clone();
-        let ctx = self.ctx.clone();
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let resp = fut.await?.into_response();
-            Ok(finish_error(&ctx, html, request_id, &uri, resp))
-        })
+    /// Finishes an error response (one carrying an [`AppError`]) with the
+    /// right body for the client; any other response passes unchanged.
+    pub fn finish(self, ctx: &ErrorContext, resp: Response) -> Response {
+        finish_error(ctx, self.html, self.request_id, &self.uri, resp)
     }
 }
 

@@ -4,7 +4,7 @@
 
 use crate::app::AppState;
 use crate::auth::{backchannel, handlers};
-use crate::error::{render_errors, AppError, ErrorContext};
+use crate::error::{AppError, ErrorContext, ErrorRequest};
 use crate::telemetry;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -61,13 +61,13 @@ pub fn build(state: Arc<AppState>) -> Router {
                 .layer(PropagateRequestIdLayer::x_request_id())
                 // A span per request (method, path without the query, request id) ...
                 .layer(telemetry::trace_layer())
-                // ... one log line and the metrics per request, with route and user.
-                .layer(tower::layer::layer_fn(move |inner| Observe {
+                // ... errors become HTML pages or JSON with the request id, then
+                // one log line and the metrics per request, with route and user.
+                .layer(tower::layer::layer_fn(move |inner| Finish {
                     inner,
                     state: shared.clone(),
+                    errors: errors.clone(),
                 }))
-                // Errors become HTML pages or JSON, with the request id.
-                .layer(render_errors(errors))
                 // A panic becomes a 500 page, not a dropped connection.
                 .layer(CatchPanicLayer::custom(|_| {
                     AppError::Internal("panic".into()).into_response()
@@ -88,19 +88,23 @@ fn untrusted_request_id(state: Arc<AppState>) -> impl Fn(Request) -> Request + C
     }
 }
 
-/// The per-request log line and metrics. The route label is the configured
-/// route id, the matched gateway endpoint, "spa" or "unmatched": never a raw path.
-/// A plain service (one boxed future per request; `from_fn` would also clone
-/// and box the rest of the stack): it runs on every request.
+/// The end of every request: an error response gets its body (HTML page or
+/// JSON, [`crate::error`]), then the log line and the metrics. The route label
+/// is the configured route id, the matched gateway endpoint, "spa" or
+/// "unmatched": never a raw path. A plain service with one boxed future (it
+/// runs on every request; `from_fn` would also clone and box the rest of the
+/// stack).
 #[derive(Clone)]
-struct Observe<S> {
+struct Finish<S> {
     inner: S,
     state: Arc<AppState>,
+    errors: ErrorContext,
 }
 
-impl<S> tower::Service<Request> for Observe<S>
+impl<S> tower::Service<Request> for Finish<S>
 where
-    S: tower::Service<Request, Response = Response> + Send + 'static,
+    S: tower::Service<Request> + Send + 'static,
+    S::Response: IntoResponse,
     S::Future: Send + 'static,
 {
     type Response = Response;
@@ -121,10 +125,11 @@ where
             .extensions()
             .get::<axum::extract::MatchedPath>()
             .map(|m| m.as_str().to_string());
-        let state = self.state.clone();
+        let error_request = ErrorRequest::of(&req);
+        let (state, errors) = (self.state.clone(), self.errors.clone());
         let fut = self.inner.call(req);
         Box::pin(async move {
-            let resp = fut.await?;
+            let resp = error_request.finish(&errors, fut.await?.into_response());
             observe(&state, start, method, matched, &resp);
             Ok(resp)
         })
