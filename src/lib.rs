@@ -48,22 +48,35 @@ pub struct Running {
 
 /// Binds `count` listening sockets on `addr` for [`serve_workers`]: with more
 /// than one, each gets `SO_REUSEPORT` and the kernel spreads new connections
-/// over them.
+/// over them. A port another process listens on is refused (`SO_REUSEPORT`
+/// alone would let a stale gateway of the same user share it silently), and
+/// port 0 is resolved once, so every socket listens on the same port.
 pub fn bind_workers(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
     use socket2::{Domain, Protocol, Socket, Type};
-    (0..count.max(1))
-        .map(|_| {
-            let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-            socket.set_reuse_address(true)?;
-            if count > 1 {
-                socket.set_reuse_port(true)?;
-            }
-            socket.set_nonblocking(true)?;
-            socket.bind(&addr.into())?;
-            socket.listen(1024)?;
-            Ok(socket.into())
-        })
-        .collect()
+    let count = count.max(1);
+    let bind = |addr: SocketAddr, reuse_port: bool| -> std::io::Result<Socket> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(reuse_port)?;
+        socket.bind(&addr.into())?;
+        Ok(socket)
+    };
+    let mut addr = addr;
+    if count > 1 && addr.port() != 0 {
+        // Fails with "address in use" while anyone listens there.
+        drop(bind(addr, false)?);
+    }
+    let mut sockets = Vec::with_capacity(count);
+    for _ in 0..count {
+        let socket = bind(addr, count > 1)?;
+        socket.set_nonblocking(true)?;
+        socket.listen(1024)?;
+        if let Some(bound) = socket.local_addr()?.as_socket() {
+            addr = bound;
+        }
+        sockets.push(socket.into());
+    }
+    Ok(sockets)
 }
 
 /// Serves the gateway and the admin listener on the given sockets until
@@ -232,4 +245,35 @@ async fn serve_listener(
         );
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bind_workers;
+
+    #[test]
+    fn worker_sockets_share_one_port_and_refuse_a_taken_one() {
+        let any = "127.0.0.1:0".parse().unwrap();
+        let sockets = bind_workers(any, 3).unwrap();
+        let ports: Vec<u16> = sockets
+            .iter()
+            .map(|s| s.local_addr().unwrap().port())
+            .collect();
+        assert!(
+            ports[0] != 0 && ports.iter().all(|p| *p == ports[0]),
+            "{ports:?}"
+        );
+        // A second gateway on the same port: refused, though both would set SO_REUSEPORT.
+        let taken = sockets[0].local_addr().unwrap();
+        let err = bind_workers(taken, 2).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
+        // Also when the port is held by a plain listener.
+        let plain = std::net::TcpListener::bind(any).unwrap();
+        let err = bind_workers(plain.local_addr().unwrap(), 2).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
+        // Once they are gone, the port is free again.
+        let port = plain.local_addr().unwrap();
+        drop((sockets, plain));
+        assert_eq!(bind_workers(port, 2).unwrap().len(), 2);
+    }
 }
