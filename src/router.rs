@@ -15,7 +15,6 @@ use std::sync::Arc;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 /// Total size of request headers above which the answer is 431.
 const MAX_HEADER_BYTES: usize = 32 * 1024;
@@ -41,67 +40,60 @@ pub fn build(state: Arc<AppState>) -> Router {
     let errors = ErrorContext {
         auth_prefix: state.config.server.auth_prefix.clone(),
     };
-    let shared = state.clone();
+    let edge = Edge {
+        state: state.clone(),
+        errors,
+    };
     Router::new()
         .nest(&state.config.server.auth_prefix, auth)
         .fallback(crate::proxy::handle)
         .with_state(state)
         .layer(
             ServiceBuilder::new()
-                // Tokens and cookies never reach a log line through the trace layer.
-                .layer(SetSensitiveRequestHeadersLayer::new([
-                    http::header::AUTHORIZATION,
-                    http::header::COOKIE,
-                ]))
-                // A request id is believed only from a trusted proxy ...
-                .map_request(untrusted_request_id(shared.clone()))
-                // ... every request gets one ...
-                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-                // ... and every response carries it back.
-                .layer(PropagateRequestIdLayer::x_request_id())
-                // A span per request (method, path without the query, request id) ...
-                .layer(telemetry::trace_layer())
-                // ... errors become HTML pages or JSON with the request id, then
-                // one log line and the metrics per request, with route and user.
-                .layer(tower::layer::layer_fn(move |inner| Finish {
-                    inner,
-                    state: shared.clone(),
-                    errors: errors.clone(),
-                }))
-                // A panic becomes a 500 page, not a dropped connection.
+                // What every request goes through: header limit, request id,
+                // span, error pages, log line, metrics (see `Edge`) ...
+                .layer(tower::layer::layer_fn(move |inner| edge.wrap(inner)))
+                // ... and a panic becomes a 500 page, not a dropped connection.
                 .layer(CatchPanicLayer::custom(|_| {
                     AppError::Internal("panic".into()).into_response()
-                }))
-                // Oversized headers are refused before any work is done.
-                .layer(tower::layer::layer_fn(LimitHeaderSize)),
+                })),
         )
 }
 
-/// Drops a client's `X-Request-Id` unless the peer is a trusted proxy (a
-/// client must not choose the id that correlates log lines).
-fn untrusted_request_id(state: Arc<AppState>) -> impl Fn(Request) -> Request + Clone {
-    move |mut req: Request| {
-        if !crate::proxy::peer_is_trusted(&state, req.extensions()) {
-            req.headers_mut().remove("x-request-id");
-        }
-        req
-    }
-}
-
-/// The end of every request: an error response gets its body (HTML page or
-/// JSON, [`crate::error`]), then the log line and the metrics. The route label
-/// is the configured route id, the matched gateway endpoint, "spa" or
-/// "unmatched": never a raw path. A plain service with one boxed future (it
-/// runs on every request; `from_fn` would also clone and box the rest of the
-/// stack).
+/// The per-request edge of the gateway, in one service (one boxed future per
+/// request, where separate tower layers would each wrap the future, and
+/// `from_fn` would also clone and box the rest of the stack):
+/// 1. request headers over [`MAX_HEADER_BYTES`] are answered 431 before any work;
+/// 2. `Authorization` and `Cookie` are marked sensitive (never in a log line);
+/// 3. `X-Request-Id` is believed only from a trusted proxy (a client must not
+///    choose the id that correlates log lines); otherwise a new one is made;
+///    it goes upstream and back on the response;
+/// 4. a span per request (method, path without the query, request id);
+/// 5. an error response gets its body (HTML page or JSON, [`crate::error`]);
+/// 6. the log line and the metrics. The route label is the configured route
+///    id, the matched gateway endpoint, "spa" or "unmatched": never a raw path.
 #[derive(Clone)]
-struct Finish<S> {
-    inner: S,
+struct Edge {
     state: Arc<AppState>,
     errors: ErrorContext,
 }
 
-impl<S> tower::Service<Request> for Finish<S>
+impl Edge {
+    fn wrap<S>(&self, inner: S) -> EdgeService<S> {
+        EdgeService {
+            inner,
+            edge: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct EdgeService<S> {
+    inner: S,
+    edge: Edge,
+}
+
+impl<S> tower::Service<Request> for EdgeService<S>
 where
     S: tower::Service<Request> + Send + 'static,
     S::Response: IntoResponse,
@@ -118,22 +110,68 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request) -> Self::Future {
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        use tracing::Instrument;
         let start = std::time::Instant::now();
+        let state = self.edge.state.clone();
+        let errors = self.edge.errors.clone();
+        let too_large = header_bytes(req.headers()) > MAX_HEADER_BYTES;
+        mark_sensitive(req.headers_mut());
+        let trusted = crate::proxy::peer_is_trusted(&state, req.extensions());
+        let request_id = request_id(req.headers_mut(), trusted);
         let method = telemetry::method_class(req.method());
         let matched = req
             .extensions()
             .get::<axum::extract::MatchedPath>()
             .map(|m| m.as_str().to_string());
+        let span = telemetry::make_span(&req);
         let error_request = ErrorRequest::of(&req);
-        let (state, errors) = (self.state.clone(), self.errors.clone());
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let resp = error_request.finish(&errors, fut.await?.into_response());
-            observe(&state, start, method, matched, &resp);
-            Ok(resp)
-        })
+        let inner = (!too_large).then(|| self.inner.call(req));
+        Box::pin(
+            async move {
+                let resp = match inner {
+                    Some(fut) => fut.await?.into_response(),
+                    None => AppError::HeadersTooLarge.into_response(),
+                };
+                let mut resp = error_request.finish(&errors, resp);
+                resp.headers_mut().entry(X_REQUEST_ID).or_insert(request_id);
+                observe(&state, start, method, matched, &resp);
+                Ok(resp)
+            }
+            .instrument(span),
+        )
     }
+}
+
+const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
+/// Request header bytes as the 431 limit counts them.
+fn header_bytes(headers: &http::HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum()
+}
+
+/// Marks credentials sensitive, so that no `Debug` of the headers shows them.
+fn mark_sensitive(headers: &mut http::HeaderMap) {
+    for name in [http::header::AUTHORIZATION, http::header::COOKIE] {
+        if let http::header::Entry::Occupied(mut e) = headers.entry(name) {
+            e.iter_mut().for_each(|v| v.set_sensitive(true));
+        }
+    }
+}
+
+/// The request's id: a trusted proxy's `X-Request-Id` if it sent a usable
+/// one, else a new UUID; set on the request for the upstream.
+fn request_id(headers: &mut http::HeaderMap, trusted: bool) -> http::HeaderValue {
+    if let Some(id) = headers.get(X_REQUEST_ID).filter(|_| trusted) {
+        return id.clone();
+    }
+    let id = http::HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+        .expect("a UUID is a valid header value");
+    headers.insert(X_REQUEST_ID, id.clone());
+    id
 }
 
 fn observe(
@@ -188,42 +226,6 @@ async fn jwks(State(state): State<Arc<AppState>>) -> Response {
     resp
 }
 
-/// Answers 431 when the request headers are over [`MAX_HEADER_BYTES`]; a
-/// plain service (no boxing): it runs on every request.
-#[derive(Clone)]
-struct LimitHeaderSize<S>(S);
-
-impl<S> tower::Service<Request> for LimitHeaderSize<S>
-where
-    S: tower::Service<Request, Response = Response>,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future =
-        futures_util::future::Either<std::future::Ready<Result<Response, S::Error>>, S::Future>;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), S::Error>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
-        let size: usize = req
-            .headers()
-            .iter()
-            .map(|(k, v)| k.as_str().len() + v.len() + 4)
-            .sum();
-        if size > MAX_HEADER_BYTES {
-            return futures_util::future::Either::Left(std::future::ready(Ok(
-                AppError::HeadersTooLarge.into_response(),
-            )));
-        }
-        futures_util::future::Either::Right(self.0.call(req))
-    }
-}
-
 /// The admin router: liveness and readiness, on its own listener.
 pub fn admin(state: Arc<AppState>) -> Router {
     Router::new()
@@ -276,4 +278,59 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
             .into_response();
     }
     (StatusCode::OK, "ready\n").into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderMap, HeaderValue};
+
+    #[test]
+    fn request_ids_come_from_trusted_proxies_only() {
+        let client_id = HeaderValue::from_static("chosen-by-the-client");
+        let mut from_client = HeaderMap::new();
+        from_client.insert(X_REQUEST_ID, client_id.clone());
+        let id = request_id(&mut from_client, false);
+        assert_ne!(id, client_id);
+        assert_eq!(from_client.get(X_REQUEST_ID), Some(&id), "sent upstream");
+        assert!(uuid::Uuid::parse_str(id.to_str().unwrap()).is_ok());
+
+        let mut from_proxy = HeaderMap::new();
+        from_proxy.insert(X_REQUEST_ID, client_id.clone());
+        assert_eq!(request_id(&mut from_proxy, true), client_id);
+
+        let mut none = HeaderMap::new();
+        let (a, b) = (
+            request_id(&mut none.clone(), true),
+            request_id(&mut none, false),
+        );
+        assert_ne!(a, b, "a new id each time");
+    }
+
+    #[test]
+    fn credentials_are_marked_sensitive() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer t"),
+        );
+        h.append(http::header::COOKIE, HeaderValue::from_static("a=1"));
+        h.append(http::header::COOKIE, HeaderValue::from_static("b=2"));
+        h.insert(http::header::ACCEPT, HeaderValue::from_static("*/*"));
+        mark_sensitive(&mut h);
+        assert!(h
+            .get_all(http::header::COOKIE)
+            .iter()
+            .all(|v| v.is_sensitive()));
+        assert!(h[http::header::AUTHORIZATION].is_sensitive());
+        assert!(!h[http::header::ACCEPT].is_sensitive());
+        assert!(!format!("{h:?}").contains("Bearer t"));
+    }
+
+    #[test]
+    fn header_bytes_count_names_values_and_separators() {
+        let mut h = HeaderMap::new();
+        h.insert("x-a", HeaderValue::from_static("12345"));
+        assert_eq!(header_bytes(&h), 3 + 5 + 4);
+    }
 }

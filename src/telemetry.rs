@@ -6,8 +6,6 @@ use crate::config::LogFormat;
 use axum::extract::Request;
 use std::collections::HashMap;
 use std::time::Duration;
-use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
-use tower_http::trace::TraceLayer;
 use tracing::Span;
 use tracing_subscriber::EnvFilter;
 
@@ -41,22 +39,8 @@ pub fn init(format: LogFormat, level: &str) -> tracing_appender::non_blocking::W
     guard
 }
 
-type MakeSpan = fn(&Request) -> Span;
-
-/// The request span; the request's log line itself comes from the router's
-/// `observe` step, which knows the route and the user.
-pub fn trace_layer(
-) -> TraceLayer<SharedClassifier<ServerErrorsAsFailures>, MakeSpan, (), (), (), (), ()> {
-    TraceLayer::new_for_http()
-        .make_span_with(make_span as MakeSpan)
-        .on_request(())
-        .on_response(())
-        .on_body_chunk(())
-        .on_eos(())
-        .on_failure(())
-}
-
-fn make_span(req: &Request) -> Span {
+/// The request span: method, path without the query, request id.
+pub fn make_span(req: &Request) -> Span {
     let request_id = req
         .headers()
         .get("x-request-id")
