@@ -164,14 +164,20 @@ export async function launch() {
  */
 export function watchForTokens(page, origin) {
   const leaks = [];
+  // The one token the browser is meant to carry: the ended session's ID token
+  // as `id_token_hint` in the IdP's logout URL (OpenID Connect RP-Initiated
+  // Logout 1.0 §2; the README's Security section says so). Anywhere else a
+  // JWT in a response is a leak. (Whether the logout answer's body can still be
+  // read before the page navigates away is a race, so it must not decide.)
+  const visible = (text) => text.replace(/[?&]id_token_hint=[A-Za-z0-9_.-]+/g, "");
   page.on("response", async (resp) => {
     if (!resp.url().startsWith(origin)) return;
+    for (const [k, v] of Object.entries(resp.headers())) {
+      if (k !== "set-cookie" && JWT_RE.test(visible(v))) leaks.push(`${resp.url()} header ${k}`);
+    }
     try {
       const body = await resp.text();
-      if (JWT_RE.test(body)) leaks.push(resp.url());
-      for (const [k, v] of Object.entries(resp.headers())) {
-        if (k !== "set-cookie" && JWT_RE.test(v)) leaks.push(`${resp.url()} header ${k}`);
-      }
+      if (JWT_RE.test(visible(body))) leaks.push(resp.url());
     } catch { /* redirects and aborted loads have no body */ }
   });
   return leaks;
