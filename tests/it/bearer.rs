@@ -38,9 +38,14 @@ fn access_claims(iss: &str) -> Value {
 }
 
 async fn call(gw: &Gateway, path: &str, token: Option<&str>) -> reqwest::Response {
+    call_with(gw, path, token.map(|t| format!("Bearer {t}"))).await
+}
+
+/// A GET with this `Authorization` value, as the client wrote it.
+async fn call_with(gw: &Gateway, path: &str, authorization: Option<String>) -> reqwest::Response {
     let mut req = reqwest::Client::new().get(format!("{}{path}", gw.url));
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
+    if let Some(a) = authorization {
+        req = req.header("authorization", a);
     }
     req.send().await.unwrap()
 }
@@ -65,12 +70,7 @@ async fn valid_tokens_pass_and_bad_ones_get_invalid_token() {
     );
     // The scheme is case-insensitive on the way in (RFC 6750 §2.1) and
     // canonical on the way out.
-    let r = reqwest::Client::new()
-        .get(format!("{}/api/orders", s.gw.url))
-        .header("authorization", format!("bEARER   {good} "))
-        .send()
-        .await
-        .unwrap();
+    let r = call_with(&s.gw, "/api/orders", Some(format!("bEARER   {good} "))).await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         s.upstream.last().header("authorization"),
