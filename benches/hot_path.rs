@@ -19,7 +19,8 @@ use oidc_bff::oidc::jwt::{verify, Audience, Expect};
 use oidc_bff::oidc::OidcError;
 use oidc_bff::policy::{authorize, evaluate, Caller, ClaimRule, RoutePolicy};
 use oidc_bff::proxy::headers::{
-    clean_response, set_forwarded, strip_cookies, strip_hop_by_hop, strip_identity, ClientInfo,
+    clean_response, set_forwarded, strip_cookies, strip_hop_by_hop, strip_protected, ClientInfo,
+    ProtectedHeaders,
 };
 use oidc_bff::session::{now_secs, KeyRing, MemoryStore, SessionStore, Sessions};
 use serde_json::{json, Value};
@@ -294,6 +295,7 @@ fn headers(c: &mut Criterion) {
         public_host: "app.example.com".into(),
     };
     let names = ["oidc_bff", "oidc_bff_login"];
+    let protected = ProtectedHeaders::new(["x-bff-identity"]);
     let mut g = c.benchmark_group("headers");
     g.bench_function(
         "request hygiene (hop-by-hop, cookies, identity, forwarded)",
@@ -303,7 +305,7 @@ fn headers(c: &mut Criterion) {
                 |h| {
                     strip_hop_by_hop(h);
                     strip_cookies(h, &names);
-                    strip_identity(h, true);
+                    strip_protected(h, &protected, true);
                     set_forwarded(h, &client);
                 },
                 BatchSize::SmallInput,

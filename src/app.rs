@@ -25,9 +25,10 @@ pub struct AppState {
     /// Signs identity assertions; its public key is at `<auth_prefix>/jwks.json`.
     pub assertions: crate::proxy::identity::AssertionSigner,
     pub assertion_header: http::HeaderName,
-    /// Every identity header name configured on any route, plus the assertion
-    /// header: removed from every client request.
-    pub identity_header_names: Vec<http::HeaderName>,
+    /// Headers no client may send upstream: the built-in identity and
+    /// route-override set, every identity header configured on a route, the
+    /// assertion header and `server.protected_headers`.
+    pub protected_headers: crate::proxy::headers::ProtectedHeaders,
     pub metrics: Arc<crate::telemetry::Metrics>,
     /// Set when shutdown begins: `/readyz` fails from then on.
     pub shutting_down: std::sync::atomic::AtomicBool,
@@ -143,21 +144,17 @@ impl AppState {
         let assertion_header =
             http::HeaderName::from_bytes(config.server.assertion_header.as_bytes())
                 .map_err(|_| BuildError::AssertionHeader)?;
-        let mut identity_header_names = vec![assertion_header.clone()];
-        for spec in config
+        let configured = config
             .routes
             .iter()
             .filter_map(|r| r.identity_headers.as_ref())
-        {
-            for name in [&spec.user, &spec.email, &spec.groups]
-                .into_iter()
-                .flatten()
-            {
-                if let Ok(n) = http::HeaderName::from_bytes(name.as_bytes()) {
-                    identity_header_names.push(n);
-                }
-            }
-        }
+            .flat_map(|spec| [&spec.user, &spec.email, &spec.groups])
+            .flatten()
+            .chain(&config.server.protected_headers)
+            .map(String::as_str);
+        let protected_headers = crate::proxy::headers::ProtectedHeaders::new(
+            configured.chain([assertion_header.as_str()]),
+        );
         Ok(Arc::new(AppState {
             provider: Arc::new(Provider::new(config.clone(), http)),
             sessions,
@@ -173,7 +170,7 @@ impl AppState {
             refresh_locks: Default::default(),
             assertions,
             assertion_header,
-            identity_header_names,
+            protected_headers,
             metrics,
             shutting_down: Default::default(),
             tunnels: Default::default(),

@@ -27,6 +27,11 @@ pub enum LoginError {
 pub enum AppError {
     #[error("not signed in")]
     Unauthenticated,
+    /// Cookies of the gateway's name that belong to different sessions: one
+    /// may have been planted (cookie tossing), so none is believed. Carries
+    /// the `Set-Cookie` that clears the gateway's own.
+    #[error("the request carries cookies of different sessions")]
+    ConflictingSessions(HeaderValue),
     /// A bearer route called without a token (RFC 6750 §3.1: no error code).
     #[error("a bearer token is required")]
     BearerRequired,
@@ -84,6 +89,12 @@ impl AppError {
                 StatusCode::UNAUTHORIZED,
                 "unauthenticated",
                 "You are not signed in.",
+                true,
+            ),
+            ConflictingSessions(_) => r(
+                StatusCode::UNAUTHORIZED,
+                "conflicting_sessions",
+                "The browser sent several sign-ins at once, so none was used. Please sign in again.",
                 true,
             ),
             BearerRequired => r(
@@ -204,6 +215,9 @@ impl IntoResponse for AppError {
         if let Some(c) = challenge {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
+        }
+        if let AppError::ConflictingSessions(clear) = &self {
+            resp.headers_mut().append(header::SET_COOKIE, clear.clone());
         }
         resp.extensions_mut().insert(ErrorMarker(Arc::new(self)));
         resp

@@ -9,6 +9,7 @@
 //! - [`session`]. Sealed server-side sessions, the key ring, the stores.
 //! - [`auth`]. The `/auth/*` handlers, the session extractor, CSRF.
 //! - [`proxy`]. The route table, header hygiene and forwarding to upstreams.
+//! - [`request_path`]. The one canonical request path every check and the upstream use.
 //! - [`policy`]. Per-route authorization (groups, scopes, claims) as pure decisions.
 //! - [`telemetry`]. Logs.
 //! - [`demo`]. `oidc-bff demo` and the development IdP (local work only).
@@ -22,6 +23,7 @@ pub mod error;
 pub mod oidc;
 pub mod policy;
 pub mod proxy;
+pub mod request_path;
 pub mod router;
 pub mod session;
 pub mod telemetry;

@@ -44,26 +44,48 @@ pub fn build(state: Arc<AppState>) -> Router {
         state: state.clone(),
         errors,
     };
-    Router::new()
-        .nest(&state.config.server.auth_prefix, auth)
-        .fallback(crate::proxy::handle)
-        .with_state(state)
-        .layer(
-            ServiceBuilder::new()
-                // What every request goes through: header limit, request id,
-                // span, error pages, log line, metrics (see `Edge`) ...
-                .layer(tower::layer::layer_fn(move |inner| edge.wrap(inner)))
-                // ... and a panic becomes a 500 page, not a dropped connection.
-                .layer(CatchPanicLayer::custom(|_| {
-                    AppError::Internal("panic".into()).into_response()
-                })),
+    let routes = Router::new()
+        .nest(
+            &state.config.server.auth_prefix,
+            // The metrics label of the gateway's own endpoints: the matched route.
+            auth.route_layer(axum::middleware::from_fn(label_matched)),
         )
+        .fallback(crate::proxy::handle)
+        .with_state(state);
+    // The edge wraps the routes rather than being layered onto them: it
+    // replaces the request path with the canonical one, and routing must see
+    // that path (a `Router::layer` runs after routing).
+    Router::new().fallback_service(routes).layer(
+        ServiceBuilder::new()
+            // What every request goes through: header limit, canonical path,
+            // request id, span, error pages, log line, metrics (see `Edge`) ...
+            .layer(tower::layer::layer_fn(move |inner| edge.wrap(inner)))
+            // ... and a panic becomes a 500 page, not a dropped connection.
+            .layer(CatchPanicLayer::custom(|_| {
+                AppError::Internal("panic".into()).into_response()
+            })),
+    )
+}
+
+/// Labels a response of the gateway's own endpoints with the matched route.
+async fn label_matched(
+    matched: axum::extract::MatchedPath,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mut resp = next.run(req).await;
+    resp.extensions_mut()
+        .insert(telemetry::RouteLabel(matched.as_str().to_string()));
+    resp
 }
 
 /// The per-request edge of the gateway, in one service (one boxed future per
 /// request, where separate tower layers would each wrap the future, and
 /// `from_fn` would also clone and box the rest of the stack):
 /// 1. request headers over [`MAX_HEADER_BYTES`] are answered 431 before any work;
+///    a path that has no canonical form ([`crate::request_path`]) is answered
+///    400; otherwise the request's path becomes the canonical one, which
+///    routing, the gate and the upstream all see;
 /// 2. `Authorization` and `Cookie` are marked sensitive (never in a log line);
 /// 3. `X-Request-Id` is believed only from a trusted proxy (a client must not
 ///    choose the id that correlates log lines); otherwise a new one is made;
@@ -72,6 +94,8 @@ pub fn build(state: Arc<AppState>) -> Router {
 /// 5. an error response gets its body (HTML page or JSON, [`crate::error`]);
 /// 6. the log line and the metrics. The route label is the configured route
 ///    id, the matched gateway endpoint, "spa" or "unmatched": never a raw path.
+///
+/// It wraps the routes (see [`build`]), so the request is not routed yet here.
 #[derive(Clone)]
 struct Edge {
     state: Arc<AppState>,
@@ -115,32 +139,62 @@ where
         let start = std::time::Instant::now();
         let state = self.edge.state.clone();
         let errors = self.edge.errors.clone();
-        let too_large = header_bytes(req.headers()) > MAX_HEADER_BYTES;
+        let refused = if header_bytes(req.headers()) > MAX_HEADER_BYTES {
+            Some(AppError::HeadersTooLarge)
+        } else {
+            canonical_target(req.uri_mut()).err()
+        };
         mark_sensitive(req.headers_mut());
         let trusted = crate::proxy::peer_is_trusted(&state, req.extensions());
         let request_id = request_id(req.headers_mut(), trusted);
         let method = telemetry::method_class(req.method());
-        let matched = req
-            .extensions()
-            .get::<axum::extract::MatchedPath>()
-            .map(|m| m.as_str().to_string());
         let span = telemetry::make_span(&req);
         let error_request = ErrorRequest::of(&req);
-        let inner = (!too_large).then(|| self.inner.call(req));
+        let inner = match refused {
+            None => Ok(self.inner.call(req)),
+            Some(e) => Err(e),
+        };
         Box::pin(
             async move {
                 let resp = match inner {
-                    Some(fut) => fut.await?.into_response(),
-                    None => AppError::HeadersTooLarge.into_response(),
+                    Ok(fut) => fut.await?.into_response(),
+                    Err(e) => e.into_response(),
                 };
                 let mut resp = error_request.finish(&errors, resp);
                 resp.headers_mut().entry(X_REQUEST_ID).or_insert(request_id);
-                observe(&state, start, method, matched, &resp);
+                observe(&state, start, method, &resp);
                 Ok(resp)
             }
             .instrument(span),
         )
     }
+}
+
+/// Replaces the path of `uri` with its canonical form (the query is kept as
+/// sent), or says why the target is refused.
+fn canonical_target(uri: &mut http::Uri) -> Result<(), AppError> {
+    use std::borrow::Cow;
+    let canonical = match crate::request_path::canonicalize(uri.path()) {
+        Ok(Cow::Borrowed(_)) => return Ok(()),
+        Ok(Cow::Owned(path)) => path,
+        Err(e) => {
+            tracing::info!(error = %e, "request path refused");
+            return Err(AppError::BadRequest("the request path is not allowed"));
+        }
+    };
+    let target = match uri.query() {
+        Some(q) => format!("{canonical}?{q}"),
+        None => canonical,
+    };
+    let mut parts = std::mem::take(uri).into_parts();
+    parts.path_and_query = Some(
+        target
+            .parse()
+            .map_err(|_| AppError::BadRequest("the request path is not allowed"))?,
+    );
+    *uri = http::Uri::from_parts(parts)
+        .map_err(|_| AppError::BadRequest("the request path is not allowed"))?;
+    Ok(())
 }
 
 const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
@@ -174,20 +228,12 @@ fn request_id(headers: &mut http::HeaderMap, trusted: bool) -> http::HeaderValue
     id
 }
 
-fn observe(
-    state: &AppState,
-    start: std::time::Instant,
-    method: &'static str,
-    matched: Option<String>,
-    resp: &Response,
-) {
+fn observe(state: &AppState, start: std::time::Instant, method: &'static str, resp: &Response) {
     let elapsed = start.elapsed();
     let route = resp
         .extensions()
         .get::<telemetry::RouteLabel>()
-        .map(|r| r.0.clone())
-        .or(matched)
-        .unwrap_or_else(|| "unmatched".into());
+        .map_or("unmatched", |r| r.0.as_str());
     let status = resp.status();
     let user = resp
         .extensions()
@@ -205,14 +251,14 @@ fn observe(
     m.count(
         "oidc_bff_requests_total",
         &[
-            ("route", &route),
+            ("route", route),
             ("method", method),
             ("status", telemetry::status_class(status)),
         ],
     );
     m.observe(
         "oidc_bff_request_duration_seconds",
-        &[("route", &route)],
+        &[("route", route)],
         elapsed.as_secs_f64(),
     );
 }

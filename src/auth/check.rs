@@ -20,12 +20,14 @@
 //! README's forward-auth examples, which block it).
 
 use crate::app::AppState;
+use crate::auth::gate::{self, Ask};
 use crate::auth::return_to::safe_return_to;
-use crate::auth::{authenticate, has_csrf_header, has_session_cookie, Identity};
-use crate::config::{AuthMode, TokenKind};
+use crate::auth::Identity;
+use crate::config::TokenKind;
 use crate::error::{json_response, wants_html, AppError};
-use crate::policy::{authorize, groups};
-use crate::proxy::routes::check_path;
+use crate::policy::groups;
+use crate::proxy::routes::Access;
+use crate::request_path::canonicalize;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -51,8 +53,15 @@ pub struct Forwarded {
 }
 
 impl Forwarded {
+    /// The path of the target, as sent (not yet canonical).
     pub fn path(&self) -> &str {
         self.target.split(['?', '#']).next().unwrap_or("")
+    }
+
+    /// The query of the target, if any.
+    pub fn query(&self) -> Option<&str> {
+        let rest = self.target.split('#').next().unwrap_or("");
+        rest.split_once('?').map(|(_, q)| q)
     }
 }
 
@@ -73,11 +82,33 @@ pub fn forwarded(headers: &HeaderMap) -> Option<Forwarded> {
         header_str(headers, "x-original-url"),
     ) {
         (Some(t), _, _) | (None, Some(t), _) => t.to_string(),
+        // The target as written in the URL: a URL parser would resolve dot
+        // segments and re-encode, and the path must be judged as it came.
         (None, None, Some(url)) => {
-            let u = url::Url::parse(url).ok()?;
-            match u.query() {
-                Some(q) => format!("{}?{q}", u.path()),
-                None => u.path().to_string(),
+            let (scheme, rest) = url.split_once("://")?;
+            if scheme.is_empty() || !scheme.bytes().all(|b| b.is_ascii_alphabetic()) {
+                return None;
+            }
+            // A `\` ends the authority too (URL parsers read it as `/`); the
+            // target then starts with it, and is refused.
+            let end = rest.find(['/', '?', '#', '\\']).unwrap_or(rest.len());
+            let authority_ok = rest[..end]
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-_:[]".contains(&b));
+            if !authority_ok {
+                // Not a URL an ingress would send: judged as a target that is
+                // no path at all, and refused.
+                return Some(Forwarded {
+                    method: Method::GET,
+                    target: rest.to_string(),
+                    host: None,
+                });
+            }
+            let target = &rest[end..];
+            match target.strip_prefix('?') {
+                Some(query) => format!("/?{query}"),
+                None if target.is_empty() || target.starts_with('#') => "/".to_string(),
+                None => target.to_string(),
             }
         }
         (None, None, None) => return None,
@@ -118,52 +149,39 @@ async fn decide(state: &AppState, req: &Parts) -> Result<Response, AppError> {
     let fwd = forwarded(headers).ok_or(AppError::BadRequest(
         "forward-auth needs X-Original-URI, X-Forwarded-Uri or X-Original-URL",
     ))?;
-    if check_path(fwd.path()).is_err() {
-        return Err(AppError::Forbidden(
-            "The request path is not allowed.".into(),
-        ));
-    }
-    let route = state.routes.find(fwd.path());
-    // A path no route claims: a session is required, nothing is attached.
-    let (auth, token, csrf) = match route {
-        Some(r) => (r.auth, r.token, r.csrf),
-        None => (AuthMode::Session, TokenKind::None, false),
+    // The same canonical path the proxy would route and forward; a path the
+    // proxy would refuse is refused here too.
+    let path = canonicalize(fwd.path()).map_err(|e| {
+        tracing::info!(error = %e, "forward-auth: the original request's path is refused");
+        AppError::Forbidden("The request path is not allowed.".into())
+    })?;
+    let route = state.routes.find(&path);
+    // A path no route claims needs a session and nothing more.
+    let unrouted = Access::signed_in();
+    let access = route.map_or(&unrouted, |r| &r.access);
+    // Forward-auth has no WebSocket step: the ingress upgrades, and the
+    // request is judged like any other (the X-CSRF rule where the route asks).
+    let ask = Ask {
+        method: &fwd.method,
+        headers,
+        websocket: false,
     };
-    if route.is_some_and(|r| !r.allows(&fwd.method)) {
-        return Err(AppError::Forbidden(
-            "This method is not allowed here.".into(),
-        ));
-    }
-    let audiences = route.map(|r| r.audiences.as_slice()).unwrap_or(&[]);
-    let identity = match authenticate(state, auth, audiences, headers).await {
-        Ok(i) => i,
+    match gate::pass(state, access, ask).await {
+        Ok(passed) => Ok(allowed(
+            &passed.identity,
+            access.token,
+            state.config.provider.groups_claim(),
+        )),
         Err(AppError::Unauthenticated) => {
             let idp = route.and_then(|r| r.login_idp.as_deref());
-            return Ok(unauthenticated(state, req, &fwd, idp));
+            Ok(unauthenticated(state, req, &fwd, &path, idp))
         }
-        Err(e) => return Err(e),
-    };
-    let groups_claim = state.config.provider.groups_claim();
-    authorize(
-        route.and_then(|r| r.policy.as_ref()),
-        &identity,
-        groups_claim,
-    )?;
-    if csrf
-        && identity.session().is_some()
-        && has_session_cookie(state, headers)
-        && !has_csrf_header(headers)
-    {
-        return Err(AppError::CsrfMissing);
-    }
-    // The token handed to the ingress must be current, as the proxy's is.
-    let identity = match identity {
-        Identity::Session(s) if token != TokenKind::None => Identity::Session(Box::new(
-            crate::auth::refresh::ensure_fresh(state, *s).await?,
+        // Ingresses understand 2xx, 401 and 403 only.
+        Err(AppError::MethodNotAllowed) => Err(AppError::Forbidden(
+            "This method is not allowed here.".into(),
         )),
-        other => other,
-    };
-    Ok(allowed(&identity, token, groups_claim))
+        Err(e) => Err(e),
+    }
 }
 
 /// 200 with the identity headers (none for an anonymous caller on a public or
@@ -211,10 +229,21 @@ fn allowed(identity: &Identity, token: TokenKind, groups_claim: &str) -> Respons
 /// 401 with where to sign in: JSON `login_url` always; for navigations also a
 /// `Location` hint (nginx: `auth_request_set … $upstream_http_location`), or,
 /// with `?redirect=true`, a 302 there.
-fn unauthenticated(state: &AppState, req: &Parts, fwd: &Forwarded, idp: Option<&str>) -> Response {
+fn unauthenticated(
+    state: &AppState,
+    req: &Parts,
+    fwd: &Forwarded,
+    path: &str,
+    idp: Option<&str>,
+) -> Response {
     let prefix = &state.config.server.auth_prefix;
     let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-    let return_to = safe_return_to(Some(&fwd.target), prefix);
+    // Back to the canonical path (and the query as sent) after signing in.
+    let target = match fwd.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    let return_to = safe_return_to(Some(&target), prefix);
     let mut login = format!("{prefix}/login?return_to={}", enc(&return_to));
     if let Some(idp) = idp {
         login.push_str(&format!("&idp={}", enc(idp)));

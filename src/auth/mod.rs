@@ -6,6 +6,7 @@ pub mod backchannel;
 pub mod bearer;
 pub mod check;
 pub mod cookies;
+pub mod gate;
 pub mod handlers;
 pub mod hints;
 pub mod refresh;
@@ -23,8 +24,12 @@ use std::sync::Arc;
 /// cannot add a custom header without a CORS preflight that we never allow).
 pub const CSRF_HEADER: &str = "x-csrf";
 
+/// Whether the request carries `X-CSRF` with a value (any value but blank).
 pub fn has_csrf_header(headers: &HeaderMap) -> bool {
-    headers.contains_key(CSRF_HEADER)
+    headers
+        .get_all(CSRF_HEADER)
+        .iter()
+        .any(|v| !v.as_bytes().iter().all(u8::is_ascii_whitespace))
 }
 
 /// Whether the request carries any gateway session cookie (valid or not).
@@ -34,19 +39,34 @@ pub fn has_session_cookie(state: &AppState, headers: &HeaderMap) -> bool {
         .is_some()
 }
 
+/// More cookies of the session cookie's name than this are refused outright.
+const MAX_SESSION_COOKIES: usize = 4;
+
 /// The session behind the request's cookie, if any. Bad cookies are simply no
-/// session; only an unavailable store is an error.
+/// session; an unavailable store is an error, and so are cookies of the
+/// gateway's name that open different sessions: with a cookie planted by a
+/// sibling origin (cookie tossing), believing the first valid one would let
+/// the planter choose who the user is.
 pub async fn session_of(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<Option<Session>, AppError> {
-    // Bounded: a browser sends one; more are an attack or a mess.
-    for value in cookies::request_cookies(headers, &state.cookies.session_name).take(3) {
+    let conflict = || AppError::ConflictingSessions(state.cookies.clear_session());
+    let mut found: Option<Session> = None;
+    for (i, value) in cookies::request_cookies(headers, &state.cookies.session_name).enumerate() {
+        // Bounded: a browser sends one; more are an attack or a mess.
+        if i == MAX_SESSION_COOKIES {
+            return Err(conflict());
+        }
         if let Some(s) = state.sessions.load(value).await? {
-            return Ok(Some(s));
+            match &found {
+                Some(first) if first.id != s.id => return Err(conflict()),
+                Some(_) => {}
+                None => found = Some(s),
+            }
         }
     }
-    Ok(None)
+    Ok(found)
 }
 
 /// Who is making a request, as far as the route's `auth` mode looked.

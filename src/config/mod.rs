@@ -82,6 +82,11 @@ pub struct ServerConfig {
     /// logout: a path on this origin. Default: none (the signed-out page).
     #[serde(default)]
     pub logout_return_to: Option<String>,
+    /// Request headers removed before forwarding, on top of the built-in set
+    /// of identity and route-override headers (compared case-insensitively,
+    /// `_` read as `-`).
+    #[serde(default)]
+    pub protected_headers: Vec<String>,
     /// Serving threads, each with its own listening socket (`SO_REUSEPORT`)
     /// and upstream connections; 0 means one per CPU core available to the
     /// process (cgroup quotas count).

@@ -351,6 +351,21 @@ fn bad_configs_name_the_key() {
             "route[0].path",
         ),
         (
+            "route path not canonical",
+            with("path = \"/api\"", "path = \"/%61pi\""),
+            "route[0].path",
+        ),
+        (
+            "route path with a parameter",
+            with("path = \"/api\"", "path = \"/api;v=1\""),
+            "route[0].path",
+        ),
+        (
+            "protected header that is no header name",
+            with("[server]", "[server]\nprotected_headers = [\"bad header\"]"),
+            "server.protected_headers[0]",
+        ),
+        (
             "duplicate route paths",
             with("path = \"/other\"", "path = \"/api/\""),
             "route[1].path",

@@ -53,6 +53,11 @@ fn server(c: &Config, p: &mut Vec<Problem>) {
             "server.auth_prefix",
             "may only hold letters, digits, '/', '-', '_' and '.'",
         ));
+    } else if crate::request_path::canonicalize(prefix).ok().as_deref() != Some(prefix.as_str()) {
+        p.push(Problem::new(
+            "server.auth_prefix",
+            "must be a canonical path (no empty, '.' or '..' segments)",
+        ));
     }
     if c.server.listen == c.server.admin_listen {
         p.push(Problem::new(
@@ -105,6 +110,14 @@ fn server_files(c: &mut Config, base: &Path, p: &mut Vec<Problem>) {
             "server.assertion_header",
             "is not a valid header name",
         ));
+    }
+    for (i, name) in c.server.protected_headers.iter().enumerate() {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            p.push(Problem::new(
+                format!("server.protected_headers[{i}]"),
+                "is not a valid header name",
+            ));
+        }
     }
 }
 
@@ -442,17 +455,15 @@ fn routes(c: &Config, p: &mut Vec<Problem>) {
     let mut paths = HashSet::new();
     for (i, r) in c.routes.iter().enumerate() {
         let key = |k: &str| format!("route[{i}].{k}");
-        if !r.path.starts_with('/') {
-            p.push(Problem::new(key("path"), "must start with '/'"));
-        } else if r.path.contains("..")
-            || r.path.contains("//")
-            || r.path.contains('\\')
-            || r.path.contains('%')
-        {
-            p.push(Problem::new(
+        // Requests are matched on their canonical path, so a prefix that is
+        // not canonical itself could never match, or match more than it says.
+        match crate::request_path::canonicalize(&r.path) {
+            Err(e) => p.push(Problem::new(key("path"), format!("{e}"))),
+            Ok(c) if c != r.path => p.push(Problem::new(
                 key("path"),
-                "must be a plain path prefix (no '..', '//', '\\' or '%')",
-            ));
+                format!("must be written in canonical form: \"{c}\""),
+            )),
+            Ok(_) => {}
         }
         if !paths.insert(r.path.trim_end_matches('/').to_string()) {
             p.push(Problem::new(

@@ -19,35 +19,107 @@ const HOP_BY_HOP: [&str; 9] = [
     "upgrade",
 ];
 
-/// Headers that carry identity to upstreams in some deployment or another. A
-/// client must never be able to set them: they are removed on every route.
-pub const IDENTITY_HEADERS: [&str; 18] = [
+/// Headers that some upstream framework or gateway trusts as the user's
+/// identity, or as the path it serves (route overrides). A client must never
+/// set them: they are removed on every route, before the gateway sets its own.
+pub const PROTECTED_HEADERS: [&str; 25] = [
+    // oauth2-proxy, Pomerium and friends.
     "x-forwarded-user",
     "x-forwarded-email",
     "x-forwarded-groups",
     "x-forwarded-preferred-username",
     "x-forwarded-access-token",
-    "x-auth-request-user",
-    "x-auth-request-email",
-    "x-auth-request-groups",
-    "x-auth-request-preferred-username",
-    "x-auth-request-access-token",
-    "x-amzn-oidc-data",
-    "x-amzn-oidc-identity",
-    "x-amzn-oidc-accesstoken",
     "x-id-token",
     "x-userinfo",
-    "x-remote-user",
+    "x-user",
+    "x-email",
+    "x-groups",
+    "x-auth-user",
+    "x-authenticated-user",
+    "x-authenticated-userid",
+    "x-authenticated-groups",
+    "x-authenticated-scope",
+    "x-consumer-username",
+    "x-consumer-id",
+    "x-credential-identifier",
+    // CGI's REMOTE_USER and the servers that map a header onto it.
     "remote-user",
-    "x-bff-identity",
+    "x-remote-user",
+    "x-remote-group",
+    "x-webauth-user",
+    // Route overrides: some frameworks serve this path instead of the request's.
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
 ];
+
+/// Families of protected headers, by prefix (oauth2-proxy's `X-Auth-Request-*`,
+/// the AWS ALB's `X-Amzn-Oidc-*`).
+const PROTECTED_PREFIXES: [&str; 2] = ["x-auth-request-", "x-amzn-oidc-"];
+
+/// Headers the gateway sets or decides itself. Their exact spelling is
+/// handled where they are set; a spelling with `_` is removed, since CGI,
+/// WSGI and Rack servers read `X_Forwarded_For` as `X-Forwarded-For` and
+/// would merge the client's value into ours.
+const MANAGED_HEADERS: [&str; 11] = [
+    "authorization",
+    "cookie",
+    "host",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-real-ip",
+    "x-request-id",
+    "content-length",
+];
+
+/// The request headers a client may not send upstream, compared as servers
+/// read names: case-insensitively (HTTP/2 and `http` lower-case them
+/// already) and with `_` read as `-`.
+#[derive(Debug, Clone)]
+pub struct ProtectedHeaders {
+    /// Lower-case, `-` spelled: the built-in set plus configured names.
+    names: std::collections::HashSet<String>,
+}
+
+impl ProtectedHeaders {
+    /// The built-in set plus `extra` (identity header names configured on
+    /// routes, the assertion header, `server.protected_headers`).
+    pub fn new<'a>(extra: impl IntoIterator<Item = &'a str>) -> Self {
+        let names = PROTECTED_HEADERS
+            .into_iter()
+            .map(str::to_string)
+            .chain(extra.into_iter().map(normalize_name))
+            .collect();
+        ProtectedHeaders { names }
+    }
+
+    /// Whether a client header of this name is removed.
+    pub fn is_protected(&self, name: &HeaderName) -> bool {
+        let raw = name.as_str();
+        let underscored = raw.contains('_');
+        let name = if underscored {
+            std::borrow::Cow::Owned(raw.replace('_', "-"))
+        } else {
+            std::borrow::Cow::Borrowed(raw)
+        };
+        self.names.contains(name.as_ref())
+            || PROTECTED_PREFIXES.iter().any(|p| name.starts_with(p))
+            || (underscored
+                && (MANAGED_HEADERS.contains(&name.as_ref())
+                    || HOP_BY_HOP.contains(&name.as_ref())))
+    }
+}
+
+/// A header name as servers compare it: lower case, `_` read as `-`.
+pub fn normalize_name(name: &str) -> String {
+    name.to_ascii_lowercase().replace('_', "-")
+}
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(&name.as_str())
-}
-
-fn is_identity_header(name: &HeaderName) -> bool {
-    IDENTITY_HEADERS.contains(&name.as_str())
 }
 
 /// Removes every header `doomed` picks, in one pass over the names present
@@ -113,12 +185,16 @@ pub fn strip_cookies(headers: &mut HeaderMap, names: &[&str]) {
     }
 }
 
-/// Removes identity headers a client may have sent. `Authorization` goes too
-/// when the route authenticates by session (the gateway decides what the
-/// upstream sees there).
-pub fn strip_identity(headers: &mut HeaderMap, strip_authorization: bool) {
+/// Removes the protected headers a client may have sent (any spelling a
+/// server would read as one). `Authorization` goes too when the route
+/// authenticates by session (the gateway decides what the upstream sees there).
+pub fn strip_protected(
+    headers: &mut HeaderMap,
+    protected: &ProtectedHeaders,
+    strip_authorization: bool,
+) {
     remove_where(headers, |n| {
-        is_identity_header(n) || (strip_authorization && n == header::AUTHORIZATION)
+        protected.is_protected(n) || (strip_authorization && n == header::AUTHORIZATION)
     });
 }
 
@@ -268,21 +344,64 @@ mod tests {
 
     #[test]
     fn identity_headers_cannot_be_forged() {
+        let protected = ProtectedHeaders::new(["X-Team-User", "x_bff_identity"]);
         for strip_auth in [true, false] {
             let mut h = map(&[
                 ("x-forwarded-user", "admin"),
                 ("X-Forwarded-Email", "admin@example.com"),
                 ("x-forwarded-groups", "admins"),
                 ("x-amzn-oidc-identity", "admin"),
+                ("x-amzn-oidc-anything-new", "admin"),
+                ("x-auth-request-whatever", "admin"),
                 ("remote-user", "admin"),
+                ("X_Forwarded_User", "mallory"),
+                ("x_auth_request_user", "mallory"),
+                ("x-team_user", "mallory"),
+                ("x-bff-identity", "forged"),
+                ("x-original-url", "/admin"),
+                ("x_rewrite_url", "/admin"),
+                ("x_forwarded_for", "6.6.6.6"),
+                ("x_real_ip", "6.6.6.6"),
+                ("x_request_id", "x"),
+                ("transfer_encoding", "chunked"),
                 ("authorization", "Bearer forged"),
                 ("accept", "*/*"),
+                ("x-api_version", "2"),
+                ("x-forwarded-for", "1.2.3.4"),
             ]);
-            strip_identity(&mut h, strip_auth);
-            assert!(IDENTITY_HEADERS.iter().all(|n| !h.contains_key(*n)));
-            assert_eq!(h.contains_key("authorization"), !strip_auth);
-            assert!(h.contains_key("accept"));
+            strip_protected(&mut h, &protected, strip_auth);
+            let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+            let mut want = vec!["accept", "x-api_version", "x-forwarded-for"];
+            if !strip_auth {
+                want.insert(0, "authorization");
+            }
+            let mut left_sorted = left.clone();
+            left_sorted.sort();
+            want.sort();
+            assert_eq!(left_sorted, want, "strip_auth={strip_auth}");
         }
+    }
+
+    #[test]
+    fn protected_names_compare_as_servers_read_them() {
+        let p = ProtectedHeaders::new([]);
+        for name in PROTECTED_HEADERS {
+            for spelling in [name.to_string(), name.replace('-', "_")] {
+                let n = HeaderName::from_bytes(spelling.as_bytes()).unwrap();
+                assert!(p.is_protected(&n), "{spelling}");
+            }
+        }
+        for name in [
+            "accept",
+            "x-forwarded-for",
+            "authorization",
+            "x-api_key",
+            "user-agent",
+        ] {
+            let n = HeaderName::from_bytes(name.as_bytes()).unwrap();
+            assert!(!p.is_protected(&n), "{name}");
+        }
+        assert_eq!(normalize_name("X_Forwarded_User"), "x-forwarded-user");
     }
 
     #[test]

@@ -9,21 +9,21 @@ pub mod routes;
 pub mod spa;
 
 use crate::app::AppState;
-use crate::auth::refresh::ensure_fresh;
-use crate::auth::{authenticate, has_csrf_header, has_session_cookie, Identity};
-use crate::config::{AuthMode, TokenKind};
+use crate::auth::gate::{self, Ask, Passed};
+use crate::auth::Identity;
+use crate::config::AuthMode;
 use crate::error::AppError;
 use crate::telemetry::{RequestUser, RouteLabel};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use headers::{
-    clean_response, set_forwarded, strip_cookies, strip_hop_by_hop, strip_identity, ClientInfo,
+    clean_response, set_forwarded, strip_cookies, strip_hop_by_hop, strip_protected, ClientInfo,
 };
 use http::{header, HeaderValue, Uri, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use routes::{check_path, Route};
+use routes::Route;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -105,36 +105,29 @@ fn upstream_connector(
         .wrap_connector(http))
 }
 
-/// Fallback handler: everything outside `/auth`.
+/// Fallback handler: everything outside `/auth`. The request's path is
+/// canonical already (the router's edge made it so); the route is looked up
+/// once, here.
 pub async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let route = state.routes.find(req.uri().path());
     // The metrics label: the route's configured id, never the raw path.
-    let label = match state.routes.find(req.uri().path()) {
+    let label = match route {
         Some(route) => route.id.clone(),
         None if state.spa.is_some() => "spa".into(),
         None => "unmatched".into(),
     };
-    let mut resp = answer(&state, req).await;
+    let result = match route {
+        Some(route) => proxy(&state, route, req).await,
+        None => serve_spa(&state, req).await,
+    };
+    let mut resp = result.unwrap_or_else(IntoResponse::into_response);
     resp.extensions_mut().insert(RouteLabel(label));
     resp
 }
 
-async fn answer(state: &Arc<AppState>, req: Request) -> Response {
-    let idp_login = idp_login_url(state, &req);
-    match proxy(state, req).await {
-        Ok(r) => r,
-        // A route with `login_idp` sends navigations to that federated IdP.
-        Err(AppError::Unauthenticated) if idp_login.is_some() => crate::error::redirect_response(
-            http::StatusCode::FOUND,
-            &idp_login.unwrap_or_default(),
-            &http::HeaderMap::new(),
-        ),
-        Err(e) => e.into_response(),
-    }
-}
-
 /// For a navigation to a route with `login_idp`: its sign-in URL.
-fn idp_login_url(state: &AppState, req: &Request) -> Option<String> {
-    let idp = state.routes.find(req.uri().path())?.login_idp.as_deref()?;
+fn idp_login_url(state: &AppState, route: &Route, req: &Request) -> Option<String> {
+    let idp = route.login_idp.as_deref()?;
     if !crate::error::wants_html(req.headers()) {
         return None;
     }
@@ -148,60 +141,30 @@ fn idp_login_url(state: &AppState, req: &Request) -> Option<String> {
     ))
 }
 
-async fn proxy(state: &Arc<AppState>, req: Request) -> Result<Response, AppError> {
-    // Step 1: match route (after refusing ambiguous targets).
-    check_path(req.uri().path())
-        .map_err(|_| AppError::BadRequest("the request path is not allowed"))?;
-    let Some(route) = state.routes.find(req.uri().path()) else {
-        return serve_spa(state, req).await;
-    };
-    if !route.allows(req.method()) {
-        return Err(AppError::MethodNotAllowed);
-    }
-    // Step 2: authenticate.
-    let identity = authenticate(state, route.auth, &route.audiences, req.headers()).await?;
-    // Step 3: authorize (the route's allow_groups, require_scopes, require_claims).
-    crate::policy::authorize(
-        route.policy.as_ref(),
-        &identity,
-        state.config.provider.groups_claim(),
-    )?;
-    let session = identity.session();
+/// The proxy's steps for a routed request: the gate (method, authenticate,
+/// authorize, CSRF, refresh), then rewrite, send and stream back.
+async fn proxy(state: &Arc<AppState>, route: &Route, req: Request) -> Result<Response, AppError> {
     let websocket = is_websocket_upgrade(req.headers());
-    // Step 4: CSRF, for requests that ride on the session cookie. A browser
-    // cannot add headers to a WebSocket handshake; there the Origin must be ours
-    // (cross-site WebSocket hijacking).
-    if websocket {
-        if !route.websocket {
-            return Err(AppError::BadRequest(
-                "this route does not accept WebSocket connections",
-            ));
-        }
-        let origin = req
-            .headers()
-            .get(header::ORIGIN)
-            .and_then(|o| o.to_str().ok());
-        if origin != Some(state.config.public_origin().as_str()) {
-            return Err(AppError::Forbidden(
-                "the WebSocket handshake comes from another origin".into(),
-            ));
-        }
-    } else if route.csrf
-        && session.is_some()
-        && has_session_cookie(state, req.headers())
-        && !has_csrf_header(req.headers())
-    {
-        return Err(AppError::CsrfMissing);
-    }
-    let reissue = session.and_then(|s| s.reissue_cookie.clone());
-    // Step 5: refresh the access token when it is about to expire (single-flight).
-    let identity = match identity {
-        Identity::Session(s) if route.token != TokenKind::None => {
-            Identity::Session(Box::new(ensure_fresh(state, *s).await?))
-        }
-        other => other,
+    let ask = Ask {
+        method: req.method(),
+        headers: req.headers(),
+        websocket,
     };
-    // Steps 6-8: rewrite, send, stream back.
+    let Passed { identity, reissue } = match gate::pass(state, &route.access, ask).await {
+        Ok(passed) => passed,
+        // A route with `login_idp` sends navigations to that federated IdP.
+        Err(AppError::Unauthenticated) => {
+            return match idp_login_url(state, route, &req) {
+                Some(url) => Ok(crate::error::redirect_response(
+                    http::StatusCode::FOUND,
+                    &url,
+                    &http::HeaderMap::new(),
+                )),
+                None => Err(AppError::Unauthenticated),
+            }
+        }
+        Err(e) => return Err(e),
+    };
     let mut resp = if websocket {
         forward_websocket(state, route, &identity, req).await?
     } else {
@@ -306,12 +269,13 @@ fn rewrite(
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
     strip_cookies(h, &state.cookies.names());
-    strip_identity(h, route.auth != AuthMode::Public);
-    // Identity header names configured anywhere, and the assertion header:
-    // never from the client, on any route.
-    for name in &state.identity_header_names {
-        h.remove(name);
-    }
+    // Identity and route-override headers, as any server would spell them,
+    // never come from the client, on any route.
+    strip_protected(
+        h,
+        &state.protected_headers,
+        route.access.auth != AuthMode::Public,
+    );
     set_forwarded(h, client);
     // The upstream's own authority, from the URI (hyper sets it), unless the
     // upstream needs the name the browser used.
@@ -341,7 +305,7 @@ fn rewrite(
     }
     // A session's token (as the route says); a verified API client's own
     // header goes on unchanged.
-    if let Some(value) = identity.authorization(route.token) {
+    if let Some(value) = identity.authorization(route.access.token) {
         h.insert(header::AUTHORIZATION, value);
     }
     Ok(())

@@ -1,0 +1,90 @@
+//! The gate: the one sequence of checks that decides whether a request may
+//! reach a route, for the proxy and for forward-auth (`/auth/check`) alike.
+//! Its steps run in a fixed order, each with one job:
+//!
+//! 1. method: the route's `methods`;
+//! 2. authenticate: the route's `auth` (session cookie, bearer token, both, or none);
+//! 3. authorize: the route's `allow_groups`, `require_scopes`, `require_claims`;
+//! 4. cross-site defence: on a request that rides on the session cookie, the
+//!    `X-CSRF` header where the route asks for it; on a WebSocket handshake
+//!    (which a browser cannot add headers to) an `Origin` that is ours;
+//! 5. refresh: a session's access token is renewed when due, when the route
+//!    sends a token on.
+//!
+//! The route was found from the canonical path ([`crate::request_path`]), so
+//! the gate judges exactly the path the upstream will receive. Callers decide
+//! only what their answer looks like (a forwarded request, or forward-auth's
+//! 200 with identity headers).
+
+use super::{authenticate, has_csrf_header, has_session_cookie, refresh, Identity};
+use crate::app::AppState;
+use crate::config::TokenKind;
+use crate::error::AppError;
+use crate::proxy::routes::Access;
+use http::{header, HeaderMap, Method};
+
+/// What the gate looks at of a request.
+pub struct Ask<'a> {
+    pub method: &'a Method,
+    pub headers: &'a HeaderMap,
+    /// A WebSocket opening handshake (RFC 6455 §4.1) the caller will upgrade.
+    pub websocket: bool,
+}
+
+/// A request that passed: who is asking, with a fresh token when the route sends one.
+pub struct Passed {
+    pub identity: Identity,
+    /// A new session cookie value for the browser (the session key rotated).
+    pub reissue: Option<String>,
+}
+
+/// Runs the gate's steps for `access` (a route's rules) on `ask`.
+pub async fn pass(state: &AppState, access: &Access, ask: Ask<'_>) -> Result<Passed, AppError> {
+    // Step 1: method.
+    if !access.allows(ask.method) {
+        return Err(AppError::MethodNotAllowed);
+    }
+    // Step 2: authenticate.
+    let identity = authenticate(state, access.auth, &access.audiences, ask.headers).await?;
+    // Step 3: authorize.
+    crate::policy::authorize(
+        access.policy.as_ref(),
+        &identity,
+        state.config.provider.groups_claim(),
+    )?;
+    // Step 4: cross-site defence.
+    let session = identity.session();
+    if ask.websocket {
+        if !access.websocket {
+            return Err(AppError::BadRequest(
+                "this route does not accept WebSocket connections",
+            ));
+        }
+        // Cross-site WebSocket hijacking: the handshake carries the cookie
+        // whatever page opened it; only our own pages may.
+        let origin = ask
+            .headers
+            .get(header::ORIGIN)
+            .and_then(|o| o.to_str().ok());
+        if origin != Some(state.config.public_origin().as_str()) {
+            return Err(AppError::Forbidden(
+                "the WebSocket handshake comes from another origin".into(),
+            ));
+        }
+    } else if access.csrf
+        && session.is_some()
+        && has_session_cookie(state, ask.headers)
+        && !has_csrf_header(ask.headers)
+    {
+        return Err(AppError::CsrfMissing);
+    }
+    let reissue = session.and_then(|s| s.reissue_cookie.clone());
+    // Step 5: refresh the access token when it is about to expire (single-flight).
+    let identity = match identity {
+        Identity::Session(s) if access.token != TokenKind::None => {
+            Identity::Session(Box::new(refresh::ensure_fresh(state, *s).await?))
+        }
+        other => other,
+    };
+    Ok(Passed { identity, reissue })
+}

@@ -1,0 +1,493 @@
+//! An attacker's spellings against the gate: percent-encoded, dot-segment,
+//! separator and parameter spellings of protected paths against route
+//! policies, CSRF and forward-auth; underscore and case spellings of
+//! protected headers; cookies of two users at once. Every refusal asserts
+//! the status and that the upstream saw nothing; controls show that the
+//! allowed user and legitimately encoded paths still get through.
+
+use crate::harness::*;
+use crate::negative::{callback, start_login};
+use serde_json::json;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A gateway (rogue IdP, one recording upstream) with `routes` (UP is the
+/// upstream's URL) and `server` lines.
+struct Stack {
+    idp: RogueIdp,
+    upstream: Upstream,
+    gw: Gateway,
+}
+
+async fn stack(server: &str, routes: &str) -> Stack {
+    let idp = RogueIdp::start().await;
+    let upstream = Upstream::start(None).await;
+    let reserved = reserve().await;
+    let mut toml = config_toml(
+        &reserved.url,
+        &idp.issuer,
+        &routes.replace("UP", &upstream.url),
+    );
+    toml = toml.replace("[server]\n", &format!("[server]\n{server}\n"));
+    let gw = Gateway::start(reserved, &toml).await;
+    Stack { idp, upstream, gw }
+}
+
+impl Stack {
+    /// Signs a new browser in as `sub` with `groups`; returns it and its cookie.
+    async fn user(&self, sub: &str, groups: &[&str]) -> (reqwest::Client, String) {
+        let b = browser();
+        let (state, nonce) = start_login(&b, &self.gw.url, "/").await;
+        self.idp.answer_with_id_token(json!({
+            "iss": self.idp.issuer, "aud": "bff", "sub": sub, "nonce": nonce,
+            "iat": now(), "exp": now() + 300, "groups": groups,
+        }));
+        let r = callback(&b, &self.gw.url, &format!("code=abc&state={state}")).await;
+        assert_eq!(r.status(), 200, "sign-in of {sub}");
+        let cookie = set_cookie_value(&r, "oidc_bff").expect("a session cookie");
+        (b, cookie)
+    }
+
+    fn seen(&self) -> usize {
+        self.upstream.count()
+    }
+}
+
+/// One request written byte for byte (no client library normalises the
+/// target or the header names); returns the status and the whole answer.
+async fn raw(gw: &str, method: &str, target: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let addr = gw.trim_start_matches("http://");
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if matches!(method, "POST" | "PUT" | "PATCH" | "DELETE") {
+        req.push_str("Content-Length: 2\r\n\r\n{}");
+    } else {
+        req.push_str("\r\n");
+    }
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut out))
+        .await
+        .expect("the gateway answers within 10 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    (status, text)
+}
+
+/// Every spelling of `/{pre}{word}{post}` with one letter of `word` escaped,
+/// in upper- and lower-case hex, and with all of them escaped.
+fn escaped_spellings(pre: &str, word: &str, post: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for i in 0..word.len() {
+        for hex in [
+            format!("%{:02X}", word.as_bytes()[i]),
+            format!("%{:02x}", word.as_bytes()[i]),
+        ] {
+            out.push(format!("{pre}{}{hex}{}{post}", &word[..i], &word[i + 1..]));
+        }
+    }
+    let all: String = word.bytes().map(|b| format!("%{b:02x}")).collect();
+    out.push(format!("{pre}{all}{post}"));
+    out
+}
+
+/// Structural spellings that must be refused outright (400).
+fn structural_spellings(pre: &str, word: &str, post: &str) -> Vec<String> {
+    let base = pre.trim_end_matches('/');
+    vec![
+        format!("{base}%2F{word}{post}"),
+        format!("{base}%2f{word}{post}"),
+        format!("{base}%252F{word}{post}"),
+        format!("{base}%252f{word}{post}"),
+        format!("{pre}{word};x{post}"),
+        format!("{pre}{word};{post}"),
+        format!("{pre}.{post}/../{word}{post}"),
+        format!("{pre}./{word}{post}"),
+        format!("{pre}x/../{word}{post}"),
+        format!("{pre}%2e/{word}{post}"),
+        format!("{pre}x/%2e%2e/{word}{post}"),
+        format!("{pre}x/%2E%2E/{word}{post}"),
+        format!("{pre}x/.%2e/{word}{post}"),
+        format!("{base}\\{word}{post}"),
+        format!("{base}%5c{word}{post}"),
+        format!("{base}//{word}{post}"),
+        format!("{pre}/{word}{post}"),
+        format!("{pre}{word}%00{post}"),
+        format!("{pre}%u0061{}{post}", &word[1..]),
+        format!("{pre}{word}%3bx{post}"),
+    ]
+}
+
+const POLICY_ROUTES: &str = r#"
+[[route]]
+path = "/api/"
+upstream = "UP"
+csrf = false
+
+[[route]]
+path = "/api/admin"
+upstream = "UP"
+csrf = false
+allow_groups = ["admins"]
+
+[[route]]
+path = "/"
+upstream = "UP"
+csrf = false
+
+[[route]]
+path = "/admin/"
+upstream = "UP"
+csrf = false
+allow_groups = ["admins"]
+"#;
+
+#[tokio::test]
+async fn encoded_paths_cannot_walk_around_route_policies() {
+    let s = stack("", POLICY_ROUTES).await;
+    let (_, user) = s.user("user-1", &["users"]).await;
+    let (_, admin) = s.user("admin-1", &["admins"]).await;
+    let user_cookie = format!("oidc_bff={user}");
+    let admin_cookie = format!("oidc_bff={admin}");
+    // The plain spellings: denied for the user.
+    for target in ["/api/admin/users", "/admin/secret"] {
+        let before = s.seen();
+        let (status, _) = raw(&s.gw.url, "GET", target, &[("Cookie", &user_cookie)]).await;
+        assert_eq!(status, 403, "{target}");
+        assert_eq!(s.seen(), before, "{target} reached the upstream");
+    }
+    for (pre, word, post) in [("/api/", "admin", "/users"), ("/", "admin", "/secret")] {
+        // Escaped letters name the same path: the policy applies (403).
+        for target in escaped_spellings(pre, word, post) {
+            for method in ["GET", "DELETE", "POST"] {
+                let before = s.seen();
+                let (status, _) =
+                    raw(&s.gw.url, method, &target, &[("Cookie", &user_cookie)]).await;
+                assert_eq!(status, 403, "{method} {target}");
+                assert_eq!(s.seen(), before, "{method} {target} reached the upstream");
+            }
+            // Control: an admin passes, and the upstream gets the canonical path.
+            let (status, body) = raw(&s.gw.url, "GET", &target, &[("Cookie", &admin_cookie)]).await;
+            assert_eq!(status, 200, "admin: {target}");
+            assert_eq!(
+                s.upstream.last().uri,
+                format!("{pre}{word}{post}"),
+                "forwarded as {target}: {body}"
+            );
+        }
+        // Spellings that mean different things to different parsers: 400 for anyone.
+        for target in structural_spellings(pre, word, post) {
+            for cookie in [&user_cookie, &admin_cookie] {
+                let before = s.seen();
+                let (status, _) = raw(&s.gw.url, "GET", &target, &[("Cookie", cookie)]).await;
+                assert_eq!(status, 400, "{target}");
+                assert_eq!(s.seen(), before, "{target} reached the upstream");
+            }
+        }
+    }
+    // Controls: legitimately encoded paths reach the upstream as sent.
+    for (target, forwarded) in [
+        ("/api/files/a%20b", "/api/files/a%20b"),
+        ("/api/files/ab?x=%2F", "/api/files/ab?x=%2F"),
+        (
+            "/api/search?path=%2Fetc%2F..%2F&q=a;b",
+            "/api/search?path=%2Fetc%2F..%2F&q=a;b",
+        ),
+        ("/api/files/caf%c3%a9", "/api/files/caf%C3%A9"),
+        ("/api/administrator", "/api/administrator"),
+    ] {
+        let (status, body) = raw(&s.gw.url, "GET", target, &[("Cookie", &user_cookie)]).await;
+        assert_eq!(status, 200, "{target}: {body}");
+        assert_eq!(s.upstream.last().uri, forwarded, "{target}");
+    }
+}
+
+#[tokio::test]
+async fn encoded_paths_cannot_walk_around_csrf() {
+    let routes = r#"
+[[route]]
+path = "/"
+upstream = "UP"
+csrf = false
+
+[[route]]
+path = "/api/"
+upstream = "UP"
+csrf = true
+
+[[route]]
+path = "/mixed/"
+upstream = "UP"
+auth = "session_or_bearer"
+audiences = ["api"]
+csrf = true
+"#;
+    let s = stack("", routes).await;
+    let (_, cookie) = s.user("user-1", &[]).await;
+    let cookie = format!("oidc_bff={cookie}");
+    let mut targets = escaped_spellings("/", "api", "/orders");
+    targets.push("/api/orders".into());
+    targets.push("/mixed/orders".into());
+    targets.extend(escaped_spellings("/", "mixed", "/orders"));
+    for target in &targets {
+        for method in ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] {
+            // No X-CSRF, and an empty one: both refused.
+            for extra in [None, Some(""), Some("  ")] {
+                let mut headers = vec![("Cookie", cookie.as_str())];
+                if let Some(v) = extra {
+                    headers.push(("X-CSRF", v));
+                }
+                let before = s.seen();
+                let (status, text) = raw(&s.gw.url, method, target, &headers).await;
+                assert_eq!(status, 403, "{method} {target} X-CSRF={extra:?}");
+                if method != "HEAD" {
+                    assert!(text.contains("csrf_required"), "{method} {target}: {text}");
+                }
+                assert_eq!(s.seen(), before, "{method} {target} reached the upstream");
+            }
+        }
+        // Control: with the header, the same request passes.
+        let (status, _) = raw(
+            &s.gw.url,
+            "POST",
+            target,
+            &[("Cookie", &cookie), ("X-CSRF", "1")],
+        )
+        .await;
+        assert_eq!(status, 200, "{target} with X-CSRF");
+    }
+    // The csrf = false catch-all still works without the header.
+    let (status, _) = raw(&s.gw.url, "POST", "/other", &[("Cookie", &cookie)]).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn forward_auth_judges_the_canonical_path() {
+    let routes = r#"
+[[route]]
+path = "/"
+upstream = "UP"
+csrf = false
+
+[[route]]
+path = "/admin/"
+upstream = "UP"
+csrf = false
+allow_groups = ["admins"]
+
+[[route]]
+path = "/api/"
+upstream = "UP"
+csrf = true
+"#;
+    let s = stack("trusted_proxies = [\"127.0.0.1/32\"]", routes).await;
+    let (_, user) = s.user("user-1", &["users"]).await;
+    let (_, admin) = s.user("admin-1", &["admins"]).await;
+    let user_cookie = format!("oidc_bff={user}");
+    let admin_cookie = format!("oidc_bff={admin}");
+    let check = |uri_header: &'static str, uri: String, cookie: String, csrf: bool| {
+        let gw = s.gw.url.clone();
+        async move {
+            let mut headers = vec![(uri_header, uri.as_str()), ("Cookie", cookie.as_str())];
+            if csrf {
+                headers.push(("X-CSRF", "1"));
+            }
+            raw(&gw, "GET", "/auth/check", &headers).await.0
+        }
+    };
+    let mut denied: Vec<String> = vec!["/admin/secret".into()];
+    denied.extend(escaped_spellings("/", "admin", "/secret"));
+    let refused = structural_spellings("/", "admin", "/secret");
+    for header in ["X-Original-URI", "X-Forwarded-Uri", "X-Original-URL"] {
+        let spell = |p: &str| match header {
+            "X-Original-URL" => format!("https://app.example.com{p}"),
+            _ => p.to_string(),
+        };
+        for target in denied.iter().chain(&refused) {
+            let status = check(header, spell(target), user_cookie.clone(), false).await;
+            assert_eq!(status, 403, "{header}: {target}");
+        }
+        // Control: the admin is allowed on the escaped spellings (the same
+        // path), never on the ambiguous ones.
+        for target in &denied {
+            let status = check(header, spell(target), admin_cookie.clone(), false).await;
+            assert_eq!(status, 200, "admin, {header}: {target}");
+        }
+        for target in &refused {
+            let status = check(header, spell(target), admin_cookie.clone(), false).await;
+            assert_eq!(status, 403, "admin, {header}: {target}");
+        }
+        // CSRF through forward-auth: a csrf = true route, reached by an escaped spelling.
+        for target in escaped_spellings("/", "api", "/orders") {
+            let status = check(header, spell(&target), user_cookie.clone(), false).await;
+            assert_eq!(status, 403, "no X-CSRF, {header}: {target}");
+            let status = check(header, spell(&target), user_cookie.clone(), true).await;
+            assert_eq!(status, 200, "with X-CSRF, {header}: {target}");
+        }
+    }
+    assert_eq!(s.seen(), 0, "forward-auth never forwards");
+}
+
+#[tokio::test]
+async fn protected_headers_in_any_spelling_never_reach_upstreams() {
+    let routes = r#"
+[[route]]
+path = "/api/"
+upstream = "UP"
+csrf = false
+identity_headers = { user = "X-Team-User" }
+identity_assertion = true
+
+[[route]]
+path = "/open/"
+upstream = "UP"
+auth = "public"
+"#;
+    let s = stack(
+        "assertion_header = \"X-Gw-Assertion\"\nprotected_headers = [\"X-Tenant\"]",
+        routes,
+    )
+    .await;
+    let (_, cookie) = s.user("alice", &[]).await;
+    let cookie = format!("oidc_bff={cookie}");
+    // Written from what upstream frameworks read, not from the gateway's list.
+    let payload = [
+        "X-Forwarded-User",
+        "X_Forwarded_User",
+        "x_forwarded_user",
+        "X-FORWARDED-USER",
+        "x-Forwarded_Email",
+        "X_Forwarded_Groups",
+        "X_Forwarded_Preferred_Username",
+        "X_Forwarded_Access_Token",
+        "X-Auth-Request-User",
+        "X_Auth_Request_User",
+        "X_AUTH_REQUEST_EMAIL",
+        "x_auth_request_groups",
+        "X-Auth-Request-Access-Token",
+        "Remote-User",
+        "Remote_User",
+        "REMOTE_USER",
+        "X-Remote-User",
+        "X_Remote_User",
+        "X-Webauth-User",
+        "X_WebAuth_User",
+        "X-Authenticated-Userid",
+        "X_Authenticated_Userid",
+        "X-User",
+        "X_User",
+        "X-Original-URL",
+        "X_Original_URL",
+        "X-Rewrite-URL",
+        "x_rewrite_url",
+        "X-Amzn-Oidc-Identity",
+        "X_Amzn_Oidc_Data",
+        "X-AMZN-OIDC-ACCESSTOKEN",
+        "X-Team-User",
+        "X_Team_User",
+        "x-team_user",
+        "X-Gw-Assertion",
+        "X_Gw_Assertion",
+        "X-Tenant",
+        "X_TENANT",
+        "X_Forwarded_For",
+        "X_Real_IP",
+        "X_Request_Id",
+    ];
+    let headers: Vec<(&str, &str)> = payload.iter().map(|n| (*n, "mallory")).collect();
+    for target in ["/api/x", "/open/x"] {
+        let mut h = headers.clone();
+        h.push(("Cookie", &cookie));
+        let before = s.seen();
+        let (status, body) = raw(&s.gw.url, "GET", target, &h).await;
+        assert_eq!(status, 200, "{target}: {body}");
+        assert_eq!(s.seen(), before + 1);
+        let seen = s.upstream.last();
+        let forged: Vec<_> = seen
+            .headers
+            .iter()
+            .filter(|(_, v)| v.contains("mallory"))
+            .collect();
+        assert!(
+            forged.is_empty(),
+            "{target}: forged headers reached the upstream: {forged:?}"
+        );
+        if target == "/api/x" {
+            // The gateway's own identity header and assertion are there, and true.
+            assert_eq!(seen.header("x-team-user"), Some("alice"));
+            assert!(seen.header("x-gw-assertion").is_some());
+        }
+    }
+    // A header that merely contains an underscore is not touched.
+    let (status, _) = raw(
+        &s.gw.url,
+        "GET",
+        "/open/x",
+        &[("X-Api_Version", "2"), ("Accept", "*/*")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(s.upstream.last().header("x-api_version"), Some("2"));
+}
+
+#[tokio::test]
+async fn cookies_of_two_sessions_are_refused_not_chosen_from() {
+    let routes = "[[route]]\npath = \"/api/\"\nupstream = \"UP\"\ncsrf = false\n";
+    let s = stack("", routes).await;
+    let (_, alice) = s.user("alice", &[]).await;
+    let (_, mallory) = s.user("mallory", &[]).await;
+    assert_eq!(s.gw.session_count(), 2);
+    for cookies in [
+        vec![format!("oidc_bff={mallory}; oidc_bff={alice}")],
+        vec![format!("oidc_bff={alice}; oidc_bff={mallory}")],
+        vec![format!("oidc_bff={mallory}"), format!("oidc_bff={alice}")],
+        vec![format!(
+            "a=1; oidc_bff=garbage; oidc_bff={alice}; oidc_bff={mallory}"
+        )],
+    ] {
+        for target in ["/api/x", "/auth/user"] {
+            let mut h: Vec<(&str, &str)> = cookies.iter().map(|c| ("Cookie", c.as_str())).collect();
+            h.push(("X-CSRF", "1"));
+            h.push(("Accept", "text/html"));
+            let before = s.seen();
+            let (status, text) = raw(&s.gw.url, "GET", target, &h).await;
+            assert_eq!(status, 401, "{target} {cookies:?}");
+            assert_eq!(s.seen(), before, "{target} reached the upstream");
+            let lower = text.to_ascii_lowercase();
+            assert!(
+                lower.contains("set-cookie: oidc_bff=;") && lower.contains("max-age=0"),
+                "the browser is told to clear the cookie: {text}"
+            );
+        }
+    }
+    // Neither session was lost by this.
+    assert_eq!(s.gw.session_count(), 2);
+    // Controls: one session's cookie twice, or next to garbage, is that session.
+    for cookie in [
+        format!("oidc_bff={alice}; oidc_bff={alice}"),
+        format!("oidc_bff=garbage; oidc_bff={alice}"),
+        format!("oidc_bff={alice}"),
+    ] {
+        let (status, body) = raw(
+            &s.gw.url,
+            "GET",
+            "/auth/user",
+            &[("Cookie", &cookie), ("X-CSRF", "1")],
+        )
+        .await;
+        assert_eq!(status, 200, "{cookie}");
+        assert!(body.contains("\"sub\":\"alice\""), "{body}");
+    }
+    // More cookies of the name than any browser sends: refused.
+    let many = format!("oidc_bff=a; oidc_bff=b; oidc_bff=c; oidc_bff=d; oidc_bff={alice}");
+    let (status, _) = raw(&s.gw.url, "GET", "/api/x", &[("Cookie", &many)]).await;
+    assert_eq!(status, 401);
+}
