@@ -21,7 +21,8 @@ pub struct AppState {
     pub upstream: UpstreamClients,
     pub spa: Option<crate::proxy::spa::Spa>,
     pub bearer: crate::auth::bearer::BearerVerifier,
-    pub refresh_locks: crate::auth::refresh::RefreshLocks,
+    /// Single-flight token refresh with backoff when the IdP fails.
+    pub refresher: crate::auth::refresh::Refresher,
     /// Signs identity assertions; its public key is at `<auth_prefix>/jwks.json`.
     pub assertions: crate::proxy::identity::AssertionSigner,
     pub assertion_header: http::HeaderName,
@@ -155,8 +156,16 @@ impl AppState {
         let protected_headers = crate::proxy::headers::ProtectedHeaders::new(
             configured.chain([assertion_header.as_str()]),
         );
+        let provider = Arc::new(Provider::new(config.clone(), http));
+        let refresher = crate::auth::refresh::Refresher::new(
+            sessions.clone(),
+            provider.clone(),
+            metrics.clone(),
+            config.provider.refresh_before,
+            config.provider.http_timeout,
+        );
         Ok(Arc::new(AppState {
-            provider: Arc::new(Provider::new(config.clone(), http)),
+            provider,
             sessions,
             cookies: CookieSpec::from_config(&config),
             routes: RouteTable::new(&route_configs, config.server.max_body_bytes),
@@ -167,7 +176,7 @@ impl AppState {
                     .map(|dir| crate::proxy::spa::Spa::new(dir, s, config.is_https()))
             }),
             bearer: Default::default(),
-            refresh_locks: Default::default(),
+            refresher,
             assertions,
             assertion_header,
             protected_headers,

@@ -16,7 +16,7 @@
 //! only what their answer looks like (a forwarded request, or forward-auth's
 //! 200 with identity headers).
 
-use super::{authenticate, has_csrf_header, has_session_cookie, refresh, Identity};
+use super::{authenticate, has_csrf_header, has_session_cookie, Identity};
 use crate::app::AppState;
 use crate::config::TokenKind;
 use crate::error::AppError;
@@ -82,7 +82,7 @@ pub async fn pass(state: &AppState, access: &Access, ask: Ask<'_>) -> Result<Pas
     // Step 5: refresh the access token when it is about to expire (single-flight).
     let identity = match identity {
         Identity::Session(s) if access.token != TokenKind::None => {
-            Identity::Session(Box::new(refresh::ensure_fresh(state, *s).await?))
+            Identity::Session(Box::new(state.refresher.ensure_fresh(*s).await?))
         }
         other => other,
     };

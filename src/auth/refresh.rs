@@ -1,38 +1,48 @@
-//! Token refresh, driven by the access token's expiry (not the session's age),
-//! and single-flight: one refresh per session at a time, in this process (a
-//! per-session mutex) and across replicas (a short lock in the session store,
-//! with the new tokens read back from the store by whoever waited). Rotated
-//! refresh tokens are saved with the new access token in one write; an
-//! `invalid_grant` ends the session.
+//! Token refresh, driven by the access token's expiry (not the session's
+//! age), single-flight, and safe when the IdP stalls.
+//!
+//! - One refresh per session at a time: in this process, every request that
+//!   needs the session's refresh joins the one in flight and receives its
+//!   outcome, success or failure; across replicas, a short lock in the
+//!   session store, with the new tokens read back from the store.
+//! - The refresh runs in a task of its own, with its own deadline
+//!   ([`CALL_DEADLINE`]): a request that stops waiting (its client went away,
+//!   or `provider.http_timeout` passed) does not abandon it, and a rotated
+//!   refresh token that arrives late is still saved.
+//! - A request waits at most `provider.http_timeout` for the outcome; then it
+//!   goes on with the access token if that is still valid, else it fails
+//!   (502) without starting a refresh of its own.
+//! - After a failure other than `invalid_grant` (IdP down, stalled, 5xx), the
+//!   session backs off: no refresh for [`BACKOFF_FIRST`], doubling on each
+//!   further failure up to [`BACKOFF_MAX`]; meanwhile requests go on with a
+//!   still-valid token or fail fast. Across replicas the store lock is held
+//!   for the backoff, so no replica sends the same refresh token while an
+//!   earlier request with it may still be in flight at the IdP.
+//! - `invalid_grant` (revoked, expired, or rotated away) ends the session:
+//!   401, sign in again, never a loop. Rotated refresh tokens are saved with
+//!   the new access token in one write.
+//!
+//! docs/operations.md ("When the identity provider stalls") says what a user
+//! sees, and when a rotating IdP can still end a session.
 
-use crate::app::AppState;
 use crate::error::AppError;
-use crate::oidc::{client, OidcError};
-use crate::session::{now_secs, Session, SessionData};
+use crate::oidc::{client, OidcError, Provider};
+use crate::session::{now_secs, Session, SessionData, SessionError, SessionId, Sessions};
+use crate::telemetry::Metrics;
 use moka::sync::Cache;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
-/// How long another replica's refresh is waited for before giving up.
-const WAIT_FOR_OTHERS: Duration = Duration::from_secs(10);
-/// The store lock outlives a refresh call (bounded by the IdP timeout) with margin.
-const LOCK_TTL: Duration = Duration::from_secs(15);
-
-/// Per-session mutexes of this process; idle ones are dropped.
-pub struct RefreshLocks {
-    locks: Cache<String, Arc<tokio::sync::Mutex<()>>>,
-}
-
-impl Default for RefreshLocks {
-    fn default() -> Self {
-        RefreshLocks {
-            locks: Cache::builder()
-                .max_capacity(100_000)
-                .time_to_idle(Duration::from_secs(120))
-                .build(),
-        }
-    }
-}
+/// How long one refresh call may run before its outcome counts as unknown.
+pub const CALL_DEADLINE: Duration = Duration::from_secs(60);
+/// The store lock outlives a refresh call with margin.
+const LOCK_TTL: Duration = Duration::from_secs(65);
+/// The first backoff after a failed refresh; it doubles on each further one.
+pub const BACKOFF_FIRST: Duration = Duration::from_secs(5);
+/// The longest backoff.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 /// `true` when the access token expires within `before` (or has expired).
 /// `before` is capped at half the token's lifetime, so a token that lives
@@ -50,141 +60,308 @@ fn expired(data: &SessionData, now: i64) -> bool {
     data.access_expires_at.is_some_and(|exp| exp <= now)
 }
 
-/// Makes sure the session's access token is fresh enough to send upstream.
-pub async fn ensure_fresh(state: &AppState, session: Session) -> Result<Session, AppError> {
-    let before = state.config.provider.refresh_before;
-    if !refresh_due(&session.data, before, now_secs()) {
-        return Ok(session);
-    }
-    if session.data.refresh_token.is_none() {
-        // Nothing to refresh with: an expired token ends the session (the
-        // browser signs in again, usually silently at the IdP).
-        if expired(&session.data, now_secs()) {
-            state.sessions.delete(&session.id).await?;
-            return Err(AppError::Unauthenticated);
-        }
-        return Ok(session);
-    }
-    let key = session.id.store_key();
-    let local = state
-        .refresh_locks
-        .locks
-        .get_with(key, || Arc::new(tokio::sync::Mutex::new(())));
-    let _local = local.lock().await;
+/// The backoff after `failures` failed refreshes in a row (at least one).
+pub fn backoff_after(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    BACKOFF_FIRST
+        .saturating_mul(1 << doublings)
+        .min(BACKOFF_MAX)
+}
 
-    let deadline = Instant::now() + WAIT_FOR_OTHERS;
-    loop {
-        // Another task or replica may have refreshed while we waited.
-        let current = state
-            .sessions
-            .reload(&session.id)
-            .await?
-            .ok_or(AppError::Unauthenticated)?;
-        if !refresh_due(&current, before, now_secs()) {
-            return Ok(Session {
-                data: current.into(),
-                ..session
-            });
+/// How a refresh ended, as every request that waited on it learns it.
+#[derive(Debug, Clone)]
+enum Outcome {
+    /// Fresh tokens, saved.
+    Fresh(Arc<SessionData>),
+    /// The session is over (`invalid_grant`, another user's ID token, or gone).
+    Ended,
+    /// The IdP could not answer; the session backs off.
+    Failed(String),
+    /// The session store could not be read or written.
+    Store(String),
+}
+
+type Flight = watch::Receiver<Option<Outcome>>;
+
+#[derive(Clone, Copy)]
+struct Backoff {
+    until: Instant,
+    failures: u32,
+}
+
+/// Refreshes sessions' tokens; shared by every request of the process.
+#[derive(Clone)]
+pub struct Refresher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    sessions: Arc<Sessions>,
+    provider: Arc<Provider>,
+    metrics: Arc<Metrics>,
+    refresh_before: Duration,
+    /// How long a request waits for a refresh: `provider.http_timeout`.
+    wait: Duration,
+    /// Refreshes in flight, by session store key.
+    flights: Mutex<HashMap<String, Flight>>,
+    /// Sessions backing off after a failed refresh, by store key.
+    backoff: Cache<String, Backoff>,
+}
+
+impl Refresher {
+    pub fn new(
+        sessions: Arc<Sessions>,
+        provider: Arc<Provider>,
+        metrics: Arc<Metrics>,
+        refresh_before: Duration,
+        wait: Duration,
+    ) -> Self {
+        Refresher {
+            inner: Arc::new(Inner {
+                sessions,
+                provider,
+                metrics,
+                refresh_before,
+                wait,
+                flights: Mutex::new(HashMap::new()),
+                backoff: Cache::builder()
+                    .max_capacity(100_000)
+                    .time_to_live(BACKOFF_MAX + Duration::from_secs(60))
+                    .build(),
+            }),
         }
-        if let Some(owner) = state.sessions.try_lock(&session.id, LOCK_TTL).await? {
-            // Read again under the lock: the last holder may have just finished.
-            let result = match state.sessions.reload(&session.id).await? {
-                Some(d) if !refresh_due(&d, before, now_secs()) => Ok(d),
-                Some(d) => refresh(state, &session, d).await,
-                None => Err(AppError::Unauthenticated),
+    }
+
+    /// Makes sure the session's access token is fresh enough to send upstream.
+    pub async fn ensure_fresh(&self, session: Session) -> Result<Session, AppError> {
+        let me = &self.inner;
+        if !refresh_due(&session.data, me.refresh_before, now_secs()) {
+            return Ok(session);
+        }
+        if session.data.refresh_token.is_none() {
+            // Nothing to refresh with: an expired token ends the session (the
+            // browser signs in again, usually silently at the IdP).
+            if expired(&session.data, now_secs()) {
+                me.sessions.delete(&session.id).await?;
+                return Err(AppError::Unauthenticated);
+            }
+            return Ok(session);
+        }
+        let key = session.id.store_key();
+        if me
+            .backoff
+            .get(&key)
+            .is_some_and(|b| b.until > Instant::now())
+        {
+            me.metrics.count(
+                "oidc_bff_token_refresh_skipped_total",
+                &[("reason", "backoff")],
+            );
+            return still_valid(session, "the last refresh failed; backing off");
+        }
+        let mut flight = self.join(&key, &session.id);
+        let waited = tokio::time::timeout(me.wait, flight.wait_for(Option::is_some)).await;
+        let outcome = match waited {
+            Ok(Ok(outcome)) => outcome.clone(),
+            // The flight's task is gone without an outcome (its runtime stopped).
+            Ok(Err(_)) => Some(Outcome::Failed("the refresh was cancelled".into())),
+            Err(_) => None,
+        };
+        match outcome {
+            Some(Outcome::Fresh(data)) => Ok(Session { data, ..session }),
+            Some(Outcome::Ended) => Err(AppError::Unauthenticated),
+            Some(Outcome::Store(e)) => {
+                Err(SessionError::from(crate::session::StoreError::Unavailable(e)).into())
+            }
+            Some(Outcome::Failed(why)) => still_valid(session, &why),
+            None => {
+                me.metrics.count(
+                    "oidc_bff_token_refresh_skipped_total",
+                    &[("reason", "wait_timeout")],
+                );
+                still_valid(session, "the refresh did not finish in time")
+            }
+        }
+    }
+
+    /// The flight of this session's refresh: the one in progress, or a new one.
+    fn join(&self, key: &str, id: &SessionId) -> Flight {
+        let mut flights = self.inner.flights.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = flights.get(key) {
+            return f.clone();
+        }
+        let (tx, rx) = watch::channel(None);
+        flights.insert(key.to_string(), rx.clone());
+        drop(flights);
+        let this = self.clone();
+        let (key, id) = (key.to_string(), id.clone());
+        // Its own task: it runs to the end whoever is still waiting for it.
+        tokio::spawn(async move {
+            let outcome = this.fly(&id).await;
+            let me = &this.inner;
+            match &outcome {
+                Outcome::Failed(_) => {
+                    let failures = me.backoff.get(&key).map_or(0, |b| b.failures) + 1;
+                    let wait = backoff_after(failures);
+                    me.backoff.insert(
+                        key.clone(),
+                        Backoff {
+                            until: Instant::now() + wait,
+                            failures,
+                        },
+                    );
+                    me.metrics
+                        .count("oidc_bff_token_refresh_backoffs_total", &[]);
+                    tracing::warn!(backoff = ?wait, failures, "token refresh failed; backing off");
+                }
+                _ => me.backoff.invalidate(&key),
+            }
+            let _ = tx.send(Some(outcome));
+            me.flights
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+        });
+        rx
+    }
+
+    /// One flight: waits for another replica's refresh, or refreshes under
+    /// the store lock; saves what it gets.
+    async fn fly(&self, id: &SessionId) -> Outcome {
+        let me = &self.inner;
+        let deadline = Instant::now() + CALL_DEADLINE;
+        loop {
+            // Another replica may have refreshed meanwhile.
+            let current = match me.sessions.reload(id).await {
+                Ok(Some(d)) => d,
+                Ok(None) => return Outcome::Ended,
+                Err(e) => return Outcome::Store(e.to_string()),
             };
-            state.sessions.unlock(&session.id, &owner).await?;
-            return result.map(|data| Session {
-                data: data.into(),
-                ..session
-            });
+            if !refresh_due(&current, me.refresh_before, now_secs()) {
+                return Outcome::Fresh(current.into());
+            }
+            match me.sessions.try_lock(id, LOCK_TTL).await {
+                Err(e) => return Outcome::Store(e.to_string()),
+                Ok(Some(owner)) => return self.refresh_locked(id, &owner).await,
+                Ok(None) if Instant::now() >= deadline => {
+                    return Outcome::Failed("another replica's refresh did not finish".into())
+                }
+                // Another replica refreshes, or backs off: look again shortly.
+                Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
         }
-        if Instant::now() >= deadline {
-            // Give up waiting; a still-valid token is better than an error.
-            return if expired(&current, now_secs()) {
-                Err(AppError::Provider(OidcError::Unreachable(
-                    "token refresh did not complete in time".into(),
-                )))
-            } else {
-                Ok(Session {
-                    data: current.into(),
-                    ..session
-                })
+    }
+
+    /// Under the store lock: read again, refresh at the IdP, save. A failure
+    /// keeps the lock for the backoff, so no replica retries sooner.
+    async fn refresh_locked(&self, id: &SessionId, owner: &str) -> Outcome {
+        let me = &self.inner;
+        let outcome = match me.sessions.reload(id).await {
+            Err(e) => Outcome::Store(e.to_string()),
+            Ok(None) => Outcome::Ended,
+            Ok(Some(d)) if !refresh_due(&d, me.refresh_before, now_secs()) => {
+                Outcome::Fresh(d.into())
+            }
+            Ok(Some(d)) => self.refresh(id, d).await,
+        };
+        let _ = me.sessions.unlock(id, owner).await;
+        if let Outcome::Failed(_) = outcome {
+            let key = id.store_key();
+            let failures = me.backoff.get(&key).map_or(0, |b| b.failures) + 1;
+            // Re-taken for the backoff; a replica that took it in between is
+            // refreshing with the same token anyway, and holds it itself.
+            let _ = me.sessions.try_lock(id, backoff_after(failures)).await;
+        }
+        outcome
+    }
+
+    /// One refresh at the IdP; saves and returns the new data.
+    async fn refresh(&self, id: &SessionId, mut data: SessionData) -> Outcome {
+        let me = &self.inner;
+        let Some(refresh_token) = data.refresh_token.clone() else {
+            return Outcome::Fresh(data.into());
+        };
+        let called = async {
+            let md = me.provider.metadata().await?;
+            client::refresh(
+                me.provider.http(),
+                &md.token_endpoint,
+                &me.provider.auth,
+                &refresh_token,
+                CALL_DEADLINE,
+            )
+            .await
+        };
+        let tokens = match called.await {
+            Ok(t) => t,
+            Err(OidcError::InvalidGrant) => {
+                me.metrics.count(
+                    "oidc_bff_token_refreshes_total",
+                    &[("outcome", "invalid_grant")],
+                );
+                // Revoked, expired or already rotated away: the session cannot go on.
+                tracing::info!(sub = %data.sub, "refresh token rejected (invalid_grant); session ended");
+                return match me.sessions.delete(id).await {
+                    Ok(()) => Outcome::Ended,
+                    Err(e) => Outcome::Store(e.to_string()),
+                };
+            }
+            Err(e) => {
+                me.metrics
+                    .count("oidc_bff_token_refreshes_total", &[("outcome", "error")]);
+                tracing::warn!(sub = %data.sub, error = %e, "token refresh failed");
+                return Outcome::Failed(e.to_string());
+            }
+        };
+        let now = now_secs();
+        if let Some(id_token) = &tokens.id_token {
+            // OIDC Core §12.2: same iss, sub and aud; a refreshed ID token may carry no nonce.
+            let claims = match me.provider.verify_id_token(id_token, None).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(sub = %data.sub, error = %e, "refreshed ID token refused");
+                    return Outcome::Failed(e.to_string());
+                }
             };
+            if claims.get("sub").and_then(|s| s.as_str()) != Some(data.sub.as_str()) {
+                tracing::warn!(sub = %data.sub, "refreshed ID token is another user's; session ended");
+                let _ = me.sessions.delete(id).await;
+                return Outcome::Ended;
+            }
+            data.id_token = id_token.clone();
+            data.claims = claims;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        data.access_token = tokens.access_token.clone();
+        data.access_expires_at = tokens.expires_in_secs().map(|s| now + s);
+        // Rotation: a new refresh token replaces the old one in the same write;
+        // an answer without one keeps the old (RFC 6749 §6).
+        if let Some(rt) = &tokens.refresh_token {
+            data.refresh_token = Some(rt.clone());
+        }
+        if tokens.scope.is_some() {
+            data.scope = tokens.scope.clone();
+        }
+        data.refreshed_at = Some(now);
+        if let Err(e) = me.sessions.save(id, &data).await {
+            return Outcome::Store(e.to_string());
+        }
+        me.metrics
+            .count("oidc_bff_token_refreshes_total", &[("outcome", "success")]);
+        tracing::info!(sub = %data.sub, "access token refreshed");
+        Outcome::Fresh(data.into())
     }
 }
 
-/// One refresh at the IdP, under the lock; saves and returns the new data.
-async fn refresh(
-    state: &AppState,
-    session: &Session,
-    mut data: SessionData,
-) -> Result<SessionData, AppError> {
-    let md = state.provider.metadata().await?;
-    let Some(refresh_token) = data.refresh_token.clone() else {
-        return Ok(data);
-    };
-    let tokens = match client::refresh(
-        state.provider.http(),
-        &md.token_endpoint,
-        &state.provider.auth,
-        &refresh_token,
-    )
-    .await
-    {
-        Ok(t) => t,
-        Err(OidcError::InvalidGrant) => {
-            state.metrics.count(
-                "oidc_bff_token_refreshes_total",
-                &[("outcome", "invalid_grant")],
-            );
-            // Revoked, expired or already rotated away: the session cannot go on.
-            tracing::info!(sub = %data.sub, "refresh token rejected (invalid_grant); session ended");
-            state.sessions.delete(&session.id).await?;
-            return Err(AppError::Unauthenticated);
-        }
-        Err(e) => {
-            state
-                .metrics
-                .count("oidc_bff_token_refreshes_total", &[("outcome", "error")]);
-            tracing::warn!(error = %e, "token refresh failed");
-            return if expired(&data, now_secs()) {
-                Err(e.into())
-            } else {
-                Ok(data)
-            };
-        }
-    };
-    let now = now_secs();
-    if let Some(id_token) = &tokens.id_token {
-        // OIDC Core §12.2: same iss, sub and aud; a refreshed ID token may carry no nonce.
-        let claims = state.provider.verify_id_token(id_token, None).await?;
-        if claims.get("sub").and_then(|s| s.as_str()) != Some(data.sub.as_str()) {
-            state.sessions.delete(&session.id).await?;
-            return Err(AppError::Unauthenticated);
-        }
-        data.id_token = id_token.clone();
-        data.claims = claims;
+/// A session whose refresh did not come through: on with its access token
+/// while that is valid, else the IdP is unavailable (502).
+fn still_valid(session: Session, why: &str) -> Result<Session, AppError> {
+    if expired(&session.data, now_secs()) {
+        Err(AppError::Provider(OidcError::Unreachable(format!(
+            "token refresh: {why}"
+        ))))
+    } else {
+        Ok(session)
     }
-    data.access_token = tokens.access_token.clone();
-    data.access_expires_at = tokens.expires_in_secs().map(|s| now + s);
-    // Rotation: a new refresh token replaces the old one in the same write;
-    // an answer without one keeps the old (RFC 6749 §6).
-    if let Some(rt) = &tokens.refresh_token {
-        data.refresh_token = Some(rt.clone());
-    }
-    if tokens.scope.is_some() {
-        data.scope = tokens.scope.clone();
-    }
-    data.refreshed_at = Some(now);
-    state.sessions.save(&session.id, &data).await?;
-    state
-        .metrics
-        .count("oidc_bff_token_refreshes_total", &[("outcome", "success")]);
-    tracing::info!(sub = %data.sub, "access token refreshed");
-    Ok(data)
 }
 
 #[cfg(test)]
@@ -229,5 +406,13 @@ mod tests {
         assert!(!refresh_due(&short, b, 1001));
         assert!(!refresh_due(&short, b, 1004));
         assert!(refresh_due(&short, b, 1005));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let got: Vec<u64> = (1..=6).map(|n| backoff_after(n).as_secs()).collect();
+        assert_eq!(got, [5, 10, 20, 40, 60, 60]);
+        assert_eq!(backoff_after(0), BACKOFF_FIRST);
+        assert_eq!(backoff_after(u32::MAX), BACKOFF_MAX);
     }
 }

@@ -90,30 +90,32 @@ pub async fn exchange_code(
         ("redirect_uri", redirect_uri.to_string()),
         ("code_verifier", verifier.to_string()),
     ];
-    token_request(http, endpoint, auth, form).await
+    token_request(http.post(endpoint.clone()), auth, form).await
 }
 
-/// Uses a refresh token (RFC 6749 §6).
+/// The refresh-token grant (RFC 6749 §6). `timeout` replaces the client's
+/// usual one: a refresh is left to finish even when the requests that wanted
+/// it have stopped waiting, so a rotated refresh token is not lost.
 pub async fn refresh(
     http: &reqwest::Client,
     endpoint: &Url,
     auth: &ClientAuth,
     refresh_token: &str,
+    timeout: std::time::Duration,
 ) -> Result<TokenResponse, OidcError> {
     let form = vec![
         ("grant_type", "refresh_token".to_string()),
         ("refresh_token", refresh_token.to_string()),
     ];
-    token_request(http, endpoint, auth, form).await
+    token_request(http.post(endpoint.clone()).timeout(timeout), auth, form).await
 }
 
 async fn token_request(
-    http: &reqwest::Client,
-    endpoint: &Url,
+    req: reqwest::RequestBuilder,
     auth: &ClientAuth,
     mut form: Vec<(&str, String)>,
 ) -> Result<TokenResponse, OidcError> {
-    let req = auth.apply(http.post(endpoint.clone()), &mut form);
+    let req = auth.apply(req, &mut form);
     let resp = req
         .header(http::header::ACCEPT, "application/json")
         .form(&form)

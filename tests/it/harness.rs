@@ -82,6 +82,17 @@ impl Idp {
         Idp::start(cfg)
     }
 
+    /// Stops the IdP process (SIGSTOP): connections are still accepted by
+    /// the kernel, nothing is answered, as with a stalled IdP.
+    pub fn pause(&self) {
+        assert!(signal(self.child.id(), "-STOP"), "cannot pause the IdP");
+    }
+
+    /// Lets a paused IdP go on (SIGCONT); it answers what queued meanwhile.
+    pub fn resume(&self) {
+        assert!(signal(self.child.id(), "-CONT"), "cannot resume the IdP");
+    }
+
     pub async fn stats(&self) -> Value {
         reqwest::get(format!("{}/test/stats", self.issuer))
             .await
@@ -92,8 +103,20 @@ impl Idp {
     }
 }
 
+/// Sends a signal with kill(1); `true` when it was delivered.
+fn signal(pid: u32, sig: &str) -> bool {
+    Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .expect("cannot run `kill`")
+        .success()
+}
+
 impl Drop for Idp {
     fn drop(&mut self) {
+        // A paused process must go on to die.
+        signal(self.child.id(), "-CONT");
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -273,9 +296,18 @@ keys = ["{key}"]
 
 impl Gateway {
     pub async fn start(reserved: Reserved, toml: &str) -> Gateway {
+        Self::start_with_store(reserved, toml, Arc::new(MemoryStore::new(1000))).await
+    }
+
+    /// A gateway on a given memory store (several gateways may share one, as
+    /// replicas share Redis).
+    pub async fn start_with_store(
+        reserved: Reserved,
+        toml: &str,
+        store: Arc<MemoryStore>,
+    ) -> Gateway {
         let config = oidc_bff::config::load_from_str(toml)
             .unwrap_or_else(|e| panic!("test config invalid: {e}"));
-        let store = Arc::new(MemoryStore::new(1000));
         let state = AppState::with_store(config, store.clone()).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let running = oidc_bff::serve(state, reserved.listener, reserved.admin, async {

@@ -7,6 +7,7 @@ mod bearer;
 mod cli;
 mod cognito;
 mod dev_idp;
+mod faults;
 mod flow;
 mod forward_auth;
 mod hostile;

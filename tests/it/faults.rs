@@ -1,0 +1,229 @@
+//! Faults as an operator meets them: an IdP that stalls (accepts, answers
+//! nothing) or fails while sessions need a token refresh. Requests must get
+//! their answer within `provider.http_timeout`, one refresh at a time may
+//! reach the IdP, a failure backs off, and the session survives the stall.
+
+use crate::harness::*;
+use axum::routing::post;
+use serde_json::Value;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SHORT_TOKENS: &str = r#"{"access_token_ttl": 5, "rotate_refresh_tokens": true}"#;
+
+async fn refreshes(idp: &Idp) -> i64 {
+    idp.stats().await["token"]["refresh_token"]
+        .as_i64()
+        .unwrap_or(0)
+}
+
+/// `n` API calls at once; each one's status and how long it took.
+async fn calls(b: &reqwest::Client, gw: &str, n: usize) -> Vec<(u16, Duration)> {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (b, url) = (b.clone(), format!("{gw}/api/call/{i}"));
+            tokio::spawn(async move {
+                let start = Instant::now();
+                let r = b.get(url).header("x-csrf", "1").send().await.unwrap();
+                (r.status().as_u16(), start.elapsed())
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+/// Waits until the session's access token has expired (the test IdP's
+/// tokens live 5 s), by asking `/auth/user` for its expiry.
+async fn until_token_expired(b: &reqwest::Client, gw: &str) {
+    let user: Value = b
+        .get(format!("{gw}/auth/user"))
+        .header("x-csrf", "1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let exp = user["access_token_expires_at"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no access token expiry in {user}"));
+    while now() <= exp {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_stalled_idp_neither_queues_requests_nor_signs_the_user_out() {
+    let reserved = reserve().await;
+    let url = reserved.url.clone();
+    let idp = Idp::for_gateway(&reserved.url, serde_json::from_str(SHORT_TOKENS).unwrap());
+    let upstream = Upstream::start(Some(format!("{}/jwks", idp.issuer))).await;
+    let routes = format!(
+        "[[route]]\npath = \"/api/\"\nupstream = \"{}\"\n",
+        upstream.url
+    );
+    let toml = config_toml(&url, &idp.issuer, &routes).replace(
+        "insecure_allow_http = true",
+        "insecure_allow_http = true\nhttp_timeout = \"1s\"",
+    );
+    let gw = Gateway::start(reserved, &toml).await;
+    let b = browser();
+    sign_in(&b, &gw.url, "alice", "/").await;
+    assert!(calls(&b, &gw.url, 1).await.iter().all(|(s, _)| *s == 200));
+    let before = refreshes(&idp).await;
+    until_token_expired(&b, &gw.url).await;
+
+    // The IdP stalls: it accepts connections and answers nothing.
+    idp.pause();
+    let answers = calls(&b, &gw.url, 20).await;
+    for (status, took) in &answers {
+        assert_eq!(
+            *status, 502,
+            "an expired token is never sent on: {answers:?}"
+        );
+        // Each waits for the one refresh at most http_timeout (1 s), not n x 1 s.
+        assert!(*took < Duration::from_millis(2500), "{answers:?}");
+    }
+    // More requests while the refresh is still out: no new refresh, same answer.
+    let answers = calls(&b, &gw.url, 5).await;
+    assert!(
+        answers
+            .iter()
+            .all(|(s, t)| *s == 502 && *t < Duration::from_millis(2500)),
+        "{answers:?}"
+    );
+
+    // The IdP comes back and answers the refresh that was queued: the
+    // gateway was still waiting for it, and keeps the rotated refresh token.
+    idp.resume();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _) = calls(&b, &gw.url, 1).await[0];
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 502);
+        assert!(Instant::now() < deadline, "the session did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        refreshes(&idp).await - before,
+        1,
+        "one refresh reached the IdP for all 25 requests"
+    );
+    assert!(upstream.last().header("authorization").is_some());
+    // The rotated refresh token works at the next expiry: nothing was lost.
+    until_token_expired(&b, &gw.url).await;
+    let answers = calls(&b, &gw.url, 10).await;
+    assert!(answers.iter().all(|(s, _)| *s == 200), "{answers:?}");
+    assert_eq!(refreshes(&idp).await - before, 2);
+}
+
+/// A token endpoint that fails every call with 503, counting them.
+async fn failing_token_endpoint() -> (String, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let app = axum::Router::new().route(
+        "/token",
+        post(move || {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                (
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    "down for maintenance",
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/token"), hits)
+}
+
+#[tokio::test]
+async fn a_failing_idp_is_asked_once_per_backoff_interval() {
+    let reserved = reserve().await;
+    let url = reserved.url.clone();
+    let idp = Idp::for_gateway(&reserved.url, serde_json::from_str(SHORT_TOKENS).unwrap());
+    let upstream = Upstream::start(None).await;
+    let (token_endpoint, hits) = failing_token_endpoint().await;
+    let routes = format!(
+        "[[route]]\npath = \"/api/\"\nupstream = \"{}\"\n",
+        upstream.url
+    );
+    // Sign in at the real IdP, then send refreshes to the failing endpoint.
+    let real = config_toml(&url, &idp.issuer, &routes).replace(
+        "insecure_allow_http = true",
+        "insecure_allow_http = true\nhttp_timeout = \"1s\"",
+    );
+    let failing = real.replace(
+        "insecure_allow_http = true",
+        &format!("insecure_allow_http = true\ntoken_endpoint = \"{token_endpoint}\""),
+    );
+    // One store shared by two gateways: the first signs in, the second refreshes.
+    let gw = Gateway::start(reserved, &real).await;
+    let b = browser();
+    sign_in(&b, &gw.url, "alice", "/").await;
+    let failing_gw = Gateway::start_with_store(reserve().await, &failing, gw.store.clone()).await;
+    // Cookies ignore ports: the browser sends its session cookie to both.
+    let fb = b.clone();
+    until_token_expired(&b, &gw.url).await;
+
+    let answers = calls(&fb, &failing_gw.url, 20).await;
+    assert!(
+        answers
+            .iter()
+            .all(|(s, t)| *s == 502 && *t < Duration::from_millis(2500)),
+        "{answers:?}"
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "20 requests, one refresh");
+    let failed_at = Instant::now();
+    // During the backoff: answered at once, nothing sent to the IdP.
+    let answers = calls(&fb, &failing_gw.url, 10).await;
+    assert!(
+        answers
+            .iter()
+            .all(|(s, t)| *s == 502 && *t < Duration::from_millis(300)),
+        "{answers:?}"
+    );
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1,
+        "no refresh during the backoff"
+    );
+    // After the backoff (5 s), one more attempt, and again only one.
+    let deadline = failed_at + Duration::from_secs(10);
+    while hits.load(Ordering::SeqCst) == 1 {
+        assert!(Instant::now() < deadline, "no attempt after the backoff");
+        calls(&fb, &failing_gw.url, 5).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        failed_at.elapsed() >= Duration::from_millis(4500),
+        "the second attempt came {:?} after the first failure",
+        failed_at.elapsed()
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    let m = reqwest::get(format!("{}/metrics", failing_gw.admin_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("oidc_bff_token_refresh_backoffs_total 2"), "{m}");
+    assert!(
+        m.contains("oidc_bff_token_refreshes_total{outcome=\"error\"} 2"),
+        "{m}"
+    );
+    assert!(
+        m.contains("oidc_bff_token_refresh_skipped_total{reason=\"backoff\"}"),
+        "{m}"
+    );
+}
