@@ -170,6 +170,12 @@ impl AppError {
                 "The identity provider is unavailable right now.",
                 false,
             ),
+            Provider(OidcError::Unreachable(_)) => r(
+                StatusCode::BAD_GATEWAY,
+                "idp_unavailable",
+                "The identity provider is unavailable right now. Please try again shortly.",
+                false,
+            ),
             Provider(_) => r(
                 StatusCode::BAD_GATEWAY,
                 "idp_error",
@@ -201,6 +207,14 @@ impl AppError {
 /// Carried in a response's extensions until [`ErrorRequest::finish`] writes the body.
 #[derive(Clone)]
 struct ErrorMarker(Arc<AppError>);
+
+/// The error code of a response the gateway answered with an error (the
+/// JSON body's `error`, a bounded set: metrics label it), if it is one.
+pub fn error_code(resp: &Response) -> Option<&'static str> {
+    resp.extensions()
+        .get::<ErrorMarker>()
+        .map(|ErrorMarker(e)| e.rendered().code)
+}
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {

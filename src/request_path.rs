@@ -202,13 +202,20 @@ fn has_double_encoding(path: &str) -> bool {
 
 /// Whether `path` (canonical) is `prefix` or lies below it, on a segment
 /// boundary: `/api` covers `/api` and `/api/x`, never `/apix`. A prefix that
-/// ends in `/` covers the same paths as without it.
+/// ends in `/` covers the same paths as without it. Letters compare
+/// case-insensitively: many upstreams (IIS, ASP.NET, Express by default) serve
+/// `/Admin` as `/admin`, so `/Admin` must meet `/admin`'s rules; for an
+/// upstream that tells them apart, the stricter rule applies to a path it
+/// does not serve anyway.
 pub fn under_prefix(path: &str, prefix: &str) -> bool {
     let prefix = prefix.trim_end_matches('/');
     prefix.is_empty()
-        || path
-            .strip_prefix(prefix)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        || path.get(..prefix.len()).is_some_and(|head| {
+            head.eq_ignore_ascii_case(prefix) && {
+                let rest = &path[prefix.len()..];
+                rest.is_empty() || rest.starts_with('/')
+            }
+        })
 }
 
 #[cfg(test)]
@@ -305,6 +312,9 @@ mod tests {
             ("/", "/", true),
             ("/admin", "/admin/", true),
             ("/administrator", "/admin/", false),
+            ("/Admin/x", "/admin/", true),
+            ("/API/ADMIN", "/api/admin", true),
+            ("/caf%C3%A9", "/caf%c3%a9", true),
         ] {
             assert_eq!(under_prefix(path, prefix), want, "{path} under {prefix}");
         }

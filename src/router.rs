@@ -240,13 +240,29 @@ fn observe(state: &AppState, start: std::time::Instant, method: &'static str, re
         .get::<telemetry::RequestUser>()
         .map(|u| u.0.as_str())
         .unwrap_or("-");
-    tracing::info!(
-        route = %route,
-        status = status.as_u16(),
-        latency_ms = elapsed.as_secs_f64() * 1000.0,
-        sub = %user,
-        "request"
-    );
+    // What went wrong, when the gateway answered with an error: tells a 502
+    // of an unreachable upstream from one of the IdP, a 503 of the session
+    // store, a 504 of a slow upstream. "none" for everything else, including
+    // an upstream's own error answers.
+    let error = crate::error::error_code(resp).unwrap_or("none");
+    if status.is_server_error() && error != "none" {
+        tracing::warn!(
+            route = %route,
+            status = status.as_u16(),
+            error,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            sub = %user,
+            "request"
+        );
+    } else {
+        tracing::info!(
+            route = %route,
+            status = status.as_u16(),
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            sub = %user,
+            "request"
+        );
+    }
     let m = &state.metrics;
     m.count(
         "oidc_bff_requests_total",
@@ -254,6 +270,7 @@ fn observe(state: &AppState, start: std::time::Instant, method: &'static str, re
             ("route", route),
             ("method", method),
             ("status", telemetry::status_class(status)),
+            ("error", error),
         ],
     );
     m.observe(

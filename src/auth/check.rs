@@ -55,13 +55,12 @@ pub struct Forwarded {
 impl Forwarded {
     /// The path of the target, as sent (not yet canonical).
     pub fn path(&self) -> &str {
-        self.target.split(['?', '#']).next().unwrap_or("")
+        self.target.split('?').next().unwrap_or("")
     }
 
     /// The query of the target, if any.
     pub fn query(&self) -> Option<&str> {
-        let rest = self.target.split('#').next().unwrap_or("");
-        rest.split_once('?').map(|(_, q)| q)
+        self.target.split_once('?').map(|(_, q)| q)
     }
 }
 
@@ -73,52 +72,87 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
-/// Reads the original request from the forwarding headers; `None` when no
-/// target header is present (a misconfigured ingress).
-pub fn forwarded(headers: &HeaderMap) -> Option<Forwarded> {
-    let target = match (
-        header_str(headers, "x-original-uri"),
-        header_str(headers, "x-forwarded-uri"),
-        header_str(headers, "x-original-url"),
-    ) {
-        (Some(t), _, _) | (None, Some(t), _) => t.to_string(),
-        // The target as written in the URL: a URL parser would resolve dot
-        // segments and re-encode, and the path must be judged as it came.
-        (None, None, Some(url)) => {
-            let (scheme, rest) = url.split_once("://")?;
-            if scheme.is_empty() || !scheme.bytes().all(|b| b.is_ascii_alphabetic()) {
-                return None;
-            }
-            // A `\` ends the authority too (URL parsers read it as `/`); the
-            // target then starts with it, and is refused.
-            let end = rest.find(['/', '?', '#', '\\']).unwrap_or(rest.len());
-            let authority_ok = rest[..end]
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b".-_:[]".contains(&b));
-            if !authority_ok {
-                // Not a URL an ingress would send: judged as a target that is
-                // no path at all, and refused.
-                return Some(Forwarded {
-                    method: Method::GET,
-                    target: rest.to_string(),
-                    host: None,
-                });
-            }
-            let target = &rest[end..];
-            match target.strip_prefix('?') {
-                Some(query) => format!("/?{query}"),
-                None if target.is_empty() || target.starts_with('#') => "/".to_string(),
-                None => target.to_string(),
+/// Why the original request cannot be read from the forwarding headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardedError {
+    /// No target header at all: a misconfigured ingress.
+    Missing,
+    /// A target or method header that cannot be read, or several that
+    /// disagree. An ingress sets its own header and passes the client's
+    /// others along, so a second opinion may be the client's: never chosen from.
+    Ambiguous,
+}
+
+/// The headers that carry the original target: nginx's `X-Original-URI`
+/// (as the README configures it), Traefik's `X-Forwarded-Uri`,
+/// ingress-nginx's `X-Original-URL` (a full URL).
+const TARGET_HEADERS: [&str; 3] = ["x-original-uri", "x-forwarded-uri", "x-original-url"];
+const METHOD_HEADERS: [&str; 2] = ["x-forwarded-method", "x-original-method"];
+
+/// Every value of `names`, each read by `read`; they must all agree.
+fn one_value<T: PartialEq>(
+    headers: &HeaderMap,
+    names: &[&str],
+    read: impl Fn(&str, &str) -> Option<T>,
+) -> Result<Option<T>, ForwardedError> {
+    let mut found: Option<T> = None;
+    for name in names {
+        for value in headers.get_all(*name) {
+            let text = value
+                .to_str()
+                .map_err(|_| ForwardedError::Ambiguous)?
+                .trim();
+            let v = read(name, text).ok_or(ForwardedError::Ambiguous)?;
+            match &found {
+                Some(f) if *f != v => return Err(ForwardedError::Ambiguous),
+                Some(_) => {}
+                None => found = Some(v),
             }
         }
-        (None, None, None) => return None,
-    };
-    let method = header_str(headers, "x-forwarded-method")
-        .or_else(|| header_str(headers, "x-original-method"))
-        .and_then(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok())
-        .unwrap_or(Method::GET);
+    }
+    Ok(found)
+}
+
+/// The path and query of an `X-Original-URL`, as written: a URL parser would
+/// resolve dot segments and re-encode, and the path must be judged as it came.
+fn target_of_url(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    if scheme.is_empty() || !scheme.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return None;
+    }
+    let end = rest.find('/').unwrap_or(rest.len());
+    // Only a host and port: `?`, `#`, `\`, `@` or `%` there is no URL an
+    // ingress sends, and each would make parsers disagree on where the path starts.
+    let authority_ok = rest[..end]
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b".-_:[]".contains(&b));
+    if !authority_ok {
+        return None;
+    }
+    match &rest[end..] {
+        "" => Some("/".to_string()),
+        target => Some(target.to_string()),
+    }
+}
+
+/// Reads the original request from the forwarding headers.
+pub fn forwarded(headers: &HeaderMap) -> Result<Forwarded, ForwardedError> {
+    let target = one_value(headers, &TARGET_HEADERS, |name, text| {
+        let target = match name {
+            "x-original-url" => target_of_url(text)?,
+            _ => text.to_string(),
+        };
+        // A fragment is never part of a request target (RFC 9112 §3.2); one
+        // sent anyway would be judged without what follows it.
+        (!target.is_empty() && !target.contains('#')).then_some(target)
+    })?
+    .ok_or(ForwardedError::Missing)?;
+    let method = one_value(headers, &METHOD_HEADERS, |_, text| {
+        Method::from_bytes(text.to_ascii_uppercase().as_bytes()).ok()
+    })?
+    .unwrap_or(Method::GET);
     let host = header_str(headers, "x-forwarded-host").map(str::to_string);
-    Some(Forwarded {
+    Ok(Forwarded {
         method,
         target,
         host,
@@ -146,9 +180,15 @@ async fn decide(state: &AppState, req: &Parts) -> Result<Response, AppError> {
         ));
     }
     let headers = &req.headers;
-    let fwd = forwarded(headers).ok_or(AppError::BadRequest(
-        "forward-auth needs X-Original-URI, X-Forwarded-Uri or X-Original-URL",
-    ))?;
+    let fwd = forwarded(headers).map_err(|e| match e {
+        ForwardedError::Missing => AppError::BadRequest(
+            "forward-auth needs X-Original-URI, X-Forwarded-Uri or X-Original-URL",
+        ),
+        ForwardedError::Ambiguous => {
+            tracing::warn!("forward-auth: the forwarding headers are unreadable or disagree");
+            AppError::Forbidden("The forwarded request is ambiguous.".into())
+        }
+    })?;
     // The same canonical path the proxy would route and forward; a path the
     // proxy would refuse is refused here too.
     let path = canonicalize(fwd.path()).map_err(|e| {
@@ -172,15 +212,21 @@ async fn decide(state: &AppState, req: &Parts) -> Result<Response, AppError> {
             access.token,
             state.config.provider.groups_claim(),
         )),
-        Err(AppError::Unauthenticated) => {
+        Err(gate::Refused {
+            error: AppError::Unauthenticated,
+            ..
+        }) => {
             let idp = route.and_then(|r| r.login_idp.as_deref());
             Ok(unauthenticated(state, req, &fwd, &path, idp))
         }
         // Ingresses understand 2xx, 401 and 403 only.
-        Err(AppError::MethodNotAllowed) => Err(AppError::Forbidden(
+        Err(gate::Refused {
+            error: AppError::MethodNotAllowed,
+            ..
+        }) => Err(AppError::Forbidden(
             "This method is not allowed here.".into(),
         )),
-        Err(e) => Err(e),
+        Err(refused) => Err(refused.error),
     }
 }
 
@@ -300,7 +346,7 @@ mod tests {
     fn h(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut m = HeaderMap::new();
         for (k, v) in pairs {
-            m.insert(
+            m.append(
                 HeaderName::from_bytes(k.as_bytes()).unwrap(),
                 HeaderValue::from_str(v).unwrap(),
             );
@@ -310,7 +356,8 @@ mod tests {
 
     #[test]
     fn reads_each_ingress_shape() {
-        type Want = Option<(&'static str, &'static str, Option<&'static str>)>;
+        use ForwardedError::*;
+        type Want = Result<(&'static str, &'static str, Option<&'static str>), ForwardedError>;
         let cases: &[(&[(&str, &str)], Want)] = &[
             // nginx auth_request, as the README configures it.
             (
@@ -319,7 +366,7 @@ mod tests {
                     ("x-forwarded-method", "POST"),
                     ("x-forwarded-host", "app.example.com"),
                 ],
-                Some(("POST", "/app/x?a=1", Some("app.example.com"))),
+                Ok(("POST", "/app/x?a=1", Some("app.example.com"))),
             ),
             // Traefik ForwardAuth.
             (
@@ -328,7 +375,7 @@ mod tests {
                     ("x-forwarded-method", "DELETE"),
                     ("x-forwarded-host", "h"),
                 ],
-                Some(("DELETE", "/api/orders", Some("h"))),
+                Ok(("DELETE", "/api/orders", Some("h"))),
             ),
             // ingress-nginx: a full URL and X-Original-Method.
             (
@@ -336,28 +383,69 @@ mod tests {
                     ("x-original-url", "https://app.example.com/p/q?x=%2F"),
                     ("x-original-method", "put"),
                 ],
-                Some(("PUT", "/p/q?x=%2F", None)),
+                Ok(("PUT", "/p/q?x=%2F", None)),
             ),
-            // X-Original-URI wins over the others; no method means GET.
+            (&[("x-original-url", "https://h")], Ok(("GET", "/", None))),
+            // Two headers that agree are one target; no method means GET.
+            (
+                &[("x-original-uri", "/a"), ("x-original-url", "http://h/a")],
+                Ok(("GET", "/a", None)),
+            ),
+            // A second opinion (the client's, passed along) is never chosen from.
+            (
+                &[("x-original-uri", "/a"), ("x-forwarded-uri", "/b")],
+                Err(Ambiguous),
+            ),
+            (
+                &[("x-forwarded-uri", "/b"), ("x-forwarded-uri", "/a")],
+                Err(Ambiguous),
+            ),
+            (
+                &[
+                    ("x-original-url", "http://h/admin/x"),
+                    ("x-original-uri", "/x"),
+                ],
+                Err(Ambiguous),
+            ),
             (
                 &[
                     ("x-original-uri", "/a"),
-                    ("x-forwarded-uri", "/b"),
-                    ("x-original-url", "http://h/c"),
+                    ("x-forwarded-method", "GET"),
+                    ("x-original-method", "DELETE"),
                 ],
-                Some(("GET", "/a", None)),
+                Err(Ambiguous),
             ),
-            (&[("x-forwarded-host", "h")], None),
-            (&[("x-original-url", "not a url")], None),
+            // Unreadable, empty or odd values are no target.
+            (&[("x-original-uri", "")], Err(Ambiguous)),
+            (&[("x-original-uri", "/x#/../admin")], Err(Ambiguous)),
+            (&[("x-original-url", "not a url")], Err(Ambiguous)),
+            (&[("x-original-url", "http://h#/admin/x")], Err(Ambiguous)),
+            (&[("x-original-url", "http://h?/admin/x")], Err(Ambiguous)),
+            (&[("x-original-url", "http://h%2f/admin/x")], Err(Ambiguous)),
+            (&[("x-original-url", "http://u@h/admin/x")], Err(Ambiguous)),
+            (&[("x-original-url", "http://h\\admin/x")], Err(Ambiguous)),
+            (
+                &[("x-original-uri", "/a"), ("x-forwarded-method", "G E T")],
+                Err(Ambiguous),
+            ),
+            (&[("x-forwarded-host", "h")], Err(Missing)),
         ];
         for (headers, want) in cases {
             let got = forwarded(&h(headers));
             let got = got
                 .as_ref()
-                .map(|f| (f.method.as_str(), f.target.as_str(), f.host.as_deref()));
+                .map(|f| (f.method.as_str(), f.target.as_str(), f.host.as_deref()))
+                .map_err(|e| *e);
             assert_eq!(got, *want, "{headers:?}");
         }
-        let f = forwarded(&h(&[("x-original-uri", "/app/x?a=1#f")])).unwrap();
-        assert_eq!(f.path(), "/app/x");
+        // A value that is not visible ASCII does not count as absent.
+        let mut m = h(&[("x-forwarded-uri", "/x")]);
+        m.append(
+            "x-original-uri",
+            HeaderValue::from_bytes(b"/admin/x\xff").unwrap(),
+        );
+        assert_eq!(forwarded(&m).map(|f| f.target), Err(Ambiguous));
+        let f = forwarded(&h(&[("x-original-uri", "/app/x?a=1")])).unwrap();
+        assert_eq!((f.path(), f.query()), ("/app/x", Some("a=1")));
     }
 }

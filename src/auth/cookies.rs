@@ -92,14 +92,17 @@ pub fn request_cookies<'a>(
     headers: &'a HeaderMap,
     name: &'a str,
 ) -> impl Iterator<Item = &'a str> + 'a {
+    // Read as bytes: a header that is not UTF-8 (another cookie's value)
+    // must not hide the gateway's cookie in it. A value of ours that is not
+    // UTF-8 is garbage, read as empty: present, and no session.
     headers
         .get_all(http::header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
+        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
         .filter_map(move |pair| {
-            let (k, v) = pair.trim().split_once('=')?;
-            (k == name).then(|| v.trim().trim_matches('"'))
+            let eq = pair.iter().position(|b| *b == b'=')?;
+            let (k, v) = (pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii());
+            (k == name.as_bytes()).then(|| std::str::from_utf8(v).unwrap_or("").trim_matches('"'))
         })
 }
 
@@ -171,5 +174,18 @@ keys = ["{}"]
             ["first", "second"]
         );
         assert_eq!(request_cookies(&h, "missing").count(), 0);
+        // A header that is not UTF-8 (another cookie's value) is read too.
+        h.append(
+            http::header::COOKIE,
+            HeaderValue::from_bytes(b"oidc_bff=third; name=J\xc3\xb6rg").unwrap(),
+        );
+        h.append(
+            http::header::COOKIE,
+            HeaderValue::from_bytes(b"oidc_bff=\xff").unwrap(),
+        );
+        assert_eq!(
+            request_cookies(&h, "oidc_bff").collect::<Vec<_>>(),
+            ["first", "second", "third", ""]
+        );
     }
 }

@@ -31,6 +31,20 @@ pub struct Ask<'a> {
     pub websocket: bool,
 }
 
+/// A request that did not pass, and who was asking when the gate knew it
+/// (a refresh that failed for a signed-in user): the log line names them.
+#[derive(Debug)]
+pub struct Refused {
+    pub error: AppError,
+    pub user: Option<String>,
+}
+
+impl From<AppError> for Refused {
+    fn from(error: AppError) -> Self {
+        Refused { error, user: None }
+    }
+}
+
 /// A request that passed: who is asking, with a fresh token when the route sends one.
 pub struct Passed {
     pub identity: Identity,
@@ -39,10 +53,10 @@ pub struct Passed {
 }
 
 /// Runs the gate's steps for `access` (a route's rules) on `ask`.
-pub async fn pass(state: &AppState, access: &Access, ask: Ask<'_>) -> Result<Passed, AppError> {
+pub async fn pass(state: &AppState, access: &Access, ask: Ask<'_>) -> Result<Passed, Refused> {
     // Step 1: method.
     if !access.allows(ask.method) {
-        return Err(AppError::MethodNotAllowed);
+        return Err(AppError::MethodNotAllowed.into());
     }
     // Step 2: authenticate.
     let identity = authenticate(state, access.auth, &access.audiences, ask.headers).await?;
@@ -56,9 +70,9 @@ pub async fn pass(state: &AppState, access: &Access, ask: Ask<'_>) -> Result<Pas
     let session = identity.session();
     if ask.websocket {
         if !access.websocket {
-            return Err(AppError::BadRequest(
-                "this route does not accept WebSocket connections",
-            ));
+            return Err(
+                AppError::BadRequest("this route does not accept WebSocket connections").into(),
+            );
         }
         // Cross-site WebSocket hijacking: the handshake carries the cookie
         // whatever page opened it; only our own pages may.
@@ -69,20 +83,30 @@ pub async fn pass(state: &AppState, access: &Access, ask: Ask<'_>) -> Result<Pas
         if origin != Some(state.config.public_origin().as_str()) {
             return Err(AppError::Forbidden(
                 "the WebSocket handshake comes from another origin".into(),
-            ));
+            )
+            .into());
         }
     } else if access.csrf
         && session.is_some()
         && has_session_cookie(state, ask.headers)
         && !has_csrf_header(ask.headers)
     {
-        return Err(AppError::CsrfMissing);
+        return Err(AppError::CsrfMissing.into());
     }
     let reissue = session.and_then(|s| s.reissue_cookie.clone());
     // Step 5: refresh the access token when it is about to expire (single-flight).
     let identity = match identity {
         Identity::Session(s) if access.token != TokenKind::None => {
-            Identity::Session(Box::new(state.refresher.ensure_fresh(*s).await?))
+            let user = s.data.sub.clone();
+            match state.refresher.ensure_fresh(*s).await {
+                Ok(s) => Identity::Session(Box::new(s)),
+                Err(error) => {
+                    return Err(Refused {
+                        error,
+                        user: Some(user),
+                    })
+                }
+            }
         }
         other => other,
     };

@@ -465,7 +465,8 @@ fn routes(c: &Config, p: &mut Vec<Problem>) {
             )),
             Ok(_) => {}
         }
-        if !paths.insert(r.path.trim_end_matches('/').to_string()) {
+        // Routes match case-insensitively: `/Admin` and `/admin` are one prefix.
+        if !paths.insert(r.path.trim_end_matches('/').to_ascii_lowercase()) {
             p.push(Problem::new(
                 key("path"),
                 format!("\"{}\" is used by another route", r.path),

@@ -22,7 +22,7 @@ const HOP_BY_HOP: [&str; 9] = [
 /// Headers that some upstream framework or gateway trusts as the user's
 /// identity, or as the path it serves (route overrides). A client must never
 /// set them: they are removed on every route, before the gateway sets its own.
-pub const PROTECTED_HEADERS: [&str; 25] = [
+pub const PROTECTED_HEADERS: [&str; 31] = [
     // oauth2-proxy, Pomerium and friends.
     "x-forwarded-user",
     "x-forwarded-email",
@@ -51,6 +51,29 @@ pub const PROTECTED_HEADERS: [&str; 25] = [
     "x-original-url",
     "x-rewrite-url",
     "x-original-uri",
+    "x-forwarded-uri",
+    "x-forwarded-path",
+    "x-envoy-original-path",
+    // Method overrides: an upstream that honours them would walk around `methods`.
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Headers that tell an upstream where the client is or what it asked for,
+/// as a proxy in front sees it: believed from `server.trusted_proxies` only,
+/// removed when anyone else sends them.
+const PROXY_ONLY_HEADERS: [&str; 10] = [
+    "forwarded",
+    "x-real-ip",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "true-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
 ];
 
 /// Families of protected headers, by prefix (oauth2-proxy's `X-Auth-Request-*`,
@@ -148,38 +171,45 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Removes the named cookies from every `Cookie` header, keeping the others;
 /// drops the header when nothing is left. Headers without any of the named
-/// cookies are left as they are.
+/// cookies are left as they are. Works on bytes: a header that is not UTF-8
+/// (another cookie's value) must not carry the gateway's cookie through.
 pub fn strip_cookies(headers: &mut HeaderMap, names: &[&str]) {
-    let is_named = |pair: &str| {
-        let name = pair.split_once('=').map(|(k, _)| k).unwrap_or(pair).trim();
-        names.contains(&name)
+    let is_named = |pair: &[u8]| {
+        let name = match pair.iter().position(|b| *b == b'=') {
+            Some(eq) => &pair[..eq],
+            None => pair,
+        };
+        names.iter().any(|n| n.as_bytes() == name.trim_ascii())
+    };
+    let pairs = |headers: &HeaderMap| -> Vec<Vec<u8>> {
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+            .map(|p| p.trim_ascii().to_vec())
+            .collect()
     };
     let any_named = headers
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
+        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
         .any(is_named);
     if !any_named && headers.get_all(header::COOKIE).iter().count() <= 1 {
         return;
     }
-    let mut kept = String::new();
-    for pair in headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
+    let mut kept = Vec::new();
+    for pair in pairs(headers)
+        .into_iter()
         .filter(|pair| !pair.is_empty() && !is_named(pair))
     {
         if !kept.is_empty() {
-            kept.push_str("; ");
+            kept.extend_from_slice(b"; ");
         }
-        kept.push_str(pair);
+        kept.extend_from_slice(&pair);
     }
     headers.remove(header::COOKIE);
     if !kept.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&kept) {
+        if let Ok(v) = HeaderValue::from_bytes(&kept) {
             headers.insert(header::COOKIE, v);
         }
     }
@@ -232,7 +262,9 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: &ClientInfo) {
         headers.insert("x-forwarded-for", v);
     }
     if !client.trusted_peer {
-        headers.remove(header::FORWARDED);
+        for name in PROXY_ONLY_HEADERS {
+            headers.remove(name);
+        }
     }
     let keep_proto = client.trusted_peer && headers.contains_key("x-forwarded-proto");
     if !keep_proto {
@@ -340,6 +372,14 @@ mod tests {
                 "{input:?}"
             );
         }
+        // A header that is not UTF-8 still loses the gateway's cookie.
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_bytes(b"oidc_bff=secret; name=J\xc3\xb6rg").unwrap(),
+        );
+        strip_cookies(&mut h, &["oidc_bff"]);
+        assert_eq!(h[header::COOKIE].as_bytes(), b"name=J\xc3\xb6rg");
     }
 
     #[test]
@@ -417,19 +457,36 @@ mod tests {
             ("x-forwarded-proto", "http"),
             ("x-forwarded-host", "evil.com"),
             ("forwarded", "for=1.2.3.4"),
+            ("x-real-ip", "1.2.3.4"),
+            ("x-forwarded-port", "1"),
+            ("true-client-ip", "1.2.3.4"),
+            ("x-forwarded-prefix", "/evil"),
         ];
         let mut h = map(&sent);
         set_forwarded(&mut h, &client(false));
         assert_eq!(values(&h, "x-forwarded-for"), ["10.0.0.9"]);
         assert_eq!(values(&h, "x-forwarded-proto"), ["https"]);
         assert_eq!(values(&h, "x-forwarded-host"), ["app.example.com"]);
-        assert!(!h.contains_key("forwarded"));
+        for name in [
+            "forwarded",
+            "x-real-ip",
+            "x-forwarded-port",
+            "true-client-ip",
+            "x-forwarded-prefix",
+        ] {
+            assert!(!h.contains_key(name), "{name} from an untrusted peer");
+        }
 
         let mut h = map(&sent);
         set_forwarded(&mut h, &client(true));
         assert_eq!(values(&h, "x-forwarded-for"), ["1.2.3.4, 10.0.0.9"]);
         assert_eq!(values(&h, "x-forwarded-proto"), ["http"]);
         assert_eq!(values(&h, "x-forwarded-host"), ["evil.com"]);
+        assert_eq!(
+            values(&h, "x-real-ip"),
+            ["1.2.3.4"],
+            "kept from a trusted proxy"
+        );
 
         let mut h = HeaderMap::new();
         set_forwarded(&mut h, &client(true));

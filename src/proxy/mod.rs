@@ -9,7 +9,7 @@ pub mod routes;
 pub mod spa;
 
 use crate::app::AppState;
-use crate::auth::gate::{self, Ask, Passed};
+use crate::auth::gate::{self, Ask, Passed, Refused};
 use crate::auth::Identity;
 use crate::config::AuthMode;
 use crate::error::AppError;
@@ -116,11 +116,12 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Respons
         None if state.spa.is_some() => "spa".into(),
         None => "unmatched".into(),
     };
-    let result = match route {
+    let mut resp = match route {
         Some(route) => proxy(&state, route, req).await,
-        None => serve_spa(&state, req).await,
+        None => serve_spa(&state, req)
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
     };
-    let mut resp = result.unwrap_or_else(IntoResponse::into_response);
     resp.extensions_mut().insert(RouteLabel(label));
     resp
 }
@@ -143,8 +144,8 @@ fn idp_login_url(state: &AppState, route: &Route, req: &Request) -> Option<Strin
 
 /// The proxy's steps for a routed request: the gate (method, authenticate,
 /// authorize, CSRF, refresh), then rewrite, send and stream back.
-async fn proxy(state: &Arc<AppState>, route: &Route, req: Request) -> Result<Response, AppError> {
-    let websocket = is_websocket_upgrade(req.headers());
+async fn proxy(state: &Arc<AppState>, route: &Route, req: Request) -> Response {
+    let websocket = is_websocket_upgrade(req.method(), req.headers());
     let ask = Ask {
         method: req.method(),
         headers: req.headers(),
@@ -153,35 +154,42 @@ async fn proxy(state: &Arc<AppState>, route: &Route, req: Request) -> Result<Res
     let Passed { identity, reissue } = match gate::pass(state, &route.access, ask).await {
         Ok(passed) => passed,
         // A route with `login_idp` sends navigations to that federated IdP.
-        Err(AppError::Unauthenticated) => {
-            return match idp_login_url(state, route, &req) {
-                Some(url) => Ok(crate::error::redirect_response(
-                    http::StatusCode::FOUND,
-                    &url,
-                    &http::HeaderMap::new(),
-                )),
-                None => Err(AppError::Unauthenticated),
-            }
+        Err(Refused {
+            error: AppError::Unauthenticated,
+            ..
+        }) if idp_login_url(state, route, &req).is_some() => {
+            return crate::error::redirect_response(
+                http::StatusCode::FOUND,
+                &idp_login_url(state, route, &req).unwrap_or_default(),
+                &http::HeaderMap::new(),
+            );
         }
-        Err(e) => return Err(e),
+        Err(Refused { error, user }) => return with_user(error.into_response(), user),
     };
-    let mut resp = if websocket {
-        forward_websocket(state, route, &identity, req).await?
-    } else {
-        forward(state, route, &identity, req).await?
-    };
-    if let Some(sub) = identity
+    let user = identity
         .claims()
         .and_then(|c| c.get("sub"))
         .and_then(|s| s.as_str())
-    {
-        resp.extensions_mut().insert(RequestUser(sub.to_string()));
-    }
+        .map(str::to_string);
+    let forwarded = if websocket {
+        forward_websocket(state, route, &identity, user.as_deref(), req).await
+    } else {
+        forward(state, route, &identity, user.as_deref(), req).await
+    };
+    let mut resp = forwarded.unwrap_or_else(IntoResponse::into_response);
     if let Some(cookie) = reissue {
         resp.headers_mut()
             .append(header::SET_COOKIE, state.cookies.session(&cookie));
     }
-    Ok(resp)
+    with_user(resp, user)
+}
+
+/// Names the caller for the request's log line, whatever the answer.
+fn with_user(mut resp: Response, user: Option<String>) -> Response {
+    if let Some(sub) = user {
+        resp.extensions_mut().insert(RequestUser(sub));
+    }
+    resp
 }
 
 /// The address of the connection's peer (the client, or a proxy in front).
@@ -224,6 +232,7 @@ async fn forward(
     state: &AppState,
     route: &Route,
     identity: &Identity,
+    user: Option<&str>,
     req: Request,
 ) -> Result<Response, AppError> {
     let client = client_info(state, &req);
@@ -240,10 +249,38 @@ async fn forward(
     rewrite(state, route, identity, &client, &mut parts, false)?;
     // Bodies stream; one larger than declared (or chunked past the limit) is cut off.
     let body = Body::new(http_body_util::Limited::new(body, max as usize));
-    let resp = send(state, route, http::Request::from_parts(parts, body)).await?;
+    let resp = send(state, route, user, http::Request::from_parts(parts, body)).await?;
     let (mut parts, body) = resp.into_parts();
     clean_response(&mut parts.headers, &state.cookies.names());
-    Ok(Response::from_parts(parts, Body::new(body)))
+    Ok(Response::from_parts(
+        parts,
+        watch_body(state, route, user, body),
+    ))
+}
+
+/// The upstream's response body, streamed on as it comes. One that ends
+/// early (the upstream closed or reset mid-body) is counted and logged: the
+/// status line went out long before, so the request's own line says 200.
+fn watch_body(
+    state: &AppState,
+    route: &Route,
+    user: Option<&str>,
+    body: hyper::body::Incoming,
+) -> Body {
+    use http_body_util::BodyExt;
+    let metrics = state.metrics.clone();
+    let route = route.id.clone();
+    let user = user.map(str::to_string);
+    Body::new(body.map_err(move |e| {
+        metrics.count("oidc_bff_upstream_bodies_cut_total", &[("route", &route)]);
+        tracing::warn!(
+            route = %route,
+            sub = user.as_deref().unwrap_or("-"),
+            error = %e,
+            "upstream response body cut short"
+        );
+        e
+    }))
 }
 
 /// Step 4: the upstream URI and the request headers, cleaned and with identity attached.
@@ -264,6 +301,7 @@ fn rewrite(
     let client_host = h.get(header::HOST).cloned();
     strip_hop_by_hop(h);
     if websocket {
+        h.remove(header::CONTENT_LENGTH);
         // RFC 6455 §4.1: the handshake needs these two hop-by-hop headers end to end.
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
@@ -315,6 +353,7 @@ fn rewrite(
 async fn send(
     state: &AppState,
     route: &Route,
+    user: Option<&str>,
     req: http::Request<Body>,
 ) -> Result<http::Response<hyper::body::Incoming>, AppError> {
     let start = std::time::Instant::now();
@@ -327,8 +366,13 @@ async fn send(
     match result {
         Err(_) => Err(AppError::UpstreamTimeout),
         Ok(Err(e)) if caused_by_body_limit(&e) => Err(AppError::BodyTooLarge),
+        // The client's own body broke off or was malformed: its fault, not the upstream's.
+        Ok(Err(e)) if caused_by_client_body(&e) => {
+            tracing::info!(route = %route.id, error = %e, "request body could not be read");
+            Err(AppError::BadRequest("the request body could not be read"))
+        }
         Ok(Err(e)) => {
-            tracing::warn!(route = %route.id, error = %e, "upstream request failed");
+            tracing::warn!(route = %route.id, sub = user.unwrap_or("-"), error = %e, "upstream request failed");
             Err(AppError::UpstreamUnreachable(route.id.clone()))
         }
         Ok(Ok(r)) => Ok(r),
@@ -347,8 +391,29 @@ fn caused_by_body_limit(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// Is this a WebSocket opening handshake (RFC 6455 §4.1)?
-pub fn is_websocket_upgrade(headers: &http::HeaderMap) -> bool {
+/// An error polling the request body (hyper's "user" errors): the client's
+/// body ended early or was malformed.
+fn caused_by_client_body(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_user)
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// Is this a WebSocket opening handshake (RFC 6455 §4.1: a GET with
+/// `Upgrade: websocket`, `Connection: upgrade` and a `Sec-WebSocket-Key`)?
+/// Anything else is an ordinary request, CSRF rule and all.
+pub fn is_websocket_upgrade(method: &http::Method, headers: &http::HeaderMap) -> bool {
+    if method != http::Method::GET || !headers.contains_key(header::SEC_WEBSOCKET_KEY) {
+        return false;
+    }
     let has_token = |name: header::HeaderName, token: &str| {
         headers
             .get_all(name)
@@ -366,8 +431,20 @@ async fn forward_websocket(
     state: &AppState,
     route: &Route,
     identity: &Identity,
+    user: Option<&str>,
     mut req: Request,
 ) -> Result<Response, AppError> {
+    // A handshake has no body (RFC 6455 §4.1). One that declares a body
+    // would leave it unread on a pooled upstream connection when the upstream
+    // declines the upgrade: the next request on it would be the client's.
+    let h = req.headers();
+    let declares_body = h.contains_key(header::TRANSFER_ENCODING)
+        || h.get_all(header::CONTENT_LENGTH)
+            .iter()
+            .any(|v| v.as_bytes() != b"0");
+    if declares_body {
+        return Err(AppError::BadRequest("a WebSocket handshake has no body"));
+    }
     let client = client_info(state, &req);
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (mut parts, _) = req.into_parts();
@@ -375,6 +452,7 @@ async fn forward_websocket(
     let mut resp = send(
         state,
         route,
+        user,
         http::Request::from_parts(parts, Body::empty()),
     )
     .await?;

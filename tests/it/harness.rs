@@ -802,7 +802,7 @@ pub fn dump_node(port: u16, pattern: &str) -> Vec<(String, Vec<u8>)> {
     let keys = redis_cli_text(port, &["--scan", "--pattern", pattern]);
     keys.lines()
         .filter(|k| !k.is_empty())
-        .map(|k| {
+        .filter_map(|k| {
             let value = match redis_cli_text(port, &["type", k]).as_str() {
                 "string" => {
                     let mut v = redis_cli(port, &["get", k]);
@@ -813,9 +813,11 @@ pub fn dump_node(port: u16, pattern: &str) -> Vec<(String, Vec<u8>)> {
                     v
                 }
                 "set" => redis_cli(port, &["smembers", k]),
+                // Expired between KEYS and TYPE: gone.
+                "none" => return None,
                 other => panic!("unexpected Redis type {other} for {k}"),
             };
-            (k.to_string(), value)
+            Some((k.to_string(), value))
         })
         .collect()
 }

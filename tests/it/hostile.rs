@@ -82,6 +82,31 @@ async fn raw(gw: &str, method: &str, target: &str, headers: &[(&str, &str)]) -> 
     (status, text)
 }
 
+/// A request whose head starts with `head` (bytes, not necessarily UTF-8),
+/// then `headers`; returns the status and the answer.
+async fn raw_bytes(gw: &str, head: &[u8], headers: &[(&str, &str)]) -> (u16, String) {
+    let addr = gw.trim_start_matches("http://");
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = head.to_vec();
+    for (k, v) in headers {
+        req.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+    }
+    req.extend_from_slice(b"Connection: close\r\n\r\n");
+    tcp.write_all(&req).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut out))
+        .await
+        .expect("the gateway answers within 10 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    (status, text)
+}
+
 /// Every spelling of `/{pre}{word}{post}` with one letter of `word` escaped,
 /// in upper- and lower-case hex, and with all of them escaped.
 fn escaped_spellings(pre: &str, word: &str, post: &str) -> Vec<String> {
@@ -157,8 +182,17 @@ async fn encoded_paths_cannot_walk_around_route_policies() {
     let (_, admin) = s.user("admin-1", &["admins"]).await;
     let user_cookie = format!("oidc_bff={user}");
     let admin_cookie = format!("oidc_bff={admin}");
-    // The plain spellings: denied for the user.
-    for target in ["/api/admin/users", "/admin/secret"] {
+    // The plain spellings, and other letter cases (which IIS, ASP.NET and
+    // Express serve as the same path): denied for the user.
+    for target in [
+        "/api/admin/users",
+        "/admin/secret",
+        "/API/admin/users",
+        "/api/ADMIN/users",
+        "/Admin/secret",
+        "/api/%41dmin/users",
+        "/%41DMIN",
+    ] {
         let before = s.seen();
         let (status, _) = raw(&s.gw.url, "GET", target, &[("Cookie", &user_cookie)]).await;
         assert_eq!(status, 403, "{target}");
@@ -333,6 +367,42 @@ csrf = true
             assert_eq!(status, 200, "with X-CSRF, {header}: {target}");
         }
     }
+    // The ingress sets one target header and passes the client's others on:
+    // a second opinion that disagrees, or a value that cannot be read, or a
+    // fragment, is refused rather than chosen from.
+    for headers in [
+        vec![
+            ("X-Original-URL", "https://app.example.com/admin/x"),
+            ("X-Original-URI", "/x"),
+        ],
+        vec![
+            ("X-Original-URL", "https://app.example.com/admin/x"),
+            ("X-Forwarded-Uri", "/x"),
+        ],
+        vec![("X-Forwarded-Uri", "/admin/x"), ("X-Original-URI", "/x")],
+        vec![("X-Forwarded-Uri", "/admin/x"), ("X-Forwarded-Uri", "/x")],
+        vec![("X-Original-URI", "/x#/../admin/x")],
+        vec![("X-Original-URL", "http://a#/admin/x")],
+        vec![("X-Original-URL", "http://a?/admin/x")],
+        vec![
+            ("X-Original-URI", "/x"),
+            ("X-Forwarded-Method", "GET"),
+            ("X-Original-Method", "DELETE"),
+        ],
+    ] {
+        let mut h = headers.clone();
+        h.push(("Cookie", &user_cookie));
+        let (status, _) = raw(&s.gw.url, "GET", "/auth/check", &h).await;
+        assert_eq!(status, 403, "{headers:?}");
+    }
+    // A raw byte that is not visible ASCII makes the header unreadable, not absent.
+    let (status, _) = raw_bytes(
+        &s.gw.url,
+        b"GET /auth/check HTTP/1.1\r\nHost: x\r\nX-Original-URI: /admin/x\xff\r\nX-Forwarded-Uri: /x\r\n",
+        &[("Cookie", &user_cookie)],
+    )
+    .await;
+    assert_eq!(status, 403);
     assert_eq!(s.seen(), 0, "forward-auth never forwards");
 }
 
@@ -401,6 +471,18 @@ auth = "public"
         "X_Forwarded_For",
         "X_Real_IP",
         "X_Request_Id",
+        "X-Forwarded-Uri",
+        "X-Forwarded-Path",
+        "X-Envoy-Original-Path",
+        "X-HTTP-Method-Override",
+        "X_HTTP_Method_Override",
+        "X-Method-Override",
+        // Where the client is: believed from trusted proxies only.
+        "X-Real-IP",
+        "True-Client-IP",
+        "X-Forwarded-Port",
+        "X-Forwarded-Prefix",
+        "Forwarded",
     ];
     let headers: Vec<(&str, &str)> = payload.iter().map(|n| (*n, "mallory")).collect();
     for target in ["/api/x", "/open/x"] {
@@ -440,7 +522,8 @@ auth = "public"
 
 #[tokio::test]
 async fn cookies_of_two_sessions_are_refused_not_chosen_from() {
-    let routes = "[[route]]\npath = \"/api/\"\nupstream = \"UP\"\ncsrf = false\n";
+    let routes = "[[route]]\npath = \"/api/\"\nupstream = \"UP\"\ncsrf = false\n\
+                  [[route]]\npath = \"/open/\"\nupstream = \"UP\"\nauth = \"public\"\n";
     let s = stack("", routes).await;
     let (_, alice) = s.user("alice", &[]).await;
     let (_, mallory) = s.user("mallory", &[]).await;
@@ -486,8 +569,131 @@ async fn cookies_of_two_sessions_are_refused_not_chosen_from() {
         assert_eq!(status, 200, "{cookie}");
         assert!(body.contains("\"sub\":\"alice\""), "{body}");
     }
+    // Another cookie whose value is not UTF-8 hides nothing: the two sessions
+    // are still seen, and the session cookie never reaches an upstream.
+    let (status, _) = raw_bytes(
+        &s.gw.url,
+        format!("GET /api/x HTTP/1.1\r\nHost: x\r\nCookie: oidc_bff={alice}\r\n").as_bytes(),
+        &[("Cookie", &format!("oidc_bff={mallory}; name=J\u{f6}rg"))],
+    )
+    .await;
+    assert_eq!(
+        status, 401,
+        "two sessions, one in a header that is not UTF-8"
+    );
+    let mut head =
+        format!("GET /open/x HTTP/1.1\r\nHost: x\r\nCookie: oidc_bff={alice}; name=J").into_bytes();
+    head.extend_from_slice(b"\xc3\xb6rg\r\n");
+    let before = s.seen();
+    let (status, _) = raw_bytes(&s.gw.url, &head, &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(s.seen(), before + 1);
+    let seen = s.upstream.last();
+    assert!(
+        seen.all("cookie").iter().all(|c| !c.contains("oidc_bff"))
+            && !seen.headers.iter().any(|(_, v)| v.contains(&alice)),
+        "the session cookie reached the upstream: {:?}",
+        seen.headers
+    );
     // More cookies of the name than any browser sends: refused.
     let many = format!("oidc_bff=a; oidc_bff=b; oidc_bff=c; oidc_bff=d; oidc_bff={alice}");
     let (status, _) = raw(&s.gw.url, "GET", "/api/x", &[("Cookie", &many)]).await;
     assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn websocket_shaped_requests_neither_smuggle_nor_skip_csrf() {
+    let routes = r#"
+[[route]]
+path = "/ws/"
+upstream = "UP"
+websocket = true
+
+[[route]]
+path = "/pub/"
+upstream = "UP"
+auth = "public"
+websocket = true
+"#;
+    let s = stack("", routes).await;
+    let (_, cookie) = s.user("bob", &[]).await;
+    let cookie = format!("oidc_bff={cookie}");
+    let origin = s.gw.url.clone();
+    let upgrade = [
+        ("Origin", origin.as_str()),
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("Sec-WebSocket-Version", "13"),
+    ];
+    // A handshake that declares a body would leave it on a pooled upstream
+    // connection, to be read as the next request: refused before the upstream.
+    for body in [("Content-Length", "209"), ("Transfer-Encoding", "chunked")] {
+        let mut h = upgrade.to_vec();
+        h.push(body);
+        let before = s.seen();
+        let (status, _) = raw_bytes(&s.gw.url, b"GET /pub/x HTTP/1.1\r\nHost: x\r\n", &h).await;
+        assert_eq!(status, 400, "{body:?}");
+        assert_eq!(s.seen(), before, "{body:?} reached the upstream");
+    }
+    // Upgrade headers on another method, or without a key, make no handshake:
+    // the CSRF rule applies as to any request.
+    for method in ["DELETE", "POST", "GET"] {
+        let mut h: Vec<(&str, &str)> = upgrade
+            .iter()
+            .filter(|(k, _)| method != "GET" || *k != "Sec-WebSocket-Key")
+            .cloned()
+            .collect();
+        h.push(("Cookie", &cookie));
+        let before = s.seen();
+        let (status, _) = raw(&s.gw.url, method, "/ws/orders/1", &h).await;
+        assert_eq!(status, 403, "{method}");
+        assert_eq!(s.seen(), before, "{method} reached the upstream");
+    }
+}
+
+#[tokio::test]
+async fn a_malformed_request_body_is_the_clients_fault() {
+    let s = stack(
+        "",
+        "[[route]]\npath = \"/pub/\"\nupstream = \"UP\"\nauth = \"public\"\n",
+    )
+    .await;
+    for body in [
+        "POST /pub/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\nhello\n0\n\n",
+        "POST /pub/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+    ] {
+        let addr = s.gw.url.trim_start_matches("http://");
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(body.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut out))
+            .await
+            .expect("answered")
+            .unwrap();
+        let text = String::from_utf8_lossy(&out);
+        let status: u16 = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        assert!(status == 400 || status == 0, "{body:?}: {text}");
+    }
+    // A body shorter than its Content-Length, then the client goes away.
+    let addr = s.gw.url.trim_start_matches("http://");
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"POST /pub/x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nshort")
+        .await
+        .unwrap();
+    tcp.shutdown().await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        !text.contains(" 502 "),
+        "a client's short body is no upstream failure: {text}"
+    );
+    let m = reqwest::get(format!("{}/metrics", s.gw.admin_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!m.contains("error=\"upstream_unreachable\""), "{m}");
 }

@@ -447,7 +447,7 @@ async fn nothing_in_clear(b: &Backend) {
 /// its longest-lived member (its TTL is pushed out, never cut short).
 async fn index_sets_expire_in_redis(b: &Backend) {
     let s = &b.store;
-    s.index_add("sub:ttl", "t1", Duration::from_millis(800))
+    s.index_add("sub:ttl", "t1", Duration::from_millis(2000))
         .await
         .unwrap();
     s.index_add("sub:ttl", "t2", Duration::from_millis(300))
@@ -455,8 +455,16 @@ async fn index_sets_expire_in_redis(b: &Backend) {
         .unwrap();
     let has_set = || (b.dump)().iter().any(|(k, _)| k.ends_with("sub:ttl"));
     assert!(has_set());
+    let start = std::time::Instant::now();
+    // Past the shorter member's TTL the set is still there ...
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(has_set(), "the set lives as long as its longest member");
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    assert!(!has_set(), "the set outlived all its members");
+    // ... and it goes with the longer one (polled: a busy machine is slow).
+    while has_set() {
+        assert!(
+            start.elapsed() < Duration::from_secs(6),
+            "the set outlived all its members"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
