@@ -45,6 +45,8 @@ pub enum BuildError {
     AssertionHeader,
     #[error("cannot set up the Redis session store: {0}")]
     Redis(String),
+    #[error("cannot use spa.dir {0}: {1}")]
+    SpaDir(String, std::io::Error),
 }
 
 impl AppState {
@@ -158,17 +160,20 @@ impl AppState {
                 }
             }
         }
+        let spa = match config.spa.as_ref().and_then(|s| Some((s, s.dir.clone()?))) {
+            Some((s, dir)) => Some(
+                crate::proxy::spa::Spa::new(dir.clone(), s, config.is_https())
+                    .map_err(|e| BuildError::SpaDir(dir.display().to_string(), e))?,
+            ),
+            None => None,
+        };
         Ok(Arc::new(AppState {
             provider: Arc::new(Provider::new(config.clone(), http)),
             sessions,
             cookies: CookieSpec::from_config(&config),
             routes: RouteTable::new(&route_configs, config.server.max_body_bytes),
             upstream,
-            spa: config.spa.as_ref().and_then(|s| {
-                s.dir
-                    .clone()
-                    .map(|dir| crate::proxy::spa::Spa::new(dir, s, config.is_https()))
-            }),
+            spa,
             bearer: Default::default(),
             refresh_locks: Default::default(),
             assertions,

@@ -9,6 +9,7 @@ mod cognito;
 mod dev_idp;
 mod flow;
 mod forward_auth;
+mod hardening;
 mod lifecycle;
 mod negative;
 mod operations;
