@@ -2,10 +2,12 @@
 //! and by what did not happen (no upstream request, no session, no secret in
 //! the body), each next to a control that passes through the same path:
 //! SPA hosting confined to its directory (no dotfiles, no symlinks out, no
-//! listings, percent-encoded spellings).
+//! listings, percent-encoded spellings), and JWTs with `iat` in the future or
+//! a `crit` header (ID tokens, bearer tokens, logout tokens).
 
 use crate::harness::*;
-use crate::negative::{rogue_stack, Rogue};
+use crate::negative::{callback, good_claims, rogue_stack, start_login, Rogue};
+use serde_json::{json, Value};
 use std::os::unix::fs::symlink;
 use std::time::Duration;
 
@@ -207,4 +209,204 @@ async fn spa_follows_no_symlink_out_of_its_directory() {
         let (status, body) = fetch(&s.gw.url, "GET", path, &[]).await;
         assert_eq!((status, body.as_str()), (200, APP_JS), "{path}");
     }
+}
+
+// ------------------------------------------------------------------ JWTs ---
+
+/// A header naming an extension nobody understands as critical (RFC 7515
+/// §4.1.11), with the parameter itself present.
+fn crit_header(key: &TestKey) -> Value {
+    let mut h = key.header();
+    h["crit"] = json!(["exp-unknown"]);
+    h["exp-unknown"] = json!(true);
+    h
+}
+
+const YEAR: i64 = 365 * 24 * 3600;
+
+#[tokio::test]
+async fn id_tokens_issued_in_the_future_or_with_crit_create_no_session() {
+    let s = rogue_stack("").await;
+    let key = s.idp.key.clone();
+    type Mint = fn(&TestKey, Value) -> String;
+    let cases: [(&str, Mint); 4] = [
+        ("iat a year ahead", |k, mut c| {
+            c["iat"] = json!(now() + YEAR);
+            k.sign(&c)
+        }),
+        ("crit names an unknown extension", |k, c| {
+            k.sign_with_header(&crit_header(k), &c)
+        }),
+        ("crit is empty", |k, c| {
+            let mut h = k.header();
+            h["crit"] = json!([]);
+            k.sign_with_header(&h, &c)
+        }),
+        ("crit is null", |k, c| {
+            let mut h = k.header();
+            h["crit"] = Value::Null;
+            k.sign_with_header(&h, &c)
+        }),
+    ];
+    for (name, mint) in cases {
+        let b = browser();
+        let (state, nonce) = start_login(&b, &s.gw.url, "/").await;
+        let id_token = mint(&key, good_claims(&s.idp.issuer, &nonce));
+        s.idp.answer_with(
+            json!({"access_token": "opaque-access", "token_type": "Bearer", "expires_in": 300, "id_token": id_token}),
+        );
+        let r = callback(&b, &s.gw.url, &format!("code=abc&state={state}")).await;
+        assert_eq!(r.status(), 401, "{name}");
+        assert_eq!(s.gw.session_count(), 0, "{name}");
+        let r = b
+            .get(format!("{}/api/x", s.gw.url))
+            .header("x-csrf", "1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{name}: no session");
+    }
+    assert_eq!(s.upstream.count(), 0, "nothing reached the upstream");
+
+    // Control: the same hand-made signing, a plain header and `iat` now, signs in.
+    let b = browser();
+    let (state, nonce) = start_login(&b, &s.gw.url, "/").await;
+    let id_token = key.sign_with_header(&key.header(), &good_claims(&s.idp.issuer, &nonce));
+    s.idp.answer_with(
+        json!({"access_token": "opaque-access", "token_type": "Bearer", "expires_in": 300, "id_token": id_token}),
+    );
+    let r = callback(&b, &s.gw.url, &format!("code=abc&state={state}")).await;
+    assert_eq!(landing_page(r).await, "/");
+    assert_eq!(s.gw.session_count(), 1);
+    let r = b
+        .get(format!("{}/api/x", s.gw.url))
+        .header("x-csrf", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(s.upstream.count(), 1);
+}
+
+const AUD: &str = "urn:orders-api";
+
+/// A rogue IdP and a gateway whose routes are `routes` (TOML, `UP` standing
+/// for the upstream's URL), with `provider_extra` in `[provider]`.
+async fn bearer_stack(provider_extra: &str, routes: &str) -> (RogueIdp, Upstream, Gateway) {
+    let idp = RogueIdp::start().await;
+    let upstream = Upstream::start(None).await;
+    let reserved = reserve().await;
+    let toml = config_toml(
+        &reserved.url,
+        &idp.issuer,
+        &routes.replace("UP", &upstream.url),
+    )
+    .replace(
+        "insecure_allow_http = true",
+        &format!("insecure_allow_http = true\n{provider_extra}"),
+    );
+    let gw = Gateway::start(reserved, &toml).await;
+    (idp, upstream, gw)
+}
+
+async fn bearer_call(gw: &Gateway, path: &str, token: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(format!("{}{path}", gw.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn access_claims(iss: &str, aud: &str) -> Value {
+    json!({ "iss": iss, "aud": aud, "sub": "client-7", "scope": "orders:read", "iat": now(), "exp": now() + 300 })
+}
+
+#[tokio::test]
+async fn bearer_tokens_issued_in_the_future_or_with_crit_are_refused() {
+    let (idp, upstream, gw) = bearer_stack(
+        &format!("audiences = [\"{AUD}\"]"),
+        "[[route]]\npath = \"/api/\"\nupstream = \"UP\"\nauth = \"bearer\"\n",
+    )
+    .await;
+    let k = &idp.key;
+    let claims = access_claims(&idp.issuer, AUD);
+    let mut future = claims.clone();
+    future["iat"] = json!(now() + YEAR);
+    let mut null_crit = k.header();
+    null_crit["crit"] = Value::Null;
+    let cases = [
+        ("iat a year ahead", k.sign(&future)),
+        (
+            "crit names an unknown extension",
+            k.sign_with_header(&crit_header(k), &claims),
+        ),
+        ("crit is null", k.sign_with_header(&null_crit, &claims)),
+    ];
+    for (name, token) in cases {
+        let r = bearer_call(&gw, "/api/orders", &token).await;
+        assert_eq!(r.status(), 401, "{name}");
+        assert_eq!(
+            r.headers()["www-authenticate"],
+            "Bearer error=\"invalid_token\"",
+            "{name}"
+        );
+    }
+    assert_eq!(upstream.count(), 0, "nothing reached the upstream");
+
+    // Controls: `iat` now, through both signing paths; a generic provider's
+    // access token with `aud` (and no `client_id`) passes.
+    for token in [k.sign(&claims), k.sign_with_header(&k.header(), &claims)] {
+        assert_eq!(bearer_call(&gw, "/api/orders", &token).await.status(), 200);
+    }
+    assert_eq!(upstream.count(), 2);
+}
+
+#[tokio::test]
+async fn logout_tokens_issued_in_the_future_or_with_crit_end_nothing() {
+    let s = rogue_stack("").await;
+    let b = browser();
+    let (state, nonce) = start_login(&b, &s.gw.url, "/").await;
+    let mut claims = good_claims(&s.idp.issuer, &nonce);
+    claims["sid"] = json!("idp-sess-1");
+    s.idp.answer_with_id_token(claims);
+    callback(&b, &s.gw.url, &format!("code=abc&state={state}")).await;
+    assert_eq!(s.gw.session_count(), 1);
+    let k = &s.idp.key;
+    let logout = |iat: i64| {
+        json!({
+            "iss": s.idp.issuer, "aud": "bff", "iat": iat, "exp": now() + 120,
+            "jti": uuid::Uuid::new_v4().to_string(), "sid": "idp-sess-1",
+            "events": { "http://schemas.openid.net/event/backchannel-logout": {} },
+        })
+    };
+    let post = |token: String| {
+        let url = format!("{}/auth/backchannel-logout", s.gw.url);
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .form(&[("logout_token", token)])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    for (name, token) in [
+        ("iat a year ahead", k.sign(&logout(now() + YEAR))),
+        (
+            "crit names an unknown extension",
+            k.sign_with_header(&crit_header(k), &logout(now())),
+        ),
+    ] {
+        assert_eq!(post(token).await, 400, "{name}");
+        assert_eq!(s.gw.session_count(), 1, "{name}: the session lives on");
+    }
+    // Control: the same hand-made signing, a plain header, `iat` now.
+    assert_eq!(
+        post(k.sign_with_header(&k.header(), &logout(now()))).await,
+        200
+    );
+    assert_eq!(s.gw.session_count(), 0);
 }
