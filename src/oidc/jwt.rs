@@ -57,9 +57,13 @@ pub enum JwtError {
 pub enum Audience<'a> {
     /// `aud` must contain one of these.
     Any(&'a [String]),
-    /// `aud` must contain one of these, or, for a token without `aud`
-    /// (Cognito access tokens), `client_id` must be one of them.
+    /// `aud` must contain one of these, or, for a token without `aud`,
+    /// `client_id` must be one of them (generic providers' access tokens).
     AnyOrClientId(&'a [String]),
+    /// Cognito access tokens: `client_id` must be one of these. Cognito never
+    /// puts `aud` in an access token, so an `aud` cannot stand in for
+    /// `client_id`; if one is there all the same, it must name one of these too.
+    ClientId(&'a [String]),
 }
 
 #[derive(Debug, Clone)]
@@ -194,17 +198,24 @@ fn check_claims(claims: Claims, expect: &Expect<'_>, now: i64) -> Result<Claims,
         Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
         Some(_) => return Err(JwtError::Claim("aud")),
     };
+    let named = |allowed: &[String], a: &str| allowed.iter().any(|x| x == a);
+    let client_id = |allowed: &[String]| {
+        claims
+            .get("client_id")
+            .and_then(Value::as_str)
+            .is_some_and(|c| named(allowed, c))
+    };
     let ok = match &expect.audience {
-        Audience::Any(allowed) => aud.iter().any(|a| allowed.iter().any(|x| x == a)),
+        Audience::Any(allowed) => aud.iter().any(|a| named(allowed, a)),
         Audience::AnyOrClientId(allowed) => {
             if aud.is_empty() {
-                claims
-                    .get("client_id")
-                    .and_then(Value::as_str)
-                    .is_some_and(|c| allowed.iter().any(|x| x == c))
+                client_id(allowed)
             } else {
-                aud.iter().any(|a| allowed.iter().any(|x| x == a))
+                aud.iter().any(|a| named(allowed, a))
             }
+        }
+        Audience::ClientId(allowed) => {
+            client_id(allowed) && (aud.is_empty() || aud.iter().any(|a| named(allowed, a)))
         }
     };
     if !ok {
@@ -357,6 +368,136 @@ mod tests {
             check_issued_at(&obj(json!({"iat": now + 1})), now, Duration::ZERO),
             Err(JwtError::IssuedInFuture)
         );
+    }
+
+    #[test]
+    fn audience_rules() {
+        let ours = vec!["bff".to_string(), "urn:api".to_string()];
+        let expect = |audience| Expect {
+            issuer: "https://idp",
+            audience,
+            token_use: None,
+            leeway: Duration::ZERO,
+        };
+        let any = || expect(Audience::Any(&ours));
+        let any_or_client = || expect(Audience::AnyOrClientId(&ours));
+        let client = || expect(Audience::ClientId(&ours));
+        let cases: Vec<(&str, Expect<'_>, Value, Result<(), JwtError>)> = vec![
+            ("Any: aud ours", any(), json!({"aud": "urn:api"}), Ok(())),
+            (
+                "Any: one aud of a list",
+                any(),
+                json!({"aud": ["x", "bff"]}),
+                Ok(()),
+            ),
+            (
+                "Any: another aud",
+                any(),
+                json!({"aud": "x"}),
+                Err(JwtError::Audience),
+            ),
+            (
+                "Any: client_id does not count",
+                any(),
+                json!({"client_id": "bff"}),
+                Err(JwtError::Audience),
+            ),
+            (
+                "Any: aud not a string",
+                any(),
+                json!({"aud": 7}),
+                Err(JwtError::Claim("aud")),
+            ),
+            (
+                "AnyOrClientId: aud ours",
+                any_or_client(),
+                json!({"aud": "urn:api"}),
+                Ok(()),
+            ),
+            (
+                "AnyOrClientId: no aud, client_id ours",
+                any_or_client(),
+                json!({"client_id": "bff"}),
+                Ok(()),
+            ),
+            (
+                "AnyOrClientId: another aud, client_id ours",
+                any_or_client(),
+                json!({"aud": "x", "client_id": "bff"}),
+                Err(JwtError::Audience),
+            ),
+            (
+                "AnyOrClientId: neither",
+                any_or_client(),
+                json!({}),
+                Err(JwtError::Audience),
+            ),
+            (
+                "ClientId: Cognito's shape",
+                client(),
+                json!({"client_id": "bff"}),
+                Ok(()),
+            ),
+            (
+                "ClientId: aud ours and no client_id (never a Cognito access token)",
+                client(),
+                json!({"aud": "bff"}),
+                Err(JwtError::Audience),
+            ),
+            (
+                "ClientId: client_id of another app",
+                client(),
+                json!({"client_id": "other"}),
+                Err(JwtError::Audience),
+            ),
+            (
+                "ClientId: client_id ours, aud of someone else",
+                client(),
+                json!({"client_id": "bff", "aud": "other"}),
+                Err(JwtError::Audience),
+            ),
+            (
+                "ClientId: client_id and aud ours",
+                client(),
+                json!({"client_id": "bff", "aud": "bff"}),
+                Ok(()),
+            ),
+            (
+                "ClientId: client_id not a string",
+                client(),
+                json!({"client_id": ["bff"]}),
+                Err(JwtError::Audience),
+            ),
+        ];
+        for (name, expect, claims, want) in cases {
+            let got = check_claims(obj(claims), &expect, 1_700_000_000).map(|_| ());
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn token_use_is_checked_when_asked() {
+        let ours = vec!["bff".to_string()];
+        let expect = Expect {
+            issuer: "https://idp",
+            audience: Audience::ClientId(&ours),
+            token_use: Some("access"),
+            leeway: Duration::ZERO,
+        };
+        for (claims, want) in [
+            (json!({"client_id": "bff", "token_use": "access"}), Ok(())),
+            (
+                json!({"client_id": "bff", "token_use": "id"}),
+                Err(JwtError::TokenUse("access")),
+            ),
+            (
+                json!({"client_id": "bff"}),
+                Err(JwtError::TokenUse("access")),
+            ),
+        ] {
+            let got = check_claims(obj(claims.clone()), &expect, 0).map(|_| ());
+            assert_eq!(got, want, "{claims}");
+        }
     }
 
     /// A signer whose JOSE header is written by hand, so headers jsonwebtoken

@@ -2,8 +2,9 @@
 //! and by what did not happen (no upstream request, no session, no secret in
 //! the body), each next to a control that passes through the same path:
 //! SPA hosting confined to its directory (no dotfiles, no symlinks out, no
-//! listings, percent-encoded spellings), and JWTs with `iat` in the future or
-//! a `crit` header (ID tokens, bearer tokens, logout tokens).
+//! listings, percent-encoded spellings), JWTs with `iat` in the future or a
+//! `crit` header (ID tokens, bearer tokens, logout tokens), and Cognito
+//! access tokens without `client_id`.
 
 use crate::harness::*;
 use crate::negative::{callback, good_claims, rogue_stack, start_login, Rogue};
@@ -409,4 +410,68 @@ async fn logout_tokens_issued_in_the_future_or_with_crit_end_nothing() {
         200
     );
     assert_eq!(s.gw.session_count(), 0);
+}
+
+#[tokio::test]
+async fn cognito_bearer_tokens_need_client_id_not_just_aud() {
+    let idp = RogueIdp::start().await;
+    let upstream = Upstream::start(None).await;
+    let reserved = reserve().await;
+    let issuer = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_TEST";
+    let toml = format!(
+        r#"
+[server]
+public_url = "{gw}"
+[provider]
+cognito = {{ region = "eu-west-1", user_pool_id = "eu-west-1_TEST", domain = "{idp}" }}
+jwks_url = "{idp}/jwks"
+client_id = "bff"
+client_secret = "bff-secret"
+audiences = ["m2m-client"]
+insecure_allow_http = true
+[session]
+keys = ["{key}"]
+[[route]]
+path = "/api/"
+upstream = "{up}"
+auth = "bearer"
+"#,
+        gw = reserved.url,
+        idp = idp.issuer,
+        key = test_key(),
+        up = upstream.url
+    );
+    let gw = Gateway::start(reserved, &toml).await;
+    let access = |client: &str| {
+        json!({
+            "iss": issuer, "sub": "u-1", "client_id": client, "token_use": "access",
+            "scope": "openid", "iat": now(), "exp": now() + 300,
+        })
+    };
+    let aud_only = |aud: &str| {
+        let mut c = access("x");
+        c.as_object_mut().unwrap().remove("client_id");
+        c["aud"] = json!(aud);
+        c
+    };
+    let mut aud_other = access("bff");
+    aud_other["aud"] = json!("someone-else");
+    for (name, claims) in [
+        ("aud = our client id, no client_id", aud_only("bff")),
+        (
+            "aud = a configured audience, no client_id",
+            aud_only("m2m-client"),
+        ),
+        ("client_id ours, aud someone else's", aud_other),
+    ] {
+        let r = bearer_call(&gw, "/api/x", &idp.key.sign(&claims)).await;
+        assert_eq!(r.status(), 401, "{name}");
+    }
+    assert_eq!(upstream.count(), 0, "nothing reached the upstream");
+    // Controls: Cognito's real shape, for our app client and a configured one.
+    for client in ["bff", "m2m-client"] {
+        let r = bearer_call(&gw, "/api/x", &idp.key.sign(&access(client))).await;
+        assert_eq!(r.status(), 200, "{client}");
+    }
+    assert_eq!(upstream.count(), 2);
 }
