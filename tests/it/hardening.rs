@@ -3,8 +3,8 @@
 //! the body), each next to a control that passes through the same path:
 //! SPA hosting confined to its directory (no dotfiles, no symlinks out, no
 //! listings, percent-encoded spellings), JWTs with `iat` in the future or a
-//! `crit` header (ID tokens, bearer tokens, logout tokens), and Cognito
-//! access tokens without `client_id`.
+//! `crit` header (ID tokens, bearer tokens, logout tokens), Cognito access
+//! tokens without `client_id`, and the bearer cache by audience and `exp`.
 
 use crate::harness::*;
 use crate::negative::{callback, good_claims, rogue_stack, start_login, Rogue};
@@ -474,4 +474,90 @@ auth = "bearer"
         assert_eq!(r.status(), 200, "{client}");
     }
     assert_eq!(upstream.count(), 2);
+}
+
+// ---------------------------------------------------------- bearer cache ---
+
+#[tokio::test]
+async fn a_cached_verification_never_answers_for_other_audiences() {
+    let idp = RogueIdp::start().await;
+    let (a, b) = (Upstream::start(None).await, Upstream::start(None).await);
+    let reserved = reserve().await;
+    let routes = format!(
+        "[[route]]\npath = \"/a/\"\nupstream = \"{}\"\nauth = \"bearer\"\naudiences = [\"a\"]\n\
+         [[route]]\npath = \"/b/\"\nupstream = \"{}\"\nauth = \"bearer\"\naudiences = [\"b\"]\n",
+        a.url, b.url
+    );
+    let toml = config_toml(&reserved.url, &idp.issuer, &routes);
+    let gw = Gateway::start(reserved, &toml).await;
+    let token = idp.key.sign(&access_claims(&idp.issuer, "a"));
+    let (for_a, for_b) = (vec!["a".to_string()], vec!["b".to_string()]);
+
+    assert_eq!(bearer_call(&gw, "/a/x", &token).await.status(), 200);
+    assert_eq!(a.count(), 1);
+    assert!(
+        gw.state.bearer.is_cached(&token, &for_a),
+        "the first use cached the verification"
+    );
+    // Twice, so a verification cached by the first refusal would show.
+    for _ in 0..2 {
+        let r = bearer_call(&gw, "/b/x", &token).await;
+        assert_eq!(r.status(), 401);
+        assert_eq!(
+            r.headers()["www-authenticate"],
+            "Bearer error=\"invalid_token\""
+        );
+    }
+    assert_eq!(b.count(), 0, "route b's upstream saw nothing");
+    assert!(!gw.state.bearer.is_cached(&token, &for_b));
+    // Route a still answers from its own entry.
+    assert_eq!(bearer_call(&gw, "/a/x", &token).await.status(), 200);
+    assert_eq!(a.count(), 2);
+}
+
+#[tokio::test]
+async fn a_cached_verification_never_answers_after_exp() {
+    // No leeway: past `exp`, a fresh verification refuses too, so any 200
+    // after `exp` could only come from the cache.
+    let (idp, upstream, gw) = bearer_stack(
+        &format!("audiences = [\"{AUD}\"]\nleeway = \"0s\""),
+        "[[route]]\npath = \"/api/\"\nupstream = \"UP\"\nauth = \"bearer\"\n",
+    )
+    .await;
+    // Metadata and keys loaded first, so the short-lived token's first use is quick.
+    let warm = idp.key.sign(&access_claims(&idp.issuer, AUD));
+    assert_eq!(bearer_call(&gw, "/api/x", &warm).await.status(), 200);
+
+    let mut claims = access_claims(&idp.issuer, AUD);
+    let exp = now() + 2;
+    claims["exp"] = json!(exp);
+    let token = idp.key.sign(&claims);
+    assert_eq!(bearer_call(&gw, "/api/x", &token).await.status(), 200);
+    assert!(
+        gw.state.bearer.is_cached(&token, &[]),
+        "the first use cached the verification"
+    );
+    // Poll until refused: every 200 must have been asked for at or before `exp`.
+    let deadline = std::time::Instant::now() + Duration::from_secs(6);
+    let mut served = 2;
+    loop {
+        let asked_at = now();
+        let status = bearer_call(&gw, "/api/x", &token).await.status();
+        if status == 401 {
+            assert!(asked_at >= exp, "refused before exp");
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(asked_at <= exp, "served at {asked_at}, after exp {exp}");
+        served += 1;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still served long after exp"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(upstream.count(), served, "the refusal reached no upstream");
+    // And it stays refused.
+    assert_eq!(bearer_call(&gw, "/api/x", &token).await.status(), 401);
+    assert_eq!(upstream.count(), served);
 }
