@@ -47,6 +47,8 @@ pub enum BuildError {
     AssertionHeader,
     #[error("cannot set up the Redis session store: {0}")]
     Redis(String),
+    #[error("cannot use spa.dir {0}: {1}")]
+    SpaDir(String, std::io::Error),
 }
 
 impl AppState {
@@ -164,17 +166,20 @@ impl AppState {
             config.provider.refresh_before,
             config.provider.http_timeout,
         );
+        let spa = match config.spa.as_ref().and_then(|s| Some((s, s.dir.clone()?))) {
+            Some((s, dir)) => Some(
+                crate::proxy::spa::Spa::new(dir.clone(), s, config.is_https())
+                    .map_err(|e| BuildError::SpaDir(dir.display().to_string(), e))?,
+            ),
+            None => None,
+        };
         Ok(Arc::new(AppState {
             provider,
             sessions,
             cookies: CookieSpec::from_config(&config),
             routes: RouteTable::new(&route_configs, config.server.max_body_bytes),
             upstream,
-            spa: config.spa.as_ref().and_then(|s| {
-                s.dir
-                    .clone()
-                    .map(|dir| crate::proxy::spa::Spa::new(dir, s, config.is_https()))
-            }),
+            spa,
             bearer: Default::default(),
             refresher,
             assertions,

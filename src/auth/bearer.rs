@@ -64,7 +64,25 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// The cache key: the token and the audiences it was verified for, so a
+/// verification for one route never answers for a route with other audiences.
+fn cache_key(token: &str, audiences: &[String]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(token.as_bytes());
+    for a in audiences {
+        h.update([0]);
+        h.update(a.as_bytes());
+    }
+    h.finalize().into()
+}
+
 impl BearerVerifier {
+    /// Whether a verification of `token` for `audiences` is held (tests and
+    /// diagnostics; `verify` still checks `exp` before using one).
+    pub fn is_cached(&self, token: &str, audiences: &[String]) -> bool {
+        self.cache.contains_key(&cache_key(token, audiences))
+    }
+
     /// The claims of `token` (from `authorization`), verified for one of `audiences`.
     pub async fn verify(
         &self,
@@ -73,13 +91,7 @@ impl BearerVerifier {
         token: &str,
         audiences: &[String],
     ) -> Result<BearerIdentity, AppError> {
-        let mut h = Sha256::new();
-        h.update(token.as_bytes());
-        for a in audiences {
-            h.update([0]);
-            h.update(a.as_bytes());
-        }
-        let key: [u8; 32] = h.finalize().into();
+        let key = cache_key(token, audiences);
         let now = crate::session::now_secs();
         if let Some(v) = self.cache.get(&key) {
             if now < v.exp {

@@ -45,7 +45,7 @@ async fn handle(State(echo): State<Arc<Echo>>, req: Request) -> Response {
     };
     let expect = Expect {
         issuer: &echo.issuer,
-        audience: Audience::AnyOrClientId(&echo.client_ids),
+        audience: Audience::ClientId(&echo.client_ids),
         token_use: Some("access"),
         leeway: Duration::from_secs(30),
     };

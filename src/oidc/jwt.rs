@@ -1,12 +1,20 @@
-//! JWT verification: signature with a key from the JWKS cache and an algorithm
-//! that key allows (never `none`, never HMAC), then the claims: `iss`,
-//! `exp`/`nbf`/`iat` with leeway, audience (`aud`, or Cognito's `client_id` for
-//! access tokens, which carry no `aud`), `token_use`, and for ID tokens `azp`
-//! and `nonce` (OpenID Connect Core 1.0 §3.1.3.7).
+//! JWT verification: the header first (no `crit` extension we do not
+//! understand, RFC 7515 §4.1.11), the signature with a key from the JWKS cache
+//! and an algorithm that key allows (never `none`, never HMAC), then the
+//! claims: `iss`, `exp`/`nbf` with leeway, `iat` no further ahead than the
+//! leeway, audience (`aud`, or for Cognito access tokens, which carry no
+//! `aud`, `client_id`), `token_use`, and for ID tokens `azp` and `nonce`
+//! (OpenID Connect Core 1.0 §3.1.3.7). Every JWT the gateway accepts (ID
+//! tokens, bearer access tokens, back-channel logout tokens) goes through
+//! [`verify`].
 
 use super::jwks::JwksCache;
 use super::OidcError;
-use jsonwebtoken::{decode, decode_header, errors::ErrorKind, Algorithm, Validation};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::{
+    decode, decode_header, errors::ErrorKind, get_current_timestamp, Algorithm, Validation,
+};
 use serde_json::{Map, Value};
 use std::time::Duration;
 
@@ -26,6 +34,10 @@ pub enum JwtError {
     Expired,
     #[error("token is not valid yet")]
     NotYetValid,
+    #[error("token was issued in the future")]
+    IssuedInFuture,
+    #[error("token header marks an extension critical that is not understood")]
+    Critical,
     #[error("token was issued by another issuer")]
     Issuer,
     #[error("token is meant for another audience")]
@@ -45,9 +57,13 @@ pub enum JwtError {
 pub enum Audience<'a> {
     /// `aud` must contain one of these.
     Any(&'a [String]),
-    /// `aud` must contain one of these, or, for a token without `aud`
-    /// (Cognito access tokens), `client_id` must be one of them.
+    /// `aud` must contain one of these, or, for a token without `aud`,
+    /// `client_id` must be one of them (generic providers' access tokens).
     AnyOrClientId(&'a [String]),
+    /// Cognito access tokens: `client_id` must be one of these. Cognito never
+    /// puts `aud` in an access token, so an `aud` cannot stand in for
+    /// `client_id`; if one is there all the same, it must name one of these too.
+    ClientId(&'a [String]),
 }
 
 #[derive(Debug, Clone)]
@@ -65,6 +81,7 @@ pub async fn verify(
     token: &str,
     expect: &Expect<'_>,
 ) -> Result<Claims, JwtError> {
+    check_critical(&header_json(token)?)?;
     let header = decode_header(token).map_err(|_| JwtError::Malformed)?;
     // Only asymmetric signatures: an HMAC "signed" with the public key is forgeable.
     if !matches!(
@@ -96,7 +113,7 @@ pub async fn verify(
     v.set_required_spec_claims(&["exp", "iss"]);
     for key in keys {
         match decode::<Claims>(token, &key.key, &v) {
-            Ok(data) => return check_claims(data.claims, expect),
+            Ok(data) => return check_claims(data.claims, expect, get_current_timestamp() as i64),
             Err(e) => {
                 return Err(match e.kind() {
                     ErrorKind::InvalidSignature => continue,
@@ -116,24 +133,89 @@ pub async fn verify(
     Err(JwtError::Signature)
 }
 
-fn check_claims(claims: Claims, expect: &Expect<'_>) -> Result<Claims, JwtError> {
+/// The JOSE header as JSON, read here rather than from jsonwebtoken's
+/// `Header`, which takes `"crit": null` for no `crit` at all and drops any
+/// parameter it does not know into a catch-all.
+fn header_json(token: &str) -> Result<Map<String, Value>, JwtError> {
+    let encoded = token.split('.').next().unwrap_or_default();
+    let bytes = URL_SAFE_NO_PAD
+        .decode(encoded)
+        .map_err(|_| JwtError::Malformed)?;
+    serde_json::from_slice(&bytes).map_err(|_| JwtError::Malformed)
+}
+
+/// Header parameters this verifier understands when a token lists them in
+/// `crit`: none (`b64` of RFC 7797, say, would change what is signed).
+const UNDERSTOOD_CRITICAL: &[&str] = &[];
+
+/// RFC 7515 §4.1.11: when `crit` lists an extension the recipient does not
+/// understand, the JWS is invalid. `crit` must be a non-empty array of names,
+/// each present in the header; anything else there (`[]`, `null`, a string) is
+/// invalid too. As no extension is understood, any `crit` is refused.
+pub fn check_critical(header: &Map<String, Value>) -> Result<(), JwtError> {
+    let Some(crit) = header.get("crit") else {
+        return Ok(());
+    };
+    let understood = crit
+        .as_array()
+        .filter(|names| !names.is_empty())
+        .is_some_and(|names| {
+            names.iter().all(|n| {
+                n.as_str()
+                    .is_some_and(|n| UNDERSTOOD_CRITICAL.contains(&n) && header.contains_key(n))
+            })
+        });
+    if understood {
+        Ok(())
+    } else {
+        Err(JwtError::Critical)
+    }
+}
+
+/// RFC 7519 §4.1.6: `iat` is a NumericDate, the time the token was issued. A
+/// token issued further ahead than the leeway comes from a signer whose
+/// clock, or honesty, is not to be trusted (and could outlive any `exp`-based
+/// reasoning about its age), so it is refused as `nbf` in the future is. A
+/// non-numeric `iat` is malformed. Whether `iat` must be present is the
+/// caller's rule (ID tokens: OIDC Core §2; logout tokens: Back-Channel
+/// Logout §2.4).
+pub fn check_issued_at(claims: &Claims, now: i64, leeway: Duration) -> Result<(), JwtError> {
+    match claims.get("iat").map(Value::as_f64) {
+        None => Ok(()),
+        Some(Some(iat)) if iat > now as f64 + leeway.as_secs_f64() => Err(JwtError::IssuedInFuture),
+        Some(Some(_)) => Ok(()),
+        Some(None) => Err(JwtError::Claim("iat")),
+    }
+}
+
+/// The claim rules after the signature, `iss`, `exp` and `nbf`, at `now`
+/// (Unix seconds).
+fn check_claims(claims: Claims, expect: &Expect<'_>, now: i64) -> Result<Claims, JwtError> {
+    check_issued_at(&claims, now, expect.leeway)?;
     let aud: Vec<&str> = match claims.get("aud") {
         None => vec![],
         Some(Value::String(s)) => vec![s.as_str()],
         Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
         Some(_) => return Err(JwtError::Claim("aud")),
     };
+    let named = |allowed: &[String], a: &str| allowed.iter().any(|x| x == a);
+    let client_id = |allowed: &[String]| {
+        claims
+            .get("client_id")
+            .and_then(Value::as_str)
+            .is_some_and(|c| named(allowed, c))
+    };
     let ok = match &expect.audience {
-        Audience::Any(allowed) => aud.iter().any(|a| allowed.iter().any(|x| x == a)),
+        Audience::Any(allowed) => aud.iter().any(|a| named(allowed, a)),
         Audience::AnyOrClientId(allowed) => {
             if aud.is_empty() {
-                claims
-                    .get("client_id")
-                    .and_then(Value::as_str)
-                    .is_some_and(|c| allowed.iter().any(|x| x == c))
+                client_id(allowed)
             } else {
-                aud.iter().any(|a| allowed.iter().any(|x| x == a))
+                aud.iter().any(|a| named(allowed, a))
             }
+        }
+        Audience::ClientId(allowed) => {
+            client_id(allowed) && (aud.is_empty() || aud.iter().any(|a| named(allowed, a)))
         }
     };
     if !ok {
@@ -186,5 +268,349 @@ pub fn check_id_token(
 impl From<JwtError> for OidcError {
     fn from(e: JwtError) -> Self {
         OidcError::Token(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oidc::jwks::JwksSource;
+    use async_trait::async_trait;
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn critical_headers_are_refused() {
+        let cases = [
+            ("no crit", json!({"alg": "ES256", "kid": "k"}), Ok(())),
+            (
+                "unknown extension, present",
+                json!({"alg": "ES256", "crit": ["exp-unknown"], "exp-unknown": 1}),
+                Err(JwtError::Critical),
+            ),
+            (
+                "unknown extension, absent",
+                json!({"alg": "ES256", "crit": ["exp-unknown"]}),
+                Err(JwtError::Critical),
+            ),
+            (
+                "b64 (RFC 7797) is not understood either",
+                json!({"alg": "ES256", "crit": ["b64"], "b64": false}),
+                Err(JwtError::Critical),
+            ),
+            (
+                "empty list",
+                json!({"alg": "ES256", "crit": []}),
+                Err(JwtError::Critical),
+            ),
+            (
+                "null",
+                json!({"alg": "ES256", "crit": null}),
+                Err(JwtError::Critical),
+            ),
+            (
+                "a string",
+                json!({"alg": "ES256", "crit": "exp-unknown"}),
+                Err(JwtError::Critical),
+            ),
+            (
+                "not names",
+                json!({"alg": "ES256", "crit": [1]}),
+                Err(JwtError::Critical),
+            ),
+        ];
+        for (name, header, want) in cases {
+            assert_eq!(check_critical(&obj(header)), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn issued_at_may_not_be_ahead_of_the_leeway() {
+        let now = 1_700_000_000_i64;
+        let leeway = Duration::from_secs(60);
+        let cases = [
+            ("absent", json!({}), Ok(())),
+            ("now", json!({"iat": now}), Ok(())),
+            ("in the past", json!({"iat": now - 86_400}), Ok(())),
+            ("at the leeway", json!({"iat": now + 60}), Ok(())),
+            (
+                "fractional, inside",
+                json!({"iat": now as f64 + 59.5}),
+                Ok(()),
+            ),
+            (
+                "just past the leeway",
+                json!({"iat": now + 61}),
+                Err(JwtError::IssuedInFuture),
+            ),
+            (
+                "a year ahead",
+                json!({"iat": now + 365 * 86_400}),
+                Err(JwtError::IssuedInFuture),
+            ),
+            (
+                "a string",
+                json!({"iat": now.to_string()}),
+                Err(JwtError::Claim("iat")),
+            ),
+            ("null", json!({"iat": null}), Err(JwtError::Claim("iat"))),
+        ];
+        for (name, claims, want) in cases {
+            assert_eq!(check_issued_at(&obj(claims), now, leeway), want, "{name}");
+        }
+        // No leeway: one second ahead is already too far.
+        assert_eq!(
+            check_issued_at(&obj(json!({"iat": now + 1})), now, Duration::ZERO),
+            Err(JwtError::IssuedInFuture)
+        );
+    }
+
+    #[test]
+    fn audience_rules() {
+        let ours = vec!["bff".to_string(), "urn:api".to_string()];
+        let expect = |audience| Expect {
+            issuer: "https://idp",
+            audience,
+            token_use: None,
+            leeway: Duration::ZERO,
+        };
+        let any = || expect(Audience::Any(&ours));
+        let any_or_client = || expect(Audience::AnyOrClientId(&ours));
+        let client = || expect(Audience::ClientId(&ours));
+        let cases: Vec<(&str, Expect<'_>, Value, Result<(), JwtError>)> = vec![
+            ("Any: aud ours", any(), json!({"aud": "urn:api"}), Ok(())),
+            (
+                "Any: one aud of a list",
+                any(),
+                json!({"aud": ["x", "bff"]}),
+                Ok(()),
+            ),
+            (
+                "Any: another aud",
+                any(),
+                json!({"aud": "x"}),
+                Err(JwtError::Audience),
+            ),
+            (
+                "Any: client_id does not count",
+                any(),
+                json!({"client_id": "bff"}),
+                Err(JwtError::Audience),
+            ),
+            (
+                "Any: aud not a string",
+                any(),
+                json!({"aud": 7}),
+                Err(JwtError::Claim("aud")),
+            ),
+            (
+                "AnyOrClientId: aud ours",
+                any_or_client(),
+                json!({"aud": "urn:api"}),
+                Ok(()),
+            ),
+            (
+                "AnyOrClientId: no aud, client_id ours",
+                any_or_client(),
+                json!({"client_id": "bff"}),
+                Ok(()),
+            ),
+            (
+                "AnyOrClientId: another aud, client_id ours",
+                any_or_client(),
+                json!({"aud": "x", "client_id": "bff"}),
+                Err(JwtError::Audience),
+            ),
+            (
+                "AnyOrClientId: neither",
+                any_or_client(),
+                json!({}),
+                Err(JwtError::Audience),
+            ),
+            (
+                "ClientId: Cognito's shape",
+                client(),
+                json!({"client_id": "bff"}),
+                Ok(()),
+            ),
+            (
+                "ClientId: aud ours and no client_id (never a Cognito access token)",
+                client(),
+                json!({"aud": "bff"}),
+                Err(JwtError::Audience),
+            ),
+            (
+                "ClientId: client_id of another app",
+                client(),
+                json!({"client_id": "other"}),
+                Err(JwtError::Audience),
+            ),
+            (
+                "ClientId: client_id ours, aud of someone else",
+                client(),
+                json!({"client_id": "bff", "aud": "other"}),
+                Err(JwtError::Audience),
+            ),
+            (
+                "ClientId: client_id and aud ours",
+                client(),
+                json!({"client_id": "bff", "aud": "bff"}),
+                Ok(()),
+            ),
+            (
+                "ClientId: client_id not a string",
+                client(),
+                json!({"client_id": ["bff"]}),
+                Err(JwtError::Audience),
+            ),
+        ];
+        for (name, expect, claims, want) in cases {
+            let got = check_claims(obj(claims), &expect, 1_700_000_000).map(|_| ());
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn token_use_is_checked_when_asked() {
+        let ours = vec!["bff".to_string()];
+        let expect = Expect {
+            issuer: "https://idp",
+            audience: Audience::ClientId(&ours),
+            token_use: Some("access"),
+            leeway: Duration::ZERO,
+        };
+        for (claims, want) in [
+            (json!({"client_id": "bff", "token_use": "access"}), Ok(())),
+            (
+                json!({"client_id": "bff", "token_use": "id"}),
+                Err(JwtError::TokenUse("access")),
+            ),
+            (
+                json!({"client_id": "bff"}),
+                Err(JwtError::TokenUse("access")),
+            ),
+        ] {
+            let got = check_claims(obj(claims.clone()), &expect, 0).map(|_| ());
+            assert_eq!(got, want, "{claims}");
+        }
+    }
+
+    /// A signer whose JOSE header is written by hand, so headers jsonwebtoken
+    /// cannot produce (`"crit": null`, …) can be signed.
+    struct Signer {
+        pair: EcdsaKeyPair,
+        jwk: Value,
+    }
+
+    impl Signer {
+        fn new() -> Signer {
+            let pkcs8 = EcdsaKeyPair::generate_pkcs8(
+                &ECDSA_P256_SHA256_FIXED_SIGNING,
+                &SystemRandom::new(),
+            )
+            .unwrap();
+            let pair =
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+            let (x, y) = pair.public_key().as_ref()[1..].split_at(32);
+            let jwk = json!({"kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256",
+                "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y)});
+            Signer { pair, jwk }
+        }
+
+        fn sign(&self, header: &Value, claims: &Value) -> String {
+            let input = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(header.to_string()),
+                URL_SAFE_NO_PAD.encode(claims.to_string())
+            );
+            let sig = self
+                .pair
+                .sign(&SystemRandom::new(), input.as_bytes())
+                .unwrap();
+            format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
+        }
+    }
+
+    struct Static(Value);
+
+    #[async_trait]
+    impl JwksSource for Static {
+        async fn fetch(&self) -> Result<Value, crate::oidc::OidcError> {
+            Ok(self.0.clone())
+        }
+    }
+
+    #[tokio::test]
+    async fn verify_applies_the_header_and_iat_rules() {
+        let signer = Signer::new();
+        let jwks = JwksCache::new(Box::new(Static(json!({ "keys": [signer.jwk.clone()] }))));
+        let ours = vec!["bff".to_string()];
+        let expect = Expect {
+            issuer: "https://idp",
+            audience: Audience::Any(&ours),
+            token_use: None,
+            leeway: Duration::from_secs(30),
+        };
+        let now = get_current_timestamp() as i64;
+        let header = json!({"alg": "ES256", "typ": "JWT", "kid": "k1"});
+        let claims =
+            json!({"iss": "https://idp", "aud": "bff", "sub": "u", "iat": now, "exp": now + 300});
+        let with = |k: &str, v: Value| {
+            let mut h = header.clone();
+            h[k] = v;
+            h
+        };
+        let future_iat = {
+            let mut c = claims.clone();
+            c["iat"] = json!(now + 365 * 86_400);
+            c
+        };
+        // The control: the same hand-made signing, a plain header, passes.
+        assert!(verify(&jwks, &signer.sign(&header, &claims), &expect)
+            .await
+            .is_ok());
+        let cases = [
+            (
+                "crit names an unknown extension",
+                signer.sign(&with("crit", json!(["exp-unknown"])), &claims),
+                JwtError::Critical,
+            ),
+            (
+                "crit is null",
+                signer.sign(&with("crit", Value::Null), &claims),
+                JwtError::Critical,
+            ),
+            (
+                "crit is empty",
+                signer.sign(&with("crit", json!([])), &claims),
+                JwtError::Critical,
+            ),
+            (
+                "iat a year ahead",
+                signer.sign(&header, &future_iat),
+                JwtError::IssuedInFuture,
+            ),
+            (
+                "header is not JSON",
+                format!(
+                    "{}.{}",
+                    URL_SAFE_NO_PAD.encode("not json"),
+                    signer.sign(&header, &claims).split_once('.').unwrap().1
+                ),
+                JwtError::Malformed,
+            ),
+        ];
+        for (name, token, want) in cases {
+            assert_eq!(
+                verify(&jwks, &token, &expect).await.err(),
+                Some(want),
+                "{name}"
+            );
+        }
     }
 }

@@ -130,10 +130,12 @@ impl Provider {
     }
 
     /// Verifies a bearer access token from an API client: signature, `iss`,
-    /// `exp`/`nbf`, and audience: `aud` in `audiences` (default: the
-    /// provider's), or for a token without `aud` (Cognito) `client_id` equal to
-    /// ours or one of them. Cognito tokens must say `token_use = "access"`, so
-    /// an ID token cannot be used as an access token.
+    /// `exp`/`nbf`/`iat`, and audience: `aud` in `audiences` (default: the
+    /// provider's), or for a token without `aud` `client_id` in them. Cognito
+    /// access tokens have their own shape, and nothing else passes for one:
+    /// `token_use = "access"` (so an ID token cannot be used as an access
+    /// token) and `client_id` ours or one of `audiences`; an `aud`, which
+    /// Cognito never puts in an access token, does not stand in for it.
     pub async fn verify_access_token(
         &self,
         token: &str,
@@ -154,7 +156,11 @@ impl Provider {
         }
         let expect = jwt::Expect {
             issuer: &md.issuer,
-            audience: jwt::Audience::AnyOrClientId(&allowed),
+            audience: if md.is_cognito {
+                jwt::Audience::ClientId(&allowed)
+            } else {
+                jwt::Audience::AnyOrClientId(&allowed)
+            },
             token_use: md.is_cognito.then_some("access"),
             leeway: self.leeway(),
         };

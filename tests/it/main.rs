@@ -10,6 +10,7 @@ mod dev_idp;
 mod faults;
 mod flow;
 mod forward_auth;
+mod hardening;
 mod hostile;
 mod lifecycle;
 mod negative;
