@@ -22,8 +22,8 @@
 //!   401, sign in again, never a loop. Rotated refresh tokens are saved with
 //!   the new access token in one write.
 //!
-//! docs/operations.md ("When the identity provider stalls") says what a user
-//! sees, and when a rotating IdP can still end a session.
+//! docs/operations.md ("When the identity provider stalls or fails") says
+//! what a user sees, and when a rotating IdP can still end a session.
 
 use crate::error::AppError;
 use crate::oidc::{client, OidcError, Provider};

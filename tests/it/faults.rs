@@ -227,3 +227,161 @@ async fn a_failing_idp_is_asked_once_per_backoff_interval() {
         "{m}"
     );
 }
+
+/// An upstream that accepts connections and never answers; its sockets are
+/// kept open for as long as the test holds the handle.
+async fn hanging_upstream() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (url, task)
+}
+
+/// An upstream that promises 1000 bytes, sends 10 and hangs up.
+async fn cutting_upstream() -> (String, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            let _ = socket
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789")
+                .await;
+            let _ = socket.shutdown().await;
+        }
+    });
+    (url, task)
+}
+
+/// A port nothing listens on.
+fn closed_port_url() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", l.local_addr().unwrap())
+}
+
+#[tokio::test]
+async fn metrics_and_logs_tell_faults_apart() {
+    let redis = RedisServer::start();
+    let idp = RogueIdp::start().await;
+    let upstream = Upstream::start(None).await;
+    let (slow, _slow) = hanging_upstream().await;
+    let (cut, _cut) = cutting_upstream().await;
+    let down = closed_port_url();
+    let (pa, pb) = (ProcessPorts::new(), ProcessPorts::new());
+    let key = test_key();
+    let toml = |p: &ProcessPorts, provider_extra: &str| {
+        format!(
+            "{server}log_format = \"json\"\n\n[provider]\nissuer = \"{iss}\"\nclient_id = \"bff\"\n\
+             client_secret = \"bff-secret\"\ninsecure_allow_http = true\nhttp_timeout = \"1s\"\n{provider_extra}\n\
+             [session]\nstore = \"redis\"\nredis_url = \"{redis}\"\nkeys = [\"{key}\"]\n\
+             [[route]]\npath = \"/api/\"\nupstream = \"{up}\"\n\
+             [[route]]\npath = \"/slow/\"\nupstream = \"{slow}\"\ntimeout = \"300ms\"\n\
+             [[route]]\npath = \"/down/\"\nupstream = \"{down}\"\n\
+             [[route]]\npath = \"/cut/\"\nupstream = \"{cut}\"\n",
+            server = p.server_toml(),
+            iss = idp.issuer,
+            redis = redis.url(),
+            up = upstream.url,
+        )
+    };
+    // A signs in; B shares its sessions and reaches the IdP's token endpoint nowhere.
+    let a = GatewayProcess::start(&pa, &toml(&pa, "")).await;
+    let gw_b = GatewayProcess::start(
+        &pb,
+        &toml(
+            &pb,
+            &format!("token_endpoint = \"{}/token\"", closed_port_url()),
+        ),
+    )
+    .await;
+    a.wait_ready(Duration::from_secs(10)).await;
+    gw_b.wait_ready(Duration::from_secs(10)).await;
+    let b = browser();
+    let (state, nonce) = crate::negative::start_login(&b, &a.url, "/").await;
+    let mut claims = crate::negative::good_claims(&idp.issuer, &nonce);
+    claims["sub"] = "alice".into();
+    idp.answer_with(serde_json::json!({
+        "access_token": "opaque-access",
+        "token_type": "Bearer",
+        "expires_in": 2,
+        "refresh_token": "refresh-1",
+        "id_token": idp.key.sign(&claims),
+    }));
+    let r = crate::negative::callback(&b, &a.url, &format!("code=abc&state={state}")).await;
+    assert_eq!(r.status(), 200);
+    let call = |path: &'static str| {
+        let (b, url) = (b.clone(), format!("{}{path}", gw_b.url));
+        async move { b.get(url).header("x-csrf", "1").send().await.unwrap() }
+    };
+    assert_eq!(call("/slow/x").await.status(), 504);
+    assert_eq!(call("/down/x").await.status(), 502);
+    let r = call("/cut/x").await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.bytes().await.is_err(),
+        "a cut body is not passed off as complete"
+    );
+    // The access token expires; the refresh cannot reach the IdP.
+    until_token_expired(&b, &gw_b.url).await;
+    let r = call("/api/x").await;
+    assert_eq!(r.status(), 502);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "idp_unavailable");
+    // The session store goes away.
+    redis.kill();
+    assert_eq!(call("/api/x").await.status(), 503);
+
+    let m = reqwest::get(format!("{}/metrics", gw_b.admin_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = |route: &str, error: &str| {
+        m.lines().any(|l| {
+            l.starts_with("oidc_bff_requests_total{")
+                && l.contains(&format!("route=\"{route}\""))
+                && l.contains(&format!("error=\"{error}\""))
+                && l.ends_with(" 1")
+        })
+    };
+    for (route, error) in [
+        ("/slow/", "upstream_timeout"),
+        ("/down/", "upstream_unreachable"),
+        ("/api/", "idp_unavailable"),
+        ("/api/", "session_store_unavailable"),
+        ("/cut/", "none"),
+    ] {
+        assert!(series(route, error), "no {error} on {route}:\n{m}");
+    }
+    assert!(
+        m.contains("oidc_bff_upstream_bodies_cut_total{route=\"/cut/\"} 1"),
+        "{m}"
+    );
+
+    // Each fault has a warn line naming the route and the signed-in user.
+    let log = gw_b.log();
+    let lines: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let warned = |route: &str, what: &str| {
+        lines.iter().any(|v| {
+            v["level"] == "WARN"
+                && v["route"] == route
+                && v["sub"] == "alice"
+                && v.to_string().contains(what)
+        })
+    };
+    assert!(warned("/cut/", "upstream response body cut short"), "{log}");
+    assert!(warned("/slow/", "upstream_timeout"), "{log}");
+    assert!(warned("/down/", "upstream_unreachable"), "{log}");
+    assert!(warned("/api/", "idp_unavailable"), "{log}");
+}
