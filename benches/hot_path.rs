@@ -13,11 +13,10 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD as B64};
 use base64::Engine;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use http::{HeaderMap, HeaderName, HeaderValue};
-use oidc_bff::auth::Identity;
 use oidc_bff::oidc::jwks::{JwksCache, JwksSource};
 use oidc_bff::oidc::jwt::{verify, Audience, Expect};
 use oidc_bff::oidc::OidcError;
-use oidc_bff::policy::{authorize, evaluate, Caller, ClaimRule, RoutePolicy};
+use oidc_bff::policy::{authorize, evaluate, session_caller, Caller, ClaimRule, RoutePolicy};
 use oidc_bff::proxy::headers::{
     clean_response, set_forwarded, strip_cookies, strip_hop_by_hop, strip_protected, ClientInfo,
     ProtectedHeaders,
@@ -222,17 +221,18 @@ fn policy(c: &mut Criterion) {
         let (_, cookie) = s.create(common::session_data("alice")).await.unwrap();
         s.load(&cookie).await.unwrap().unwrap()
     });
-    let identity = Identity::Session(Box::new(session));
+    let d = session.data.clone();
+    let facts = || session_caller(&d.claims, &d.access_token, d.scope.as_deref(), "groups");
 
     let mut g = c.benchmark_group("policy");
     g.bench_function("evaluate (groups + scope + 2 claims)", |b| {
         b.iter(|| evaluate(black_box(&caller), black_box(&policy)))
     });
     g.bench_function("authorize session", |b| {
-        b.iter(|| authorize(Some(black_box(&policy)), black_box(&identity), "groups").unwrap())
+        b.iter(|| authorize(Some(black_box(&policy)), Some(facts()), "groups").unwrap())
     });
     g.bench_function("authorize, route without policy", |b| {
-        b.iter(|| authorize(None, black_box(&identity), "groups").unwrap())
+        b.iter(|| authorize(None, Some(facts()), "groups").unwrap())
     });
     g.finish();
 }

@@ -279,3 +279,75 @@ mod tests {
         assert_eq!(bind_workers(port, 2).unwrap().len(), 2);
     }
 }
+
+/// The layering rule, checked on the source: the core (`config`, `policy`,
+/// `oidc`, `session`, `request_path`) knows nothing of HTTP handlers, the
+/// proxy, the router, the error pages or the demo. Upper layers may use the
+/// core; the core never uses them.
+#[cfg(test)]
+mod layering {
+    const CORE: [&str; 5] = ["config", "policy", "oidc", "session", "request_path"];
+    const UPPER: [&str; 8] = [
+        "app",
+        "auth",
+        "proxy",
+        "router",
+        "error",
+        "demo",
+        "telemetry",
+        "serve",
+    ];
+
+    fn sources(module: &str) -> Vec<(std::path::PathBuf, String)> {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut out = Vec::new();
+        let file = src.join(format!("{module}.rs"));
+        if file.is_file() {
+            out.push(file);
+        }
+        let mut dirs = vec![src.join(module)];
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    out.push(p);
+                }
+            }
+        }
+        out.into_iter()
+            .map(|p| {
+                let text = std::fs::read_to_string(&p).unwrap();
+                (p, text)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_core_never_imports_an_upper_layer() {
+        let mut seen = 0;
+        let mut violations = Vec::new();
+        for module in CORE {
+            for (path, text) in sources(module) {
+                seen += 1;
+                for (n, line) in text.lines().enumerate() {
+                    for upper in UPPER {
+                        if line.contains(&format!("crate::{upper}::"))
+                            || line.contains(&format!("crate::{upper};"))
+                            || line.contains(&format!("crate::{upper}}}"))
+                            || line.contains(&format!("crate::{{{upper}"))
+                        {
+                            violations.push(format!("{}:{}: {line}", path.display(), n + 1));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(seen >= 20, "the core's files were not found ({seen})");
+        assert!(violations.is_empty(), "{}", violations.join("\n"));
+    }
+}

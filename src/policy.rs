@@ -16,12 +16,11 @@
 //!   string), and so are `42` and `"42"`. A missing claim, `null` or an
 //!   object never matches.
 //!
-//! What the caller's claims and scopes are (see [`caller_claims`]): for a
+//! What the caller's claims and scopes are (see [`session_caller`] and
+//! [`bearer_caller`]): for a
 //! browser session, the ID token's claims and the scopes granted at sign-in;
 //! for a bearer token, the access token's claims and its `scope` / `scp`.
 
-use crate::auth::Identity;
-use crate::error::AppError;
 use crate::oidc::jwt::Claims;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
@@ -294,67 +293,75 @@ pub fn trusted_jwt_payload(token: &str) -> Option<Claims> {
     serde_json::from_slice(&B64.decode(payload).ok()?).ok()
 }
 
-/// The claims and scopes a policy is judged against, for an identity.
-///
-/// - Session: the ID token's claims (as stored at sign-in). When the groups
-///   claim is absent there but present in the session's access token (some
-///   IdPs put groups only in the access token), it is taken from there.
-///   Scopes: those granted at sign-in (`SessionData.scope`), else the access
-///   token's `scope` / `scp`.
-/// - Bearer: the verified access token's claims and its `scope` / `scp`.
-/// - Anonymous: nothing (`None`).
-pub fn caller_claims<'a>(
-    identity: &'a Identity,
+/// The claims and scopes a policy is judged against.
+pub type Facts<'a> = (Cow<'a, Claims>, Vec<String>);
+
+/// A browser session's: the ID token's claims (as stored at sign-in). When
+/// the groups claim is absent there but present in the session's access
+/// token (some IdPs put groups only in the access token), it is taken from
+/// there. Scopes: those granted at sign-in (`granted`), else the access
+/// token's `scope` / `scp`.
+pub fn session_caller<'a>(
+    claims: &'a Claims,
+    access_token: &str,
+    granted: Option<&str>,
     groups_claim: &str,
-) -> Option<(Cow<'a, Claims>, Vec<String>)> {
-    match identity {
-        Identity::Anonymous => None,
-        Identity::Bearer(b) => Some((Cow::Borrowed(&*b.claims), scopes_from_claims(&b.claims))),
-        Identity::Session(s) => {
-            let d = &s.data;
-            let mut access = None;
-            let mut access_claims = || {
-                access
-                    .get_or_insert_with(|| trusted_jwt_payload(&d.access_token))
-                    .clone()
-            };
-            let claims = if d.claims.contains_key(groups_claim) {
-                Cow::Borrowed(&d.claims)
-            } else {
-                match access_claims().and_then(|a| a.get(groups_claim).cloned()) {
-                    Some(g) => {
-                        let mut merged = d.claims.clone();
-                        merged.insert(groups_claim.to_string(), g);
-                        Cow::Owned(merged)
-                    }
-                    None => Cow::Borrowed(&d.claims),
-                }
-            };
-            let scopes = match &d.scope {
-                Some(s) => s.split_whitespace().map(str::to_string).collect(),
-                None => access_claims()
-                    .map(|a| scopes_from_claims(&a))
-                    .unwrap_or_default(),
-            };
-            Some((claims, scopes))
+) -> Facts<'a> {
+    let mut access = None;
+    let mut access_claims = || {
+        access
+            .get_or_insert_with(|| trusted_jwt_payload(access_token))
+            .clone()
+    };
+    let claims = if claims.contains_key(groups_claim) {
+        Cow::Borrowed(claims)
+    } else {
+        match access_claims().and_then(|a| a.get(groups_claim).cloned()) {
+            Some(g) => {
+                let mut merged = claims.clone();
+                merged.insert(groups_claim.to_string(), g);
+                Cow::Owned(merged)
+            }
+            None => Cow::Borrowed(claims),
         }
-    }
+    };
+    let scopes = match granted {
+        Some(s) => s.split_whitespace().map(str::to_string).collect(),
+        None => access_claims()
+            .map(|a| scopes_from_claims(&a))
+            .unwrap_or_default(),
+    };
+    (claims, scopes)
+}
+
+/// A bearer token's: the verified access token's claims and its `scope` / `scp`.
+pub fn bearer_caller(claims: &Claims) -> Facts<'_> {
+    (Cow::Borrowed(claims), scopes_from_claims(claims))
+}
+
+/// Why the authorize step refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    /// The route has a policy and the caller is anonymous.
+    Anonymous,
+    /// What is missing, in words a user may read.
+    Missing(String),
 }
 
 /// The authorize step: `Ok` when the route has no policy or the caller meets
-/// it; 403 naming what is missing otherwise. An anonymous caller never meets
-/// a policy (configuration only allows policies where authentication is
-/// required, so this is a second line of defence).
+/// it. An anonymous caller (`None`) never meets a policy (configuration only
+/// allows policies where authentication is required, so this is a second
+/// line of defence).
 pub fn authorize(
     policy: Option<&RoutePolicy>,
-    identity: &Identity,
+    caller: Option<Facts<'_>>,
     groups_claim: &str,
-) -> Result<(), AppError> {
+) -> Result<(), Denial> {
     let Some(policy) = policy.filter(|p| !p.is_empty()) else {
         return Ok(());
     };
-    let Some((claims, scopes)) = caller_claims(identity, groups_claim) else {
-        return Err(AppError::Unauthenticated);
+    let Some((claims, scopes)) = caller else {
+        return Err(Denial::Anonymous);
     };
     let caller = Caller {
         claims: &claims,
@@ -366,7 +373,7 @@ pub fn authorize(
         None => Ok(()),
         Some(reason) => {
             tracing::info!(decision = ?decision, "authorization denied");
-            Err(AppError::Forbidden(reason))
+            Err(Denial::Missing(reason))
         }
     }
 }

@@ -21,10 +21,10 @@
 
 use crate::app::AppState;
 use crate::auth::gate::{self, Ask};
-use crate::auth::return_to::safe_return_to;
 use crate::auth::Identity;
 use crate::config::TokenKind;
 use crate::error::{json_response, wants_html, AppError};
+use crate::oidc::return_to::safe_return_to;
 use crate::policy::groups;
 use crate::proxy::routes::Access;
 use crate::request_path::canonicalize;

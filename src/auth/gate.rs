@@ -20,6 +20,7 @@ use super::{authenticate, has_csrf_header, has_session_cookie, Identity};
 use crate::app::AppState;
 use crate::config::TokenKind;
 use crate::error::AppError;
+use crate::policy;
 use crate::proxy::routes::Access;
 use http::{header, HeaderMap, Method};
 
@@ -61,11 +62,22 @@ pub async fn pass(state: &AppState, access: &Access, ask: Ask<'_>) -> Result<Pas
     // Step 2: authenticate.
     let identity = authenticate(state, access.auth, &access.audiences, ask.headers).await?;
     // Step 3: authorize.
-    crate::policy::authorize(
-        access.policy.as_ref(),
-        &identity,
-        state.config.provider.groups_claim(),
-    )?;
+    let groups_claim = state.config.provider.groups_claim();
+    let caller = match &identity {
+        Identity::Anonymous => None,
+        Identity::Bearer(b) => Some(policy::bearer_caller(&b.claims)),
+        Identity::Session(s) => Some(policy::session_caller(
+            &s.data.claims,
+            &s.data.access_token,
+            s.data.scope.as_deref(),
+            groups_claim,
+        )),
+    };
+    match policy::authorize(access.policy.as_ref(), caller, groups_claim) {
+        Ok(()) => {}
+        Err(policy::Denial::Anonymous) => return Err(AppError::Unauthenticated.into()),
+        Err(policy::Denial::Missing(what)) => return Err(AppError::Forbidden(what).into()),
+    }
     // Step 4: cross-site defence.
     let session = identity.session();
     if ask.websocket {

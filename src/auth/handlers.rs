@@ -6,13 +6,13 @@
 use super::{Authenticated, CsrfHeader, MaybeSession};
 use crate::app::AppState;
 use crate::auth::cookies::request_cookies;
-use crate::auth::hints::LoginHints;
-use crate::auth::return_to::safe_return_to;
 use crate::config::SameSite;
 use crate::error::{
     html_response, json_response, redirect_response, wants_html, AppError, LoginError,
 };
 use crate::oidc::flow::{pkce_challenge, PendingLogin, PendingLogins};
+use crate::oidc::hints::LoginHints;
+use crate::oidc::return_to::safe_return_to;
 use crate::oidc::{client, logout::logout_url, OidcError};
 use crate::session::{now_secs, Session, SessionData};
 use askama::Template;

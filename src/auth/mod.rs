@@ -8,9 +8,7 @@ pub mod check;
 pub mod cookies;
 pub mod gate;
 pub mod handlers;
-pub mod hints;
 pub mod refresh;
-pub mod return_to;
 
 use crate::app::AppState;
 use crate::error::AppError;

@@ -551,7 +551,7 @@ fn authorization(c: &Config, p: &mut Vec<Problem>) {
     }
     if let Some(to) = &c.server.logout_return_to {
         let prefix = &c.server.auth_prefix;
-        if crate::auth::return_to::safe_return_to(Some(to), prefix) != *to {
+        if crate::oidc::return_to::safe_return_to(Some(to), prefix) != *to {
             p.push(Problem::new(
                 "server.logout_return_to",
                 format!(
@@ -608,7 +608,7 @@ fn authorization(c: &Config, p: &mut Vec<Problem>) {
         }
         if r.login_idp
             .as_deref()
-            .is_some_and(|idp| !crate::auth::hints::valid_idp(idp))
+            .is_some_and(|idp| !crate::oidc::hints::valid_idp(idp))
         {
             p.push(Problem::new(
                 key("login_idp"),

@@ -5,10 +5,12 @@
 pub mod client;
 pub mod flow;
 pub mod grant;
+pub mod hints;
 pub mod jwks;
 pub mod jwt;
 pub mod logout;
 pub mod metadata;
+pub mod return_to;
 
 pub use metadata::{LogoutStyle, ProviderMetadata};
 
