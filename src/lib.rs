@@ -4,6 +4,7 @@
 //! - [`config`]. The typed configuration, loaded and validated once.
 //! - [`app`]. The state every request shares.
 //! - [`router`]. The one place routes and layers are assembled.
+//! - [`serve`]. The serving loop: connection limits, slow clients, drain.
 //! - [`error`]. The one error type and its HTML/JSON rendering.
 //! - [`oidc`]. The identity provider: metadata, login flow, tokens, JWKS, JWTs, logout.
 //! - [`session`]. Sealed server-side sessions, the key ring, the stores.
@@ -25,11 +26,13 @@ pub mod policy;
 pub mod proxy;
 pub mod request_path;
 pub mod router;
+pub mod serve;
 pub mod session;
 pub mod telemetry;
 
 use app::AppState;
-use std::future::{Future, IntoFuture};
+use serve::Stage;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -135,13 +138,15 @@ pub async fn serve_workers(
             }
         }
     });
-    let app = router::build(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let app = router::build(state.clone());
     let admin = router::admin(state.clone());
-    // Shutdown in order: readiness fails at once; after `shutdown_delay` (time
+    let limits = connection_limits(&state.config.server, 1 + listeners.len());
+    // Shutdown in order: readiness fails at once and HTTP/1.1 responses say
+    // `Connection: close` (HTTP/2 gets GOAWAY); after `shutdown_delay` (time
     // for load balancers to stop sending) the listeners close; in-flight
     // requests, downloads and WebSocket tunnels get `shutdown_timeout` to
     // finish; the admin listener goes last.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
+    let (stage_tx, stage_rx) = tokio::sync::watch::channel(Stage::Serving);
     let signal_state = state.clone();
     let delay = state.config.server.shutdown_delay;
     let drain = state.config.server.shutdown_timeout;
@@ -151,24 +156,22 @@ pub async fn serve_workers(
             .shutting_down
             .store(true, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(delay = ?delay, "shutting down: not ready any more; closing the listener after the delay");
+        let _ = stage_tx.send(Stage::Draining);
         tokio::time::sleep(delay).await;
-        let _ = stop_tx.send(Some(std::time::Instant::now() + drain));
+        let _ = stage_tx.send(Stage::Closed {
+            deadline: tokio::time::Instant::now() + drain,
+        });
     });
-    let (admin_tx, mut admin_rx) = tokio::sync::watch::channel(false);
-    let admin_task = tokio::spawn(async move {
-        axum::serve(admin_listener, admin)
-            .with_graceful_shutdown(async move {
-                let _ = admin_rx.wait_for(|v| *v).await;
-            })
-            .await
-    });
+    let (admin_tx, admin_rx) = tokio::sync::watch::channel(Stage::Serving);
+    let admin_task = tokio::spawn(serve::serve(admin_listener, admin, limits.admin, admin_rx));
     let mut workers = Vec::new();
     for (index, listener) in listeners.enumerate().map(|(i, l)| (i + 1, l)) {
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let (app, stop, tunnels) = (app.clone(), stop_rx.clone(), state.tunnels.clone());
+        let (app, stop, tunnels) = (app.clone(), stage_rx.clone(), state.tunnels.clone());
+        let limits = limits.main[index];
         std::thread::Builder::new()
             .name(format!("oidc-bff-{index}"))
             .spawn(move || {
@@ -176,24 +179,30 @@ pub async fn serve_workers(
                 let served = runtime.block_on(async move {
                     listener.set_nonblocking(true)?;
                     let listener = TcpListener::from_std(listener)?;
-                    serve_listener(listener, app, stop, tunnels).await
+                    serve_listener(listener, app, limits, stop, tunnels).await
                 });
                 let _ = done_tx.send(served);
             })?;
         workers.push(done_rx);
     }
     let tunnels = state.tunnels.clone();
+    let first_limits = limits.main[0];
     let task = tokio::spawn(async move {
-        let mut result = serve_listener(first, app, stop_rx, tunnels).await;
+        let mut result = serve_listener(first, app, first_limits, stage_rx, tunnels).await;
         for worker in workers {
             let served = worker
                 .await
                 .unwrap_or_else(|_| Err(std::io::Error::other("a serving thread panicked")));
             result = result.and(served);
         }
-        let _ = admin_tx.send(true);
-        let _ = admin_task.await;
-        result
+        // Probes and scrapes in flight get a moment; idle ones close at once.
+        let _ = admin_tx.send(Stage::Closed {
+            deadline: tokio::time::Instant::now() + ADMIN_DRAIN,
+        });
+        let admin = admin_task
+            .await
+            .unwrap_or_else(|_| Err(std::io::Error::other("the admin listener panicked")));
+        result.and(admin)
     });
     tracing::info!(%addr, %admin_addr, "oidc-bff listening");
     Ok(Running {
@@ -204,43 +213,77 @@ pub async fn serve_workers(
     })
 }
 
-/// One serving thread's loop: accept and serve until the stop signal (the
-/// drain deadline), then let requests and the WebSocket tunnels finish until
-/// that deadline. Every thread waits for every tunnel: a tunnel's task runs
-/// on the runtime of the thread that opened it, which must live until it ends.
-async fn serve_listener(
-    listener: TcpListener,
-    app: axum::extract::connect_info::IntoMakeServiceWithConnectInfo<axum::Router, SocketAddr>,
-    stop: tokio::sync::watch::Receiver<Option<std::time::Instant>>,
-    tunnels: tokio_util::task::TaskTracker,
-) -> std::io::Result<()> {
-    async fn deadline(
-        mut stop: tokio::sync::watch::Receiver<Option<std::time::Instant>>,
-    ) -> tokio::time::Instant {
-        let at = stop.wait_for(|v| v.is_some()).await.ok().and_then(|at| *at);
-        match at {
-            Some(at) => tokio::time::Instant::from_std(at),
-            // The sender is gone without a stop: serve on.
-            None => std::future::pending().await,
-        }
+/// How long requests on the admin listener may take to finish once the
+/// gateway's listeners are done.
+const ADMIN_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The limits of every listener: the configured connection caps fitted to
+/// the open-file limit (raised to its hard limit first), the main one split
+/// over the serving threads.
+struct ListenerLimits {
+    main: Vec<serve::Limits>,
+    admin: serve::Limits,
+}
+
+fn connection_limits(server: &config::ServerConfig, threads: usize) -> ListenerLimits {
+    let (soft, hard) = serve::raise_nofile_limit().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot read the open-file limit; using the configured connection caps");
+        (None, None)
+    });
+    let caps = serve::connection_caps(server.max_connections, server.admin_max_connections, soft);
+    let per_thread = serve::split_cap(caps.main, threads);
+    let show = |v: Option<u64>| v.map_or_else(|| "unlimited".to_string(), |v| v.to_string());
+    tracing::info!(
+        max_connections = server.max_connections,
+        effective = caps.main,
+        per_thread = ?per_thread,
+        admin_max_connections = server.admin_max_connections,
+        admin_effective = caps.admin,
+        open_files_soft = %show(soft),
+        open_files_hard = %show(hard),
+        "connection limits: at most half the open-file limit left after {} reserved files and the admin listener",
+        serve::FD_RESERVE
+    );
+    let limits = |max_connections| serve::Limits {
+        header_read_timeout: server.header_read_timeout,
+        keepalive_timeout: server.keepalive_timeout,
+        max_connections,
+    };
+    ListenerLimits {
+        main: per_thread.into_iter().map(limits).collect(),
+        admin: limits(caps.admin),
     }
-    let graceful = {
-        let stop = stop.clone();
-        async move {
-            deadline(stop).await;
-        }
-    };
-    let server = axum::serve(listener, app).with_graceful_shutdown(graceful);
-    let result = tokio::select! {
-        r = server.into_future() => r,
-        _ = async { tokio::time::sleep_until(deadline(stop.clone()).await).await } => {
-            tracing::warn!("requests still running at the shutdown deadline; stopping anyway");
-            Ok(())
-        }
-    };
+}
+
+/// One serving thread's loop: accept and serve until the stage says the
+/// listener closes, let requests finish until the drain deadline (see
+/// [`serve::serve`]), then let the WebSocket tunnels finish until that
+/// deadline. Every thread waits for every tunnel: a tunnel's task runs on
+/// the runtime of the thread that opened it, which must live until it ends.
+async fn serve_listener<S>(
+    listener: TcpListener,
+    app: S,
+    limits: serve::Limits,
+    stage: tokio::sync::watch::Receiver<Stage>,
+    tunnels: tokio_util::task::TaskTracker,
+) -> std::io::Result<()>
+where
+    S: tower::Service<axum::extract::Request> + Clone + Send + 'static,
+    S::Response: axum::response::IntoResponse,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: Send + 'static,
+{
+    let result = serve::serve(listener, app, limits, stage.clone()).await;
     tunnels.close();
-    let at = deadline(stop).await;
-    if tokio::time::timeout_at(at, tunnels.wait()).await.is_err() {
+    let deadline = match *stage.borrow() {
+        Stage::Closed { deadline } => deadline,
+        // Only a closed stage ends `serve::serve`.
+        _ => tokio::time::Instant::now(),
+    };
+    if tokio::time::timeout_at(deadline, tunnels.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!(
             open = tunnels.len(),
             "WebSocket tunnels still open at the shutdown deadline"

@@ -92,6 +92,23 @@ pub struct ServerConfig {
     /// process (cgroup quotas count).
     #[serde(default)]
     pub workers: usize,
+    /// How long a client has to send a complete request head (request line
+    /// and headers): from the accept, and from the first byte of each later
+    /// request on a keep-alive connection. Silent and slow clients are cut off.
+    #[serde(default = "defaults::header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A keep-alive connection with no request in flight and nothing received
+    /// for this long is closed (not to be confused with `session.idle_timeout`).
+    #[serde(default = "defaults::keepalive_timeout", with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+    /// Client connections open at once on `listen`, all serving threads
+    /// together; lowered at start to fit the open-file limit (`RLIMIT_NOFILE`).
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    /// Connections open at once on `admin_listen`, apart from `max_connections`,
+    /// so probes and scrapes are answered while the main listener is full.
+    #[serde(default = "defaults::admin_max_connections")]
+    pub admin_max_connections: usize,
 }
 
 impl ServerConfig {
@@ -529,6 +546,18 @@ mod defaults {
     }
     pub fn shutdown_timeout() -> Duration {
         Duration::from_secs(30)
+    }
+    pub fn header_read_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn keepalive_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn max_connections() -> usize {
+        10_000
+    }
+    pub fn admin_max_connections() -> usize {
+        64
     }
     pub fn assertion_header() -> String {
         "X-Bff-Identity".into()

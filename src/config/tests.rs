@@ -102,6 +102,11 @@ fn the_base_config_is_valid() {
     assert_eq!(c.routes.len(), 2);
     assert_eq!(c.session.keys.len(), 1);
     assert_eq!(c.redirect_uri(), "https://app.example.com/auth/callback");
+    // The serving loop's limits, as documented in config/oidc-bff.example.toml.
+    assert_eq!(c.server.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(c.server.keepalive_timeout, Duration::from_secs(60));
+    assert_eq!(c.server.max_connections, 10_000);
+    assert_eq!(c.server.admin_max_connections, 64);
 }
 
 #[test]
@@ -209,6 +214,31 @@ fn bad_configs_name_the_key() {
             "absurd number of serving threads",
             with("[server]", "[server]\nworkers = 100000"),
             "server.workers",
+        ),
+        (
+            "no time to send a request head",
+            with("[server]", "[server]\nheader_read_timeout = \"0s\""),
+            "server.header_read_timeout",
+        ),
+        (
+            "keep-alive connections closed at once",
+            with("[server]", "[server]\nkeepalive_timeout = \"0s\""),
+            "server.keepalive_timeout",
+        ),
+        (
+            "no connection allowed",
+            with("[server]", "[server]\nmax_connections = 0"),
+            "server.max_connections",
+        ),
+        (
+            "no admin connection allowed",
+            with("[server]", "[server]\nadmin_max_connections = 0"),
+            "server.admin_max_connections",
+        ),
+        (
+            "a timeout that is not a duration",
+            with("[server]", "[server]\nheader_read_timeout = \"soon\""),
+            "server.header_read_timeout",
         ),
         // [provider]
         (

@@ -71,6 +71,25 @@ fn server(c: &Config, p: &mut Vec<Problem>) {
             "must be greater than 0",
         ));
     }
+    for (key, value) in [
+        ("server.header_read_timeout", c.server.header_read_timeout),
+        ("server.keepalive_timeout", c.server.keepalive_timeout),
+    ] {
+        if value.is_zero() {
+            p.push(Problem::new(key, "must be greater than 0"));
+        }
+    }
+    for (key, value) in [
+        ("server.max_connections", c.server.max_connections),
+        (
+            "server.admin_max_connections",
+            c.server.admin_max_connections,
+        ),
+    ] {
+        if value == 0 {
+            p.push(Problem::new(key, "must be greater than 0"));
+        }
+    }
     if c.server.workers > 1024 {
         p.push(Problem::new(
             "server.workers",

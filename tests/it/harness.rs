@@ -946,12 +946,36 @@ impl ProcessPorts {
 impl GatewayProcess {
     /// Starts the binary with `toml` and waits for `/healthz`.
     pub async fn start(ports: &ProcessPorts, toml: &str) -> GatewayProcess {
+        Self::launch(ports, toml, Command::new(env!("CARGO_BIN_EXE_oidc-bff"))).await
+    }
+
+    /// Like [`GatewayProcess::start`], with the open-file limit (soft and
+    /// hard) set to `nofile` by `prlimit` (util-linux), which then runs the
+    /// binary in its place (so [`GatewayProcess::signal`] reaches it).
+    pub async fn start_with_nofile(
+        ports: &ProcessPorts,
+        toml: &str,
+        nofile: u64,
+    ) -> GatewayProcess {
+        let ok = Command::new("prlimit")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(ok, "cannot run `prlimit`: install util-linux");
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={nofile}:{nofile}"))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_oidc-bff"));
+        Self::launch(ports, toml, cmd).await
+    }
+
+    async fn launch(ports: &ProcessPorts, toml: &str, mut cmd: Command) -> GatewayProcess {
         // This process's reqwest clients (the "browser") need one too.
         oidc_bff::install_crypto_provider();
         let dir = ScratchDir::new("gateway");
         let config = dir.write("oidc-bff.toml", toml);
         let log = std::fs::File::create(dir.0.join("gateway.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_oidc-bff"))
+        let child = cmd
             .args(["serve", "--config"])
             .arg(&config)
             .env_remove("OIDC_BFF_CONFIG")
@@ -1001,6 +1025,11 @@ impl GatewayProcess {
             Ok(r) => r.status().as_u16(),
             Err(_) => 0,
         }
+    }
+
+    /// The gateway's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Whether the process is still running (it must never crash).

@@ -6,6 +6,7 @@ mod harness;
 mod bearer;
 mod cli;
 mod cognito;
+mod connections;
 mod dev_idp;
 mod faults;
 mod flow;
