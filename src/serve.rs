@@ -646,13 +646,16 @@ where
     /// Waits until a connection fits under the cap, evicting idle ones.
     async fn make_room(&mut self) {
         while self.shared.open() >= self.shared.limits.max_connections {
-            if self.evict_one() {
-                // Idle connections close within a poll or two of their task.
-                let _ = tokio::time::timeout(
-                    Duration::from_millis(50),
-                    self.shared.signals.changed.notified(),
-                )
-                .await;
+            if let Some(victim) = self.evict_one() {
+                // An idle connection closes within a poll or two of its task;
+                // one that lingers (an HTTP/2 peer) does not hold up the next.
+                let until = tokio::time::Instant::now() + Duration::from_millis(50);
+                while !victim.detached.load(Ordering::Relaxed) {
+                    let changed = self.shared.signals.changed.notified();
+                    if tokio::time::timeout_at(until, changed).await.is_err() {
+                        break;
+                    }
+                }
             } else {
                 // Every connection is busy: new ones wait in the backlog.
                 let _waiting = Waiting::start(&self.shared.signals);
@@ -665,11 +668,11 @@ where
         }
     }
 
-    /// Tells the most evictable connection to close; `false` if none is.
-    /// Candidates come from one scan, a batch at a time (a scan per new
-    /// connection would cost O(cap) each at the cap); each is checked again
-    /// before it is told, since it may have become busy since.
-    fn evict_one(&mut self) -> bool {
+    /// Tells the most evictable connection to close, and returns it; `None`
+    /// if none may be. Candidates come from one scan, a batch at a time (a
+    /// scan per new connection would cost O(cap) each at the cap); each is
+    /// checked again before it is told, since it may have become busy since.
+    fn evict_one(&mut self) -> Option<Arc<Conn>> {
         for refilled in [false, true] {
             if refilled {
                 self.refill_victims();
@@ -678,11 +681,11 @@ where
                 let Some(conn) = weak.upgrade() else { continue };
                 if eviction_key(&conn.snapshot()) == Some(key) {
                     conn.order(Order::IfIdle);
-                    return true;
+                    return Some(conn);
                 }
             }
         }
-        false
+        None
     }
 
     fn refill_victims(&mut self) {
