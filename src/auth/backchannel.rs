@@ -6,7 +6,6 @@
 use crate::app::AppState;
 use crate::error::{json_response, AppError};
 use crate::oidc::jwt::{self, Claims};
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::Response;
 use http::StatusCode;
@@ -65,10 +64,24 @@ pub fn check_logout_claims(claims: &Claims) -> Result<(String, LogoutTarget), &'
 
 /// `POST /auth/backchannel-logout` (form field `logout_token`). 200 when the
 /// sessions are gone; 400 for anything malformed, forged or replayed (§2.8).
+/// A logout token is a few hundred bytes; this is generous.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
 pub async fn backchannel_logout(
     State(state): State<Arc<AppState>>,
-    body: Bytes,
+    req: axum::extract::Request,
 ) -> Result<Response, AppError> {
+    // Public and unauthenticated until the token is verified: a body that
+    // trickles in, or is larger than any logout token, must not hold a
+    // connection (the serving loop bounds request heads, not bodies). The
+    // IdP calls here, so its own timeout bounds the body too.
+    let body = tokio::time::timeout(
+        state.config.provider.http_timeout,
+        axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES),
+    )
+    .await
+    .map_err(|_| AppError::BadRequest("the request body did not arrive in time"))?
+    .map_err(|_| AppError::BadRequest("the request body is too large or broken"))?;
     let token = url::form_urlencoded::parse(&body)
         .find(|(k, _)| k == "logout_token")
         .map(|(_, v)| v.into_owned())

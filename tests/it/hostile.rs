@@ -697,3 +697,46 @@ async fn a_malformed_request_body_is_the_clients_fault() {
         .unwrap();
     assert!(!m.contains("error=\"upstream_unreachable\""), "{m}");
 }
+
+#[tokio::test]
+async fn a_backchannel_logout_body_can_neither_trickle_nor_flood() {
+    // http_timeout bounds the IdP's call, and so its body: 1 s here.
+    let idp = RogueIdp::start().await;
+    let reserved = reserve().await;
+    let toml = config_toml(&reserved.url, &idp.issuer, "").replace(
+        "insecure_allow_http = true",
+        "insecure_allow_http = true\nhttp_timeout = \"1s\"",
+    );
+    let gw = Gateway::start(reserved, &toml).await;
+    let addr = gw.url.trim_start_matches("http://").to_string();
+    // A body that never finishes: answered 400 once the timeout passes.
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    tcp.write_all(
+        b"POST /auth/backchannel-logout HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nlogout_",
+    )
+    .await
+    .unwrap();
+    let start = std::time::Instant::now();
+    let mut out = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut out))
+        .await
+        .expect("answered within 5 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out[..n]);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(
+        start.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        start.elapsed()
+    );
+    // A body larger than any logout token: 400, unread.
+    let big = format!("logout_token={}", "a".repeat(100 * 1024));
+    let r = reqwest::Client::new()
+        .post(format!("{}/auth/backchannel-logout", gw.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
