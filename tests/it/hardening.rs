@@ -40,23 +40,9 @@ async fn fetch(gw: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> 
 /// GET with `target` as the raw request target: HTTP clients would resolve
 /// `%2e%2e` and `..` before sending (WHATWG URL). Status and whole answer.
 async fn raw_get(gw: &str, target: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = gw.trim_start_matches("http://");
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let req = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    tcp.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut out))
-        .await
-        .expect("the gateway answered")
-        .unwrap();
-    let text = String::from_utf8_lossy(&out).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, text)
+    raw_exchange(gw, req.as_bytes()).await
 }
 
 fn dotfile_tree() -> ScratchDir {

@@ -53,11 +53,9 @@ impl Stack {
     }
 }
 
-/// One request written byte for byte (no client library normalises the
-/// target or the header names); returns the status and the whole answer.
+/// One request written byte for byte; returns the status and the whole answer.
 async fn raw(gw: &str, method: &str, target: &str, headers: &[(&str, &str)]) -> (u16, String) {
     let addr = gw.trim_start_matches("http://");
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut req = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
@@ -67,44 +65,18 @@ async fn raw(gw: &str, method: &str, target: &str, headers: &[(&str, &str)]) -> 
     } else {
         req.push_str("\r\n");
     }
-    tcp.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut out))
-        .await
-        .expect("the gateway answers within 10 s")
-        .unwrap();
-    let text = String::from_utf8_lossy(&out).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    (status, text)
+    raw_exchange(gw, req.as_bytes()).await
 }
 
 /// A request whose head starts with `head` (bytes, not necessarily UTF-8),
 /// then `headers`; returns the status and the answer.
 async fn raw_bytes(gw: &str, head: &[u8], headers: &[(&str, &str)]) -> (u16, String) {
-    let addr = gw.trim_start_matches("http://");
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut req = head.to_vec();
     for (k, v) in headers {
         req.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
     }
     req.extend_from_slice(b"Connection: close\r\n\r\n");
-    tcp.write_all(&req).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut out))
-        .await
-        .expect("the gateway answers within 10 s")
-        .unwrap();
-    let text = String::from_utf8_lossy(&out).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    (status, text)
+    raw_exchange(gw, &req).await
 }
 
 /// Every spelling of `/{pre}{word}{post}` with one letter of `word` escaped,
