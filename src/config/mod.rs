@@ -19,7 +19,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 use url::Url;
 
-/// The whole configuration. Section names are part of the contract (DESIGN.md).
+/// The whole configuration. Section names are part of the contract (the
+/// README, the Helm chart and the tests rely on them).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {

@@ -706,8 +706,8 @@ fn redis_cli_text(port: u16, args: &[&str]) -> String {
         .to_string()
 }
 
-/// One `redis-server` on a free port with its own directory (TESTING.md,
-/// section Redis). Stopped on drop. `kill` and `restart` simulate an outage
+/// One `redis-server` on a free port with its own directory (no saving,
+/// no append-only file). Stopped on drop. `kill` and `restart` simulate an outage
 /// on the same port; `pause`/`resume` a server that stops answering.
 pub struct RedisServer {
     pub port: u16,
