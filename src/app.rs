@@ -33,6 +33,10 @@ pub struct AppState {
     pub metrics: Arc<crate::telemetry::Metrics>,
     /// Set when shutdown begins: `/readyz` fails from then on.
     pub shutting_down: std::sync::atomic::AtomicBool,
+    /// Upstream requests in flight (a response body or a tunnel holds its
+    /// slot): as many as the open-file budget gives client connections, so
+    /// HTTP/2's many streams per connection cannot exhaust file descriptors.
+    pub upstream_slots: Arc<tokio::sync::Semaphore>,
     /// Open WebSocket tunnels, so shutdown can let them finish.
     pub tunnels: tokio_util::task::TaskTracker,
 }
@@ -186,11 +190,22 @@ impl AppState {
             assertion_header,
             protected_headers,
             metrics,
+            upstream_slots: Arc::new(tokio::sync::Semaphore::new(upstream_slots(&config))),
             shutting_down: Default::default(),
             tunnels: Default::default(),
             config,
         }))
     }
+}
+
+/// The number of upstream requests that may be in flight: the main
+/// listener's connection cap as the serving loop computes it.
+fn upstream_slots(config: &Config) -> usize {
+    let soft = crate::serve::raise_nofile_limit().map_or(None, |(soft, _)| soft);
+    let s = &config.server;
+    crate::serve::connection_caps(s.max_connections, s.admin_max_connections, soft)
+        .main
+        .min(tokio::sync::Semaphore::MAX_PERMITS)
 }
 
 /// The Redis store from a validated config.

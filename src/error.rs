@@ -61,6 +61,9 @@ pub enum AppError {
     UpstreamUnreachable(String),
     #[error("upstream timed out")]
     UpstreamTimeout,
+    /// Every upstream connection the open-file budget allows is in use.
+    #[error("too many upstream requests in flight")]
+    UpstreamBusy,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -186,6 +189,12 @@ impl AppError {
                 StatusCode::BAD_GATEWAY,
                 "upstream_unreachable",
                 "The service behind this path is unreachable.",
+                false,
+            ),
+            UpstreamBusy => r(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_busy",
+                "Too many requests are in progress. Please try again shortly.",
                 false,
             ),
             UpstreamTimeout => r(

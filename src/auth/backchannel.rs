@@ -75,13 +75,12 @@ pub async fn backchannel_logout(
     // trickles in, or is larger than any logout token, must not hold a
     // connection (the serving loop bounds request heads, not bodies). The
     // IdP calls here, so its own timeout bounds the body too.
-    let body = tokio::time::timeout(
+    let body = super::small_body(
+        req.into_body(),
+        MAX_BODY_BYTES,
         state.config.provider.http_timeout,
-        axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES),
     )
-    .await
-    .map_err(|_| AppError::BadRequest("the request body did not arrive in time"))?
-    .map_err(|_| AppError::BadRequest("the request body is too large or broken"))?;
+    .await?;
     let token = url::form_urlencoded::parse(&body)
         .find(|(k, _)| k == "logout_token")
         .map(|(_, v)| v.into_owned())

@@ -16,7 +16,6 @@ use crate::oidc::return_to::safe_return_to;
 use crate::oidc::{client, logout::logout_url, OidcError};
 use crate::session::{now_secs, Session, SessionData};
 use askama::Template;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
@@ -214,7 +213,7 @@ async fn finish_login(
         id_token,
         access_token: tokens.access_token.clone(),
         refresh_token: tokens.refresh_token.clone(),
-        access_expires_at: tokens.expires_in_secs().map(|s| now + s),
+        access_expires_at: tokens.access_expires_at(now),
         created_at: now,
         expires_at: state.sessions.absolute_deadline(),
         last_seen: now,
@@ -352,8 +351,10 @@ pub async fn logout_post(
     State(state): State<Arc<AppState>>,
     MaybeSession(session): MaybeSession,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Result<Response, AppError> {
+    // The confirm page's form: a few dozen bytes.
+    let body = super::small_body(body, 4096, std::time::Duration::from_secs(10)).await?;
     let target = match session {
         None => state.config.signed_out_uri(),
         Some(session) => {

@@ -37,6 +37,21 @@ pub fn has_session_cookie(state: &AppState, headers: &HeaderMap) -> bool {
         .is_some()
 }
 
+/// The form body of one of the gateway's own endpoints: at most `limit`
+/// bytes, arriving within `within`. The serving loop bounds request heads,
+/// not bodies, and these endpoints answer before anyone is authenticated: a
+/// body that trickles in or floods must not hold a connection or memory.
+pub async fn small_body(
+    body: axum::body::Body,
+    limit: usize,
+    within: std::time::Duration,
+) -> Result<bytes::Bytes, AppError> {
+    tokio::time::timeout(within, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| AppError::BadRequest("the request body did not arrive in time"))?
+        .map_err(|_| AppError::BadRequest("the request body is too large or broken"))
+}
+
 /// More cookies of the session cookie's name than this are refused outright.
 const MAX_SESSION_COOKIES: usize = 4;
 

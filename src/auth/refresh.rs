@@ -168,7 +168,12 @@ impl Refresher {
             Err(_) => None,
         };
         match outcome {
-            Some(Outcome::Fresh(data)) => Ok(Session { data, ..session }),
+            // A refresh answered so late that its token has expired already
+            // is no fresh token: never sent on.
+            Some(Outcome::Fresh(data)) => still_valid(
+                Session { data, ..session },
+                "the refreshed token had expired by the time it arrived",
+            ),
             Some(Outcome::Ended) => Err(AppError::Unauthenticated),
             Some(Outcome::Store(e)) => {
                 Err(SessionError::from(crate::session::StoreError::Unavailable(e)).into())
@@ -281,6 +286,7 @@ impl Refresher {
         let Some(refresh_token) = data.refresh_token.clone() else {
             return Outcome::Fresh(data.into());
         };
+        let sent_at = now_secs();
         let called = async {
             let md = me.provider.metadata().await?;
             client::refresh(
@@ -332,7 +338,7 @@ impl Refresher {
             data.claims = claims;
         }
         data.access_token = tokens.access_token.clone();
-        data.access_expires_at = tokens.expires_in_secs().map(|s| now + s);
+        data.access_expires_at = tokens.access_expires_at(sent_at);
         // Rotation: a new refresh token replaces the old one in the same write;
         // an answer without one keeps the old (RFC 6749 §6).
         if let Some(rt) = &tokens.refresh_token {

@@ -34,6 +34,20 @@ impl TokenResponse {
             _ => None,
         }
     }
+
+    /// When the access token expires: `expires_in` counted from `sent_at`
+    /// (when the request went out, so an answer that came late does not
+    /// stretch it), or the token's own `exp` when it is a JWT, whichever is
+    /// sooner; either alone when only one is known.
+    pub fn access_expires_at(&self, sent_at: i64) -> Option<i64> {
+        let by_expires_in = self.expires_in_secs().map(|s| sent_at + s);
+        let by_exp = crate::policy::trusted_jwt_payload(&self.access_token)
+            .and_then(|c| c.get("exp")?.as_i64());
+        match (by_expires_in, by_exp) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -167,5 +181,49 @@ pub async fn revoke(
             "revocation: HTTP {}",
             resp.status()
         )))
+    }
+}
+
+#[cfg(test)]
+mod expiry_tests {
+    use super::TokenResponse;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use base64::Engine;
+
+    fn answer(access_token: &str, expires_in: Option<serde_json::Value>) -> TokenResponse {
+        TokenResponse {
+            access_token: access_token.into(),
+            token_type: None,
+            expires_in,
+            refresh_token: None,
+            id_token: None,
+            scope: None,
+        }
+    }
+
+    #[test]
+    fn access_expiry_counts_from_the_request_and_never_past_exp() {
+        let jwt = |exp: i64| {
+            let payload = B64.encode(format!("{{\"exp\":{exp}}}"));
+            format!("eyJhbGciOiJub25lIn0.{payload}.sig")
+        };
+        let n = |v: i64| Some(serde_json::json!(v));
+        assert_eq!(answer("opaque", n(300)).access_expires_at(1000), Some(1300));
+        assert_eq!(
+            answer("opaque", Some("60".into())).access_expires_at(1000),
+            Some(1060)
+        );
+        assert_eq!(answer("opaque", None).access_expires_at(1000), None);
+        // A JWT's own exp bounds it (an answer that came late), and stands in
+        // for a missing expires_in.
+        assert_eq!(
+            answer(&jwt(1100), n(300)).access_expires_at(1000),
+            Some(1100)
+        );
+        assert_eq!(
+            answer(&jwt(2000), n(300)).access_expires_at(1000),
+            Some(1300)
+        );
+        assert_eq!(answer(&jwt(1100), None).access_expires_at(1000), Some(1100));
     }
 }

@@ -249,12 +249,12 @@ async fn forward(
     rewrite(state, route, identity, &client, &mut parts, false)?;
     // Bodies stream; one larger than declared (or chunked past the limit) is cut off.
     let body = Body::new(http_body_util::Limited::new(body, max as usize));
-    let resp = send(state, route, user, http::Request::from_parts(parts, body)).await?;
+    let (resp, slot) = send(state, route, user, http::Request::from_parts(parts, body)).await?;
     let (mut parts, body) = resp.into_parts();
     clean_response(&mut parts.headers, &state.cookies.names());
     Ok(Response::from_parts(
         parts,
-        watch_body(state, route, user, body),
+        watch_body(state, route, user, body, slot),
     ))
 }
 
@@ -266,12 +266,15 @@ fn watch_body(
     route: &Route,
     user: Option<&str>,
     body: hyper::body::Incoming,
+    slot: tokio::sync::OwnedSemaphorePermit,
 ) -> Body {
     use http_body_util::BodyExt;
     let metrics = state.metrics.clone();
     let route = route.id.clone();
     let user = user.map(str::to_string);
     Body::new(body.map_err(move |e| {
+        // The upstream slot is held for as long as the body streams.
+        let _ = &slot;
         metrics.count("oidc_bff_upstream_bodies_cut_total", &[("route", &route)]);
         tracing::warn!(
             route = %route,
@@ -355,7 +358,21 @@ async fn send(
     route: &Route,
     user: Option<&str>,
     req: http::Request<Body>,
-) -> Result<http::Response<hyper::body::Incoming>, AppError> {
+) -> Result<
+    (
+        http::Response<hyper::body::Incoming>,
+        tokio::sync::OwnedSemaphorePermit,
+    ),
+    AppError,
+> {
+    let slot = state
+        .upstream_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| {
+            tracing::warn!(route = %route.id, "every upstream slot is in use");
+            AppError::UpstreamBusy
+        })?;
     let start = std::time::Instant::now();
     let result = tokio::time::timeout(route.timeout, state.upstream.here().request(req)).await;
     state.metrics.observe(
@@ -375,7 +392,7 @@ async fn send(
             tracing::warn!(route = %route.id, sub = user.unwrap_or("-"), error = %e, "upstream request failed");
             Err(AppError::UpstreamUnreachable(route.id.clone()))
         }
-        Ok(Ok(r)) => Ok(r),
+        Ok(Ok(r)) => Ok((r, slot)),
     }
 }
 
@@ -449,7 +466,7 @@ async fn forward_websocket(
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (mut parts, _) = req.into_parts();
     rewrite(state, route, identity, &client, &mut parts, true)?;
-    let mut resp = send(
+    let (mut resp, slot) = send(
         state,
         route,
         user,
@@ -460,11 +477,16 @@ async fn forward_websocket(
         // The upstream declined: pass its answer on as an ordinary response.
         let (mut parts, body) = resp.into_parts();
         clean_response(&mut parts.headers, &state.cookies.names());
-        return Ok(Response::from_parts(parts, Body::new(body)));
+        return Ok(Response::from_parts(
+            parts,
+            watch_body(state, route, user, body, slot),
+        ));
     }
     let upstream_upgrade = hyper::upgrade::on(&mut resp);
     let route_id = route.id.clone();
     state.tunnels.spawn(async move {
+        // The tunnel holds its upstream slot until it closes.
+        let _slot = slot;
         match tokio::join!(client_upgrade, upstream_upgrade) {
             (Ok(c), Ok(u)) => {
                 let mut c = hyper_util::rt::TokioIo::new(c);

@@ -385,3 +385,45 @@ async fn metrics_and_logs_tell_faults_apart() {
     assert!(warned("/down/", "upstream_unreachable"), "{log}");
     assert!(warned("/api/", "idp_unavailable"), "{log}");
 }
+
+#[tokio::test]
+async fn http2_streams_cannot_take_more_upstream_connections_than_the_budget() {
+    let idp = RogueIdp::start().await;
+    let (slow, _slow) = hanging_upstream().await;
+    let reserved = reserve().await;
+    let routes = format!(
+        "[[route]]\npath = \"/slow/\"\nupstream = \"{slow}\"\nauth = \"public\"\ntimeout = \"1500ms\"\n"
+    );
+    // Two client connections' worth of upstream connections.
+    let toml = config_toml(&reserved.url, &idp.issuer, &routes)
+        .replace("[server]\n", "[server]\nmax_connections = 2\n");
+    let gw = Gateway::start(reserved, &toml).await;
+    // One HTTP/2 connection, many streams.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let tasks: Vec<_> = (0..5)
+        .map(|i| {
+            let (h2, url) = (h2.clone(), format!("{}/slow/{i}", gw.url));
+            tokio::spawn(async move { h2.get(url).send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [503, 503, 503, 504, 504],
+        "two reach the upstream, the rest are refused"
+    );
+    // The slots come back when the requests end.
+    let r = h2
+        .get(format!("{}/slow/again", gw.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 504);
+}
