@@ -12,11 +12,13 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
+# `--no-default-features`: the production binary leaves out the development
+# parts (`demo`, `dev-idp`, the echo API).
 # Cache mounts keep the registry and the build directory between builds;
 # the binary is copied out of the cached target directory.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin oidc-bff \
+    cargo build --release --locked --no-default-features --bin oidc-bff \
     && cp target/release/oidc-bff /usr/local/bin/oidc-bff
 
 # Same Debian release as the build stage, so the same glibc.

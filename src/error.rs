@@ -2,6 +2,7 @@
 //! an HTML page for browser navigations, JSON for everything else, each with
 //! the request id. Clients get a short message; details go to the log.
 
+use crate::oidc::return_to::login_url;
 use crate::oidc::OidcError;
 use crate::session::SessionError;
 use askama::Template;
@@ -311,10 +312,10 @@ fn finish_error(
     } else {
         tracing::info!(request_id, error = %err, "request refused");
     }
-    let login = format!("{}/login", ctx.auth_prefix);
-    // DESIGN: navigations to protected pages are sent to sign in; APIs get 401 JSON.
+    let login = login_url(&ctx.auth_prefix, None, None);
+    // Navigations to protected pages are sent to sign in; APIs get 401 JSON.
     if matches!(*err, AppError::Unauthenticated) && html {
-        let target = format!("{login}?return_to={}", urlencode(&return_to));
+        let target = login_url(&ctx.auth_prefix, Some(&return_to), None);
         let mut redirect = redirect_response(StatusCode::FOUND, &target, resp.headers());
         redirect
             .extensions_mut()
@@ -350,10 +351,6 @@ fn finish_error(
     }
     out.extensions_mut().extend(parts.extensions);
     out
-}
-
-fn urlencode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 /// A redirect that keeps the headers already set (cookies).

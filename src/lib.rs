@@ -13,12 +13,14 @@
 //! - [`request_path`]. The one canonical request path every check and the upstream use.
 //! - [`policy`]. Per-route authorization (groups, scopes, claims) as pure decisions.
 //! - [`telemetry`]. Logs.
-//! - [`demo`]. `oidc-bff demo` and the development IdP (local work only).
+//! - `demo`. `oidc-bff demo` and the development IdP (local work only; built
+//!   only with the `dev` feature, which is on by default and off in the image).
 //!
 
 pub mod app;
 pub mod auth;
 pub mod config;
+#[cfg(feature = "dev")]
 pub mod demo;
 pub mod error;
 pub mod oidc;

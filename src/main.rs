@@ -4,7 +4,7 @@
 use clap::{Parser, Subcommand};
 use oidc_bff::app::AppState;
 use oidc_bff::config;
-use oidc_bff::Running;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -34,6 +34,7 @@ enum Command {
     GenerateKey,
     /// Run the whole stack on 127.0.0.1 for a first look: a development IdP,
     /// the gateway, a sample SPA and an echo API. Development only.
+    #[cfg(feature = "dev")]
     Demo {
         /// Port of the gateway (the URL to open); 0 picks a free one.
         #[arg(long, default_value_t = 8080)]
@@ -41,6 +42,7 @@ enum Command {
     },
     /// Run only the development IdP, a Cognito hosted-UI look-alike, for SPA
     /// teams working locally. Development only: never expose it.
+    #[cfg(feature = "dev")]
     DevIdp {
         /// The dev IdP's config (TOML; see config/dev-idp.example.toml).
         #[arg(long, short)]
@@ -88,7 +90,9 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve(arg) => serve(arg),
+        #[cfg(feature = "dev")]
         Command::Demo { port } => demo(port),
+        #[cfg(feature = "dev")]
         Command::DevIdp {
             config,
             insecure_listen_any,
@@ -96,6 +100,7 @@ fn main() -> ExitCode {
     }
 }
 
+#[cfg(feature = "dev")]
 fn dev_idp(path: &std::path::Path, insecure_listen_any: bool) -> ExitCode {
     use oidc_bff::demo::dev_idp::{self, DevIdpConfig};
     let _log = oidc_bff::telemetry::init(config::LogFormat::Text, "info");
@@ -148,6 +153,7 @@ fn dev_idp(path: &std::path::Path, insecure_listen_any: bool) -> ExitCode {
     })
 }
 
+#[cfg(feature = "dev")]
 fn demo(port: u16) -> ExitCode {
     let _log = oidc_bff::telemetry::init(config::LogFormat::Text, "info");
     let runtime = match tokio::runtime::Runtime::new() {
@@ -186,7 +192,7 @@ fn demo(port: u16) -> ExitCode {
         );
         println!("  Stop with Ctrl-C.");
         let _ = std::io::Write::flush(&mut std::io::stdout());
-        let Running { task, .. } = demo.running;
+        let oidc_bff::Running { task, .. } = demo.running;
         match task.await {
             Ok(Ok(())) => ExitCode::SUCCESS,
             _ => ExitCode::FAILURE,

@@ -14,7 +14,6 @@ use http::StatusCode;
 use std::sync::Arc;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 /// Total size of request headers above which the answer is 431.
 const MAX_HEADER_BYTES: usize = 32 * 1024;
@@ -295,13 +294,24 @@ pub fn admin(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        // Every response carries a request id, by the same rule as the main listener.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admin_request_id,
+        ))
         .with_state(state)
-        // Every response carries a request id, here too.
-        .layer(
-            ServiceBuilder::new()
-                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-                .layer(PropagateRequestIdLayer::x_request_id()),
-        )
+}
+
+async fn admin_request_id(
+    State(state): State<Arc<AppState>>,
+    mut req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let trusted = crate::proxy::peer_is_trusted(&state, req.extensions());
+    let id = request_id(req.headers_mut(), trusted);
+    let mut resp = next.run(req).await;
+    resp.headers_mut().entry(X_REQUEST_ID).or_insert(id);
+    resp
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {

@@ -24,7 +24,7 @@ use crate::auth::gate::{self, Ask};
 use crate::auth::Identity;
 use crate::config::TokenKind;
 use crate::error::{json_response, wants_html, AppError};
-use crate::oidc::return_to::safe_return_to;
+use crate::oidc::return_to::login_url;
 use crate::policy::groups;
 use crate::proxy::routes::Access;
 use crate::request_path::canonicalize;
@@ -282,18 +282,12 @@ fn unauthenticated(
     path: &str,
     idp: Option<&str>,
 ) -> Response {
-    let prefix = &state.config.server.auth_prefix;
-    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
     // Back to the canonical path (and the query as sent) after signing in.
     let target = match fwd.query() {
         Some(q) => format!("{path}?{q}"),
         None => path.to_string(),
     };
-    let return_to = safe_return_to(Some(&target), prefix);
-    let mut login = format!("{prefix}/login?return_to={}", enc(&return_to));
-    if let Some(idp) = idp {
-        login.push_str(&format!("&idp={}", enc(idp)));
-    }
+    let mut login = login_url(&state.config.server.auth_prefix, Some(&target), idp);
     // Signing in happens on the gateway's origin; from another host, say so in full.
     let public = &state.config.server.public_url;
     let same_host = fwd.host.as_deref().is_none_or(|h| {

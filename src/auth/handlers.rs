@@ -12,7 +12,7 @@ use crate::error::{
 };
 use crate::oidc::flow::{pkce_challenge, PendingLogin, PendingLogins};
 use crate::oidc::hints::LoginHints;
-use crate::oidc::return_to::safe_return_to;
+use crate::oidc::return_to::{login_url, safe_return_to};
 use crate::oidc::{client, logout::logout_url, OidcError};
 use crate::session::{now_secs, Session, SessionData};
 use askama::Template;
@@ -457,7 +457,7 @@ pub async fn signed_out(State(state): State<Arc<AppState>>) -> Result<Response, 
     if let Some(to) = &state.config.server.logout_return_to {
         return Ok(redirect_response(StatusCode::FOUND, to, &HeaderMap::new()));
     }
-    let login_url = format!("{}/login", state.config.server.auth_prefix);
+    let login_url = login_url(&state.config.server.auth_prefix, None, None);
     let page = SignedOut {
         login_url: &login_url,
     };

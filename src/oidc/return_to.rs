@@ -8,6 +8,29 @@ use url::Url;
 
 const MAX_LEN: usize = 1024;
 
+/// The gateway's sign-in link: `<auth_prefix>/login`, with `return_to` (made
+/// safe here, so no caller can hand out an open redirect) and an optional IdP
+/// hint. The one place a login URL is written: the proxy, forward-auth,
+/// error pages and the signed-out page all call it.
+pub fn login_url(auth_prefix: &str, return_to: Option<&str>, idp: Option<&str>) -> String {
+    let mut url = format!("{auth_prefix}/login");
+    let mut sep = '?';
+    let mut param = |name: &str, value: &str| {
+        url.push(sep);
+        url.push_str(name);
+        url.push('=');
+        url.extend(url::form_urlencoded::byte_serialize(value.as_bytes()));
+        sep = '&';
+    };
+    if let Some(raw) = return_to {
+        param("return_to", &safe_return_to(Some(raw), auth_prefix));
+    }
+    if let Some(idp) = idp {
+        param("idp", idp);
+    }
+    url
+}
+
 /// Returns `raw` normalised when it is a safe same-origin path, else `/`.
 /// Paths under the gateway's own `auth_prefix` also give `/` (no login loops).
 pub fn safe_return_to(raw: Option<&str>, auth_prefix: &str) -> String {
@@ -66,6 +89,24 @@ fn check(raw: &str, auth_prefix: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn login_urls_encode_and_make_return_to_safe() {
+        assert_eq!(login_url("/auth", None, None), "/auth/login");
+        assert_eq!(
+            login_url("/auth", Some("/app/x?y=1&z=a+b"), Some("Google")),
+            "/auth/login?return_to=%2Fapp%2Fx%3Fy%3D1%26z%3Da%2Bb&idp=Google"
+        );
+        // An open redirect is never written, whoever asks.
+        assert_eq!(
+            login_url("/bff", Some("//evil.example"), None),
+            "/bff/login?return_to=%2F"
+        );
+        assert_eq!(
+            login_url("/auth", None, Some("a&b")),
+            "/auth/login?idp=a%26b"
+        );
+    }
 
     #[test]
     fn accepts_same_origin_paths() {

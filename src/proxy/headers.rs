@@ -284,28 +284,44 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: &ClientInfo) {
 /// clear) the gateway's own cookies.
 pub fn clean_response(headers: &mut HeaderMap, gateway_cookies: &[&str]) {
     strip_hop_by_hop(headers);
-    if !headers.contains_key(header::SET_COOKIE) {
+    drop_gateway_cookies(headers, gateway_cookies);
+}
+
+/// Removes every `Set-Cookie` that names one of the gateway's cookies; the one
+/// rule for proxied responses and WebSocket handshakes alike.
+pub fn drop_gateway_cookies(headers: &mut HeaderMap, gateway_cookies: &[&str]) {
+    let ours = |v: &HeaderValue| sets_gateway_cookie(v.as_bytes(), gateway_cookies);
+    if !headers.get_all(header::SET_COOKIE).iter().any(ours) {
         return;
     }
     let kept: Vec<HeaderValue> = headers
         .get_all(header::SET_COOKIE)
         .iter()
-        .filter(|v| {
-            let name = v
-                .to_str()
-                .ok()
-                .and_then(|s| s.split(';').next())
-                .and_then(|kv| kv.split_once('='))
-                .map(|(k, _)| k.trim())
-                .unwrap_or("");
-            !gateway_cookies.iter().any(|g| g.eq_ignore_ascii_case(name))
-        })
+        .filter(|v| !ours(v))
         .cloned()
         .collect();
     headers.remove(header::SET_COOKIE);
     for v in kept {
         headers.append(header::SET_COOKIE, v);
     }
+}
+
+/// Whether a `Set-Cookie` value sets one of `gateway_cookies`: the name before
+/// the first `=` of the first pair, trimmed, compared ASCII case-insensitively
+/// (a browser or a framework in between may fold case). Read as bytes, so a
+/// value with non-ASCII attributes cannot slip through as "unreadable".
+pub fn sets_gateway_cookie(value: &[u8], gateway_cookies: &[&str]) -> bool {
+    let pair = value.split(|&b| b == b';').next().unwrap_or_default();
+    let name = match pair.iter().position(|&b| b == b'=') {
+        Some(i) => &pair[..i],
+        // A nameless cookie (`Set-Cookie: value`) is read by browsers as the
+        // empty name; it is not one of ours.
+        None => return false,
+    };
+    let name = name.trim_ascii();
+    gateway_cookies
+        .iter()
+        .any(|g| g.as_bytes().eq_ignore_ascii_case(name))
 }
 
 #[cfg(test)]
@@ -500,6 +516,7 @@ mod tests {
             ("set-cookie", "oidc_bff=stolen; Path=/"),
             ("set-cookie", "OIDC_BFF_LOGIN=x"),
             ("set-cookie", "app=1; Path=/"),
+            ("set-cookie", " oidc_bff =x; Path=/"),
             ("connection", "close"),
             ("content-type", "text/plain"),
         ]);

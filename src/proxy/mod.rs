@@ -13,12 +13,14 @@ use crate::auth::gate::{self, Ask, Passed, Refused};
 use crate::auth::Identity;
 use crate::config::AuthMode;
 use crate::error::AppError;
+use crate::oidc::return_to::login_url;
 use crate::telemetry::{RequestUser, RouteLabel};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use headers::{
-    clean_response, set_forwarded, strip_cookies, strip_hop_by_hop, strip_protected, ClientInfo,
+    clean_response, drop_gateway_cookies, set_forwarded, strip_cookies, strip_hop_by_hop,
+    strip_protected, ClientInfo,
 };
 use http::{header, HeaderValue, Uri, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -132,13 +134,11 @@ fn idp_login_url(state: &AppState, route: &Route, req: &Request) -> Option<Strin
     if !crate::error::wants_html(req.headers()) {
         return None;
     }
-    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    Some(format!(
-        "{}/login?return_to={}&idp={}",
-        state.config.server.auth_prefix,
-        enc(target),
-        enc(idp)
+    Some(login_url(
+        &state.config.server.auth_prefix,
+        Some(target),
+        Some(idp),
     ))
 }
 
@@ -500,20 +500,11 @@ async fn forward_websocket(
             }
         }
     });
-    let mut out = Response::builder().status(http::StatusCode::SWITCHING_PROTOCOLS);
-    for (name, value) in resp.headers() {
-        if name != header::SET_COOKIE
-            || !state.cookies.names().iter().any(|n| {
-                value
-                    .to_str()
-                    .is_ok_and(|v| v.starts_with(&format!("{n}=")))
-            })
-        {
-            out = out.header(name, value);
-        }
-    }
-    out.body(Body::empty())
-        .map_err(|e| AppError::Internal(e.to_string()))
+    let mut out = Response::new(Body::empty());
+    *out.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+    *out.headers_mut() = resp.headers().clone();
+    drop_gateway_cookies(out.headers_mut(), &state.cookies.names());
+    Ok(out)
 }
 
 async fn serve_spa(state: &AppState, req: Request) -> Result<Response, AppError> {
