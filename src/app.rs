@@ -6,9 +6,7 @@ use crate::auth::cookies::CookieSpec;
 use crate::config::{Config, RouteConfig, StoreKind};
 use crate::oidc::Provider;
 use crate::proxy::{routes::RouteTable, UpstreamClients};
-use crate::session::{
-    redis, KeyRing, MemoryStore, RedisOptions, RedisStore, SessionStore, Sessions,
-};
+use crate::session::{KeyRing, MemoryStore, RedisOptions, RedisStore, SessionStore, Sessions};
 
 use std::sync::Arc;
 
@@ -47,8 +45,6 @@ pub enum BuildError {
     Http(String),
     #[error(transparent)]
     Identity(#[from] crate::proxy::identity::IdentityError),
-    #[error("server.assertion_header is not a valid header name")]
-    AssertionHeader,
     #[error("cannot set up the Redis session store: {0}")]
     Redis(String),
     #[error("cannot use spa.dir {0}: {1}")]
@@ -95,12 +91,7 @@ impl AppState {
             .user_agent(concat!("oidc-bff/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| BuildError::Http(e.to_string()))?;
-        let keys: Vec<[u8; 32]> = config
-            .session
-            .keys
-            .iter()
-            .filter_map(|k| crate::config::decode_key(k.expose()))
-            .collect();
+        let keys: Vec<[u8; 32]> = config.session.decoded_keys.iter().map(|k| k.0).collect();
         let ring = Arc::new(KeyRing::new(&keys));
         let sessions = Arc::new(Sessions::new(
             ring,
@@ -118,7 +109,7 @@ impl AppState {
                 auth: crate::config::AuthMode::Public,
                 token: crate::config::TokenKind::None,
                 csrf: false,
-                methods: vec![],
+                methods: Default::default(),
                 timeout: std::time::Duration::from_secs(60),
                 // The dev server's hot-reload channel.
                 websocket: true,
@@ -135,22 +126,22 @@ impl AppState {
                 assertion_audience: None,
             });
         }
-        let ca = match &config.server.upstream_ca_file {
-            Some(path) => Some(
-                std::fs::read(path)
-                    .map_err(|e| BuildError::Http(format!("{}: {e}", path.display())))?,
-            ),
-            None => None,
-        };
-        let upstream = UpstreamClients::new(ca.as_deref(), config.server.worker_count())
-            .map_err(BuildError::Http)?;
+        let upstream = UpstreamClients::new(
+            config.server.upstream_ca_pem.as_deref(),
+            config.server.worker_count(),
+        )
+        .map_err(BuildError::Http)?;
         let assertions = crate::proxy::identity::AssertionSigner::new(
-            config.server.assertion_key_file.as_deref(),
+            config.server.assertion_key_pem.as_ref().map(|pem| {
+                let name = config.server.assertion_key_file.as_deref();
+                (
+                    name.map_or_else(String::new, |p| p.display().to_string()),
+                    pem.expose(),
+                )
+            }),
             config.public_origin(),
         )?;
-        let assertion_header =
-            http::HeaderName::from_bytes(config.server.assertion_header.as_bytes())
-                .map_err(|_| BuildError::AssertionHeader)?;
+        let assertion_header = config.server.assertion_header.0.clone();
         let configured = config
             .routes
             .iter()
@@ -158,7 +149,7 @@ impl AppState {
             .flat_map(|spec| [&spec.user, &spec.email, &spec.groups])
             .flatten()
             .chain(&config.server.protected_headers)
-            .map(String::as_str);
+            .map(|h| h.as_str());
         let protected_headers = crate::proxy::headers::ProtectedHeaders::new(
             configured.chain([assertion_header.as_str()]),
         );
@@ -214,28 +205,13 @@ fn redis_store(config: &Config) -> Result<RedisStore, BuildError> {
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(BuildError::Redis("needs a Tokio runtime".into()));
     }
-    let (urls, cluster): (Vec<&crate::config::Secret>, bool) = match &s.redis_url {
-        Some(url) => (vec![url], false),
-        None => (s.redis_cluster_urls.iter().collect(), true),
-    };
-    let endpoints = urls
-        .into_iter()
-        .map(|u| redis::parse_url(u.expose()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(BuildError::Redis)?;
-    let ca_pem = match &s.redis_ca_file {
-        Some(path) => Some(
-            std::fs::read(path)
-                .map_err(|e| BuildError::Redis(format!("{}: {e}", path.display())))?,
-        ),
-        None => None,
-    };
     RedisStore::connect(RedisOptions {
-        endpoints,
-        cluster,
+        endpoints: s.redis_endpoints.clone(),
+        // Validation parsed `redis_url` or else `redis_cluster_urls`.
+        cluster: s.redis_url.is_none(),
         username: s.redis_username.clone(),
         password: s.redis_password.as_ref().map(|p| p.expose().to_string()),
-        ca_pem,
+        ca_pem: s.redis_ca_pem.clone(),
         key_prefix: s.redis_key_prefix.clone(),
         timeout: s.redis_timeout,
     })

@@ -78,7 +78,8 @@ fn from_figment(figment: Figment, base: &Path) -> Result<Config, ConfigError> {
     let mut config: Config = figment
         .extract()
         .map_err(|e| ConfigError::Invalid(e.into_iter().map(problem_from_figment).collect()))?;
-    let problems = super::validate::validate(&mut config, base);
+    let mut problems = super::files::read_files(&mut config, base);
+    problems.extend(super::validate::validate(&mut config));
     if problems.is_empty() {
         Ok(config)
     } else {

@@ -3,12 +3,16 @@
 //! `*_file` secrets) and validated before anything listens. Nothing reads the
 //! environment after [`load`] returns.
 
+mod files;
 mod load;
 mod secret;
+mod types;
 mod validate;
 
 pub use load::{load, load_from_str, ConfigError, Problem};
-pub use secret::Secret;
+pub use secret::{KeyBytes, Secret};
+pub use types::{Header, Methods};
+#[cfg(test)]
 pub(crate) use validate::decode_key;
 
 use ipnet::IpNet;
@@ -59,7 +63,7 @@ pub struct ServerConfig {
     pub log_level: String,
     /// Header that carries the signed identity assertion on routes with `identity_assertion`.
     #[serde(default = "defaults::assertion_header")]
-    pub assertion_header: String,
+    pub assertion_header: Header,
     /// PKCS#8 PEM file with the P-256 key that signs identity assertions
     /// (`openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256`).
     /// Without it a key is generated at start: fine for one replica, but
@@ -69,6 +73,12 @@ pub struct ServerConfig {
     /// PEM file of extra CA certificates trusted for https upstreams (besides the public roots).
     #[serde(default)]
     pub upstream_ca_file: Option<PathBuf>,
+    /// `assertion_key_file`'s contents, read when the config is loaded.
+    #[serde(skip)]
+    pub assertion_key_pem: Option<Secret>,
+    /// `upstream_ca_file`'s contents, read when the config is loaded.
+    #[serde(skip)]
+    pub upstream_ca_pem: Option<Vec<u8>>,
     /// At shutdown, how long readiness fails before the listener closes (load
     /// balancers need a moment to stop sending).
     #[serde(default = "defaults::shutdown_delay", with = "humantime_serde")]
@@ -87,7 +97,7 @@ pub struct ServerConfig {
     /// of identity and route-override headers (compared case-insensitively,
     /// `_` read as `-`).
     #[serde(default)]
-    pub protected_headers: Vec<String>,
+    pub protected_headers: Vec<Header>,
     /// Serving threads, each with its own listening socket (`SO_REUSEPORT`)
     /// and upstream connections; 0 means one per CPU core available to the
     /// process (cgroup quotas count).
@@ -243,6 +253,12 @@ pub struct SessionConfig {
     /// instead of the system roots.
     #[serde(default)]
     pub redis_ca_file: Option<PathBuf>,
+    /// `redis_ca_file`'s contents, read when the config is loaded.
+    #[serde(skip)]
+    pub redis_ca_pem: Option<Vec<u8>>,
+    /// `redis_url` or `redis_cluster_urls`, parsed by validation.
+    #[serde(skip)]
+    pub redis_endpoints: Vec<crate::session::redis::RedisEndpoint>,
     /// Prefix of every Redis key, so one Redis can serve several gateways.
     #[serde(default = "defaults::redis_key_prefix")]
     pub redis_key_prefix: String,
@@ -252,6 +268,9 @@ pub struct SessionConfig {
     /// Base64url-encoded 32-byte keys: the first seals, all open (rotation).
     #[serde(default)]
     pub keys: Vec<Secret>,
+    /// `keys` decoded by validation, in the same order.
+    #[serde(skip)]
+    pub decoded_keys: Vec<KeyBytes>,
     /// A file with one key per line, used when `keys` is empty.
     #[serde(default)]
     pub keys_file: Option<PathBuf>,
@@ -279,9 +298,12 @@ impl Default for SessionConfig {
             redis_password: None,
             redis_password_file: None,
             redis_ca_file: None,
+            redis_ca_pem: None,
+            redis_endpoints: Vec::new(),
             redis_key_prefix: defaults::redis_key_prefix(),
             redis_timeout: defaults::redis_timeout(),
             keys: Vec::new(),
+            decoded_keys: Vec::new(),
             keys_file: None,
             idle_timeout: defaults::idle_timeout(),
             absolute_timeout: defaults::absolute_timeout(),
@@ -328,7 +350,7 @@ pub struct RouteConfig {
     pub csrf: bool,
     /// Allowed methods; empty means any.
     #[serde(default)]
-    pub methods: Vec<String>,
+    pub methods: Methods,
     /// Upstream response timeout (until the response headers arrive).
     #[serde(default = "defaults::route_timeout", with = "humantime_serde")]
     pub timeout: Duration,
@@ -376,13 +398,13 @@ pub struct RouteConfig {
 pub struct IdentityHeaders {
     /// The caller's `sub`.
     #[serde(default)]
-    pub user: Option<String>,
+    pub user: Option<Header>,
     /// The `email` claim, when there is one.
     #[serde(default)]
-    pub email: Option<String>,
+    pub email: Option<Header>,
     /// The groups (`provider.groups_claim`), comma-separated.
     #[serde(default)]
-    pub groups: Option<String>,
+    pub groups: Option<Header>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -560,8 +582,8 @@ mod defaults {
     pub fn admin_max_connections() -> usize {
         64
     }
-    pub fn assertion_header() -> String {
-        "X-Bff-Identity".into()
+    pub fn assertion_header() -> super::Header {
+        super::Header::from_static("x-bff-identity")
     }
     pub fn referrer_policy() -> String {
         "strict-origin-when-cross-origin".into()

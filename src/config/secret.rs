@@ -19,6 +19,16 @@ impl Secret {
     }
 }
 
+/// A decoded 32-byte session key; `Debug` shows nothing of it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyBytes(pub [u8; 32]);
+
+impl fmt::Debug for KeyBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")

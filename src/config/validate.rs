@@ -1,21 +1,21 @@
 //! Validation: every rule a config must satisfy, checked once, all problems
-//! collected (not just the first). Also reads `*_file` secrets into place.
+//! collected (not just the first). Pure: the files a config names were read
+//! by loading (`files.rs`). What it parses (session keys, Redis URLs) it
+//! keeps in the config, so nothing parses them again.
 
-use super::{AuthMode, Config, Problem, SameSite, Secret, StoreKind};
+use super::{AuthMode, Config, KeyBytes, Problem, SameSite, StoreKind};
 use base64::Engine;
 use std::collections::HashSet;
-use std::path::Path;
 
-/// Checks `config`, resolving `client_secret_file` and `keys_file` relative to `base`.
-pub fn validate(config: &mut Config, base: &Path) -> Vec<Problem> {
+/// Checks `config`, filling in what it parses on the way.
+pub fn validate(config: &mut Config) -> Vec<Problem> {
     let mut p = Vec::new();
     server(config, &mut p);
-    server_files(config, base, &mut p);
-    provider(config, base, &mut p);
-    session(config, base, &mut p);
+    provider(config, &mut p);
+    session(config, &mut p);
     routes(config, &mut p);
     authorization(config, &mut p);
-    spa(config, base, &mut p);
+    spa(config, &mut p);
     p
 }
 
@@ -104,42 +104,6 @@ fn server(c: &Config, p: &mut Vec<Problem>) {
     }
 }
 
-/// Paths in `[server]` are relative to the config file; they must be readable.
-fn server_files(c: &mut Config, base: &Path, p: &mut Vec<Problem>) {
-    for (key, path) in [
-        (
-            "server.assertion_key_file",
-            &mut c.server.assertion_key_file,
-        ),
-        ("server.upstream_ca_file", &mut c.server.upstream_ca_file),
-    ] {
-        if let Some(rel) = path.as_ref() {
-            let full = base.join(rel);
-            if let Err(e) = std::fs::read(&full) {
-                p.push(Problem::new(
-                    key,
-                    format!("cannot read {}: {e}", full.display()),
-                ));
-            }
-            *path = Some(full);
-        }
-    }
-    if http::HeaderName::from_bytes(c.server.assertion_header.as_bytes()).is_err() {
-        p.push(Problem::new(
-            "server.assertion_header",
-            "is not a valid header name",
-        ));
-    }
-    for (i, name) in c.server.protected_headers.iter().enumerate() {
-        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            p.push(Problem::new(
-                format!("server.protected_headers[{i}]"),
-                "is not a valid header name",
-            ));
-        }
-    }
-}
-
 fn is_loopback_host(host: &str) -> bool {
     host == "localhost"
         || host
@@ -150,7 +114,7 @@ fn is_loopback_host(host: &str) -> bool {
             .unwrap_or(false)
 }
 
-fn provider(c: &mut Config, base: &Path, p: &mut Vec<Problem>) {
+fn provider(c: &mut Config, p: &mut Vec<Problem>) {
     let pc = &mut c.provider;
     match (&pc.issuer, &pc.cognito) {
         (None, None) => p.push(Problem::new(
@@ -199,21 +163,6 @@ fn provider(c: &mut Config, base: &Path, p: &mut Vec<Problem>) {
     if pc.client_id.trim().is_empty() {
         p.push(Problem::new("provider.client_id", "must not be empty"));
     }
-    match (&pc.client_secret, &pc.client_secret_file) {
-        (Some(_), Some(_)) => p.push(Problem::new(
-            "provider.client_secret_file",
-            "set only one of client_secret and client_secret_file",
-        )),
-        (None, Some(path)) => match read_secret_file(base, path) {
-            Ok(s) if s.is_empty() => p.push(Problem::new(
-                "provider.client_secret_file",
-                "the file is empty",
-            )),
-            Ok(s) => pc.client_secret = Some(Secret::new(s)),
-            Err(e) => p.push(Problem::new("provider.client_secret_file", e)),
-        },
-        _ => {}
-    }
     if !pc.scopes.iter().any(|s| s == "openid") {
         p.push(Problem::new("provider.scopes", "must include \"openid\""));
     }
@@ -254,32 +203,11 @@ fn provider(c: &mut Config, base: &Path, p: &mut Vec<Problem>) {
     }
 }
 
-fn session(c: &mut Config, base: &Path, p: &mut Vec<Problem>) {
+fn session(c: &mut Config, p: &mut Vec<Problem>) {
     let https = c.is_https();
     let s = &mut c.session;
-    if s.keys.is_empty() {
-        if let Some(path) = &s.keys_file {
-            match read_secret_file(base, path) {
-                Ok(text) => {
-                    s.keys = text
-                        .lines()
-                        .map(str::trim)
-                        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                        .map(Secret::new)
-                        .collect()
-                }
-                Err(e) => p.push(Problem::new("session.keys_file", e)),
-            }
-        }
-    } else if s.keys_file.is_some() {
-        p.push(Problem::new(
-            "session.keys_file",
-            "set only one of keys and keys_file",
-        ));
-    }
-    if s.keys.is_empty() && s.keys_file.is_some() {
-        p.push(Problem::new("session.keys_file", "holds no key"));
-    } else if s.keys.is_empty() {
+    // An unreadable or empty keys_file was reported by loading.
+    if s.keys.is_empty() && s.keys_file.is_none() {
         p.push(Problem::new(
             "session.keys",
             "at least one key is required; create one with `oidc-bff generate-key`",
@@ -292,6 +220,7 @@ fn session(c: &mut Config, base: &Path, p: &mut Vec<Problem>) {
                 if !seen.insert(bytes) {
                     p.push(Problem::new(format!("session.keys[{i}]"), "appears twice"));
                 }
+                s.decoded_keys.push(KeyBytes(bytes));
             }
             None => p.push(Problem::new(
                 format!("session.keys[{i}]"),
@@ -334,17 +263,21 @@ fn session(c: &mut Config, base: &Path, p: &mut Vec<Problem>) {
             "must be greater than 0",
         ));
     }
-    redis(s, base, p);
+    redis(s, p);
 }
 
 /// The `redis_*` keys. They are checked whenever present (a typo should not
 /// wait for the day someone switches to Redis); `store = "redis"` needs a server.
-fn redis(s: &mut super::SessionConfig, base: &Path, p: &mut Vec<Problem>) {
+fn redis(s: &mut super::SessionConfig, p: &mut Vec<Problem>) {
     use crate::session::redis::{parse_ca_pem, parse_url};
     let mut tls = None;
+    let mut endpoints = Vec::new();
     if let Some(url) = &s.redis_url {
         match parse_url(url.expose()) {
-            Ok(e) => tls = Some(e.tls),
+            Ok(e) => {
+                tls = Some(e.tls);
+                endpoints.push(e);
+            }
             Err(e) => p.push(Problem::new("session.redis_url", e)),
         }
     }
@@ -358,17 +291,19 @@ fn redis(s: &mut super::SessionConfig, base: &Path, p: &mut Vec<Problem>) {
             Ok(e) => match &first {
                 None => {
                     tls = Some(e.tls);
+                    endpoints.push(e.clone());
                     first = Some(e);
                 }
                 Some(f) if (f.tls, &f.username, &f.password) != (e.tls, &e.username, &e.password) => p.push(Problem::new(
                     key,
                     "must use the same scheme and credentials as redis_cluster_urls[0] (or set redis_username / redis_password)",
                 )),
-                Some(_) => {}
+                Some(_) => endpoints.push(e),
             },
             Err(e) => p.push(Problem::new(key, e)),
         }
     }
+    s.redis_endpoints = endpoints;
     let has_url = s.redis_url.is_some();
     let has_cluster = !s.redis_cluster_urls.is_empty();
     if has_url && has_cluster {
@@ -383,20 +318,6 @@ fn redis(s: &mut super::SessionConfig, base: &Path, p: &mut Vec<Problem>) {
             "\"redis\" needs session.redis_url (one server) or session.redis_cluster_urls (a cluster)",
         ));
     }
-    if s.redis_password.is_some() && s.redis_password_file.is_some() {
-        p.push(Problem::new(
-            "session.redis_password_file",
-            "set only one of redis_password and redis_password_file",
-        ));
-    } else if let Some(path) = &s.redis_password_file {
-        match read_secret_file(base, path) {
-            Ok(pw) if pw.is_empty() => {
-                p.push(Problem::new("session.redis_password_file", "is empty"))
-            }
-            Ok(pw) => s.redis_password = Some(Secret::new(pw)),
-            Err(e) => p.push(Problem::new("session.redis_password_file", e)),
-        }
-    }
     if s.redis_username
         .as_deref()
         .is_some_and(|u| u.is_empty() || u.chars().any(|c| c.is_whitespace() || c.is_control()))
@@ -406,30 +327,18 @@ fn redis(s: &mut super::SessionConfig, base: &Path, p: &mut Vec<Problem>) {
             "must be a non-empty name without spaces",
         ));
     }
-    if let Some(path) = &s.redis_ca_file {
-        let full = base.join(path);
+    if let (Some(path), Some(pem)) = (&s.redis_ca_file, &s.redis_ca_pem) {
         if tls == Some(false) {
             p.push(Problem::new(
                 "session.redis_ca_file",
                 "only applies to rediss:// (TLS) URLs",
             ));
-        } else {
-            match std::fs::read(&full) {
-                Ok(pem) => {
-                    if let Err(e) = parse_ca_pem(&pem) {
-                        p.push(Problem::new(
-                            "session.redis_ca_file",
-                            format!("{}: {e}", full.display()),
-                        ));
-                    }
-                }
-                Err(e) => p.push(Problem::new(
-                    "session.redis_ca_file",
-                    format!("cannot read {}: {e}", full.display()),
-                )),
-            }
+        } else if let Err(e) = parse_ca_pem(pem) {
+            p.push(Problem::new(
+                "session.redis_ca_file",
+                format!("{}: {e}", path.display()),
+            ));
         }
-        s.redis_ca_file = Some(full);
     }
     let prefix = &s.redis_key_prefix;
     if prefix.len() > 64
@@ -457,7 +366,7 @@ fn redis(s: &mut super::SessionConfig, base: &Path, p: &mut Vec<Problem>) {
 }
 
 /// Decodes a session key: base64url (padding optional) or standard base64, 32 bytes.
-pub(crate) fn decode_key(text: &str) -> Option<[u8; 32]> {
+pub fn decode_key(text: &str) -> Option<[u8; 32]> {
     use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
     let text = text.trim();
     [
@@ -510,32 +419,8 @@ fn routes(c: &Config, p: &mut Vec<Problem>) {
                 "must not have a query or fragment",
             ));
         }
-        for m in &r.methods {
-            if http::Method::from_bytes(m.as_bytes()).is_err() || m.to_ascii_uppercase() != *m {
-                p.push(Problem::new(
-                    key("methods"),
-                    format!("\"{m}\" is not an upper-case HTTP method"),
-                ));
-            }
-        }
         if r.timeout.is_zero() {
             p.push(Problem::new(key("timeout"), "must be greater than 0"));
-        }
-        if let Some(spec) = &r.identity_headers {
-            for (k, name) in [
-                ("user", &spec.user),
-                ("email", &spec.email),
-                ("groups", &spec.groups),
-            ] {
-                if let Some(n) = name {
-                    if http::HeaderName::from_bytes(n.as_bytes()).is_err() {
-                        p.push(Problem::new(
-                            key(&format!("identity_headers.{k}")),
-                            format!("\"{n}\" is not a valid header name"),
-                        ));
-                    }
-                }
-            }
         }
         let bearer = matches!(r.auth, AuthMode::Bearer | AuthMode::SessionOrBearer);
         if bearer
@@ -637,22 +522,13 @@ fn authorization(c: &Config, p: &mut Vec<Problem>) {
     }
 }
 
-fn spa(c: &mut Config, base: &Path, p: &mut Vec<Problem>) {
-    let Some(spa) = &mut c.spa else { return };
+fn spa(c: &mut Config, p: &mut Vec<Problem>) {
+    let Some(spa) = &c.spa else { return };
     match (&spa.dir, &spa.upstream) {
         (Some(_), Some(_)) => p.push(Problem::new("spa", "set only one of dir and upstream")),
         (None, None) => p.push(Problem::new("spa", "set dir or upstream")),
-        (Some(dir), None) => {
-            // Relative to the config file, like every other path in it.
-            let dir = base.join(dir);
-            if !dir.join("index.html").is_file() {
-                p.push(Problem::new(
-                    "spa.dir",
-                    format!("{} has no index.html", dir.display()),
-                ));
-            }
-            spa.dir = Some(dir);
-        }
+        // The directory was resolved and looked at by loading.
+        (Some(_), None) => {}
         (None, Some(u)) => {
             if !matches!(u.scheme(), "http" | "https") {
                 p.push(Problem::new(
@@ -662,13 +538,6 @@ fn spa(c: &mut Config, base: &Path, p: &mut Vec<Problem>) {
             }
         }
     }
-}
-
-fn read_secret_file(base: &Path, path: &Path) -> Result<String, String> {
-    let full = base.join(path);
-    std::fs::read_to_string(&full)
-        .map(|s| s.trim().to_string())
-        .map_err(|e| format!("cannot read {}: {e}", full.display()))
 }
 
 #[cfg(test)]

@@ -11,15 +11,12 @@ use base64::Engine;
 use http::{HeaderName, HeaderValue};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
-use std::path::Path;
 
 /// How long an assertion is valid: long enough for one upstream call.
 pub const ASSERTION_LIFETIME_SECS: i64 = 60;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
-    #[error("cannot read the assertion key {0}: {1}")]
-    Read(String, String),
     #[error("the assertion key {0} is not a PKCS#8 PEM P-256 private key")]
     Key(String),
 }
@@ -40,12 +37,11 @@ impl std::fmt::Debug for AssertionSigner {
 
 impl AssertionSigner {
     /// From a PKCS#8 PEM file, or a fresh key when `path` is `None`.
-    pub fn new(path: Option<&Path>, issuer: String) -> Result<Self, IdentityError> {
-        let pkcs8 = match path {
-            Some(p) => {
-                let name = p.display().to_string();
-                let pem = std::fs::read_to_string(p)
-                    .map_err(|e| IdentityError::Read(name.clone(), e.to_string()))?;
+    /// `key` is the configured key as (file name, PEM text), read by loading
+    /// the config; without one a key is generated.
+    pub fn new(key: Option<(String, &str)>, issuer: String) -> Result<Self, IdentityError> {
+        let pkcs8 = match &key {
+            Some((name, pem)) => {
                 let body: String = pem
                     .lines()
                     .skip_while(|l| !l.starts_with("-----BEGIN PRIVATE KEY-----"))
@@ -63,9 +59,7 @@ impl AssertionSigner {
                     .to_vec()
             }
         };
-        let name = path
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "(generated)".into());
+        let name = key.map_or_else(|| "(generated)".into(), |(name, _)| name);
         let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8)
             .map_err(|_| IdentityError::Key(name))?;
         // Uncompressed point: 0x04 || X || Y.
@@ -167,9 +161,8 @@ pub fn identity_headers(
     pairs
         .into_iter()
         .filter_map(|(name, value)| {
-            let name = HeaderName::from_bytes(name.as_ref()?.as_bytes()).ok()?;
             let value = HeaderValue::from_str(&value?).ok()?;
-            Some((name, value))
+            Some((name.as_ref()?.0.clone(), value))
         })
         .collect()
 }
@@ -177,7 +170,7 @@ pub fn identity_headers(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::IdentityHeaders;
+    use crate::config::{Header, IdentityHeaders};
 
     fn claims(v: Value) -> Claims {
         v.as_object().unwrap().clone()
@@ -186,9 +179,9 @@ mod tests {
     #[test]
     fn identity_header_values() {
         let spec = IdentityHeaders {
-            user: Some("X-Forwarded-User".into()),
-            email: Some("X-Forwarded-Email".into()),
-            groups: Some("X-Forwarded-Groups".into()),
+            user: Some(Header::from_static("x-forwarded-user")),
+            email: Some(Header::from_static("x-forwarded-email")),
+            groups: Some(Header::from_static("x-forwarded-groups")),
         };
         let cases = [
             (

@@ -3,7 +3,7 @@
 //! segment boundaries. Each route carries its [`Access`] rules, which the gate
 //! ([`crate::auth::gate`]) applies, and how to reach its upstream.
 
-use crate::config::{AuthMode, RouteConfig, TokenKind};
+use crate::config::{AuthMode, Methods, RouteConfig, TokenKind};
 use crate::policy::RoutePolicy;
 use crate::request_path::under_prefix;
 use http::Method;
@@ -17,7 +17,7 @@ pub struct Access {
     pub auth: AuthMode,
     pub token: TokenKind,
     pub csrf: bool,
-    pub methods: Vec<Method>,
+    pub methods: Methods,
     pub websocket: bool,
     /// Accepted `aud` of bearer tokens here (empty: the provider's `audiences`).
     pub audiences: Vec<String>,
@@ -32,7 +32,7 @@ impl Access {
             auth: AuthMode::Session,
             token: TokenKind::None,
             csrf: false,
-            methods: vec![],
+            methods: Methods::default(),
             websocket: false,
             audiences: vec![],
             policy: None,
@@ -40,7 +40,7 @@ impl Access {
     }
 
     pub fn allows(&self, method: &Method) -> bool {
-        self.methods.is_empty() || self.methods.contains(method)
+        self.methods.allows(method)
     }
 }
 
@@ -73,11 +73,7 @@ impl Route {
                 auth: c.auth,
                 token: c.token,
                 csrf: c.csrf,
-                methods: c
-                    .methods
-                    .iter()
-                    .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
-                    .collect(),
+                methods: c.methods.clone(),
                 websocket: c.websocket,
                 audiences: c.audiences.clone(),
                 policy: Some(RoutePolicy {

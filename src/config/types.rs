@@ -1,0 +1,90 @@
+//! Protocol values in the config, parsed once when the file is read: the
+//! gateway holds `HeaderName`s and `Method`s, never text it parses again.
+//! A value that does not parse is a config problem under its own key.
+
+use http::{HeaderName, Method};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A header name (`X-Forwarded-User`), held lower-cased as HTTP/2 sends it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Header(pub HeaderName);
+
+impl Header {
+    pub fn from_static(name: &'static str) -> Self {
+        Header(HeaderName::from_static(name))
+    }
+}
+
+impl std::ops::Deref for Header {
+    type Target = HeaderName;
+    fn deref(&self) -> &HeaderName {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Header {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        HeaderName::from_bytes(text.as_bytes())
+            .map(Header)
+            .map_err(|_| serde::de::Error::custom(format!("\"{text}\" is not a valid header name")))
+    }
+}
+
+impl Serialize for Header {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.as_str())
+    }
+}
+
+/// A route's allowed methods; empty means any. Written in capitals, as the
+/// method names of RFC 9110 are (methods are case-sensitive).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Methods(pub Vec<Method>);
+
+impl Methods {
+    pub fn allows(&self, method: &Method) -> bool {
+        self.0.is_empty() || self.0.contains(method)
+    }
+}
+
+impl<'de> Deserialize<'de> for Methods {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .into_iter()
+            .map(|m| match Method::from_bytes(m.as_bytes()) {
+                Ok(method) if m.to_ascii_uppercase() == m => Ok(method),
+                _ => Err(serde::de::Error::custom(format!(
+                    "\"{m}\" is not an upper-case HTTP method"
+                ))),
+            })
+            .collect::<Result<_, _>>()
+            .map(Methods)
+    }
+}
+
+impl Serialize for Methods {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(Method::as_str))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_names_and_methods_parse_once() {
+        let h: Header = serde_json::from_str("\"X-Forwarded-User\"").unwrap();
+        assert_eq!(h.as_str(), "x-forwarded-user");
+        assert_eq!(serde_json::to_string(&h).unwrap(), "\"x-forwarded-user\"");
+        assert!(serde_json::from_str::<Header>("\"bad header\"").is_err());
+
+        let m: Methods = serde_json::from_str("[\"GET\", \"PURGE\"]").unwrap();
+        assert!(m.allows(&Method::GET) && !m.allows(&Method::POST));
+        assert!(Methods::default().allows(&Method::DELETE));
+        for bad in ["[\"get\"]", "[\"GE T\"]"] {
+            assert!(serde_json::from_str::<Methods>(bad).is_err(), "{bad}");
+        }
+    }
+}
