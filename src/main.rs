@@ -100,6 +100,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// The runtime of the development commands (the gateway builds its own).
+#[cfg(feature = "dev")]
+fn dev_runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new()
+        .map_err(|e| eprintln!("cannot start the runtime: {e}"))
+        .ok()
+}
+
 #[cfg(feature = "dev")]
 fn dev_idp(path: &std::path::Path, insecure_listen_any: bool) -> ExitCode {
     use oidc_bff::demo::dev_idp::{self, DevIdpConfig};
@@ -112,12 +120,8 @@ fn dev_idp(path: &std::path::Path, insecure_listen_any: bool) -> ExitCode {
         }
     };
     idp_config.insecure_listen_any |= insecure_listen_any;
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = dev_runtime() else {
+        return ExitCode::FAILURE;
     };
     runtime.block_on(async move {
         let idp = match dev_idp::run(idp_config).await {
@@ -156,12 +160,8 @@ fn dev_idp(path: &std::path::Path, insecure_listen_any: bool) -> ExitCode {
 #[cfg(feature = "dev")]
 fn demo(port: u16) -> ExitCode {
     let _log = oidc_bff::telemetry::init(config::LogFormat::Text, "info");
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = dev_runtime() else {
+        return ExitCode::FAILURE;
     };
     runtime.block_on(async move {
         let demo = match oidc_bff::demo::run::start(port, shutdown_signal()).await {

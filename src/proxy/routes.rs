@@ -142,8 +142,17 @@ impl RouteTable {
 mod tests {
     use super::*;
 
+    /// A route table from `[[route]]` TOML.
+    fn table_of(toml: &str) -> RouteTable {
+        let cfg: Vec<RouteConfig> = toml::from_str::<toml::Table>(toml).unwrap()["route"]
+            .clone()
+            .try_into()
+            .unwrap();
+        RouteTable::new(&cfg, 1024)
+    }
+
     fn table() -> RouteTable {
-        let cfg: Vec<RouteConfig> = toml::from_str::<toml::Table>(
+        table_of(
             r#"
             [[route]]
             path = "/api/"
@@ -157,11 +166,6 @@ mod tests {
             upstream = "http://web.internal"
             "#,
         )
-        .unwrap()["route"]
-            .clone()
-            .try_into()
-            .unwrap();
-        RouteTable::new(&cfg, 1024)
     }
 
     #[test]
@@ -212,7 +216,7 @@ mod tests {
     }
 
     fn protected_table() -> RouteTable {
-        let cfg: Vec<RouteConfig> = toml::from_str::<toml::Table>(
+        table_of(
             r#"
             [[route]]
             path = "/api/"
@@ -230,11 +234,6 @@ mod tests {
             allow_groups = ["admins"]
             "#,
         )
-        .unwrap()["route"]
-            .clone()
-            .try_into()
-            .unwrap();
-        RouteTable::new(&cfg, 1024)
     }
 
     /// Pieces of request targets: the protected words, their letters plain
