@@ -3,10 +3,16 @@
 //! CSRF -> refresh the token if due -> rewrite headers -> send -> stream back.
 //! Requests no route claims are served from the SPA directory (or answered 404).
 
+mod client;
 pub mod headers;
 pub mod identity;
 pub mod routes;
 pub mod spa;
+mod websocket;
+
+pub use client::{set_worker, UpstreamClient, UpstreamClients};
+use websocket::forward_websocket;
+pub use websocket::is_websocket_upgrade;
 
 use crate::app::AppState;
 use crate::auth::gate::{self, Ask, Passed, Refused};
@@ -19,93 +25,12 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use headers::{
-    clean_response, drop_gateway_cookies, set_forwarded, strip_cookies, strip_hop_by_hop,
-    strip_protected, ClientInfo,
+    clean_response, set_forwarded, strip_cookies, strip_hop_by_hop, strip_protected, ClientInfo,
 };
 use http::{header, HeaderValue, Uri, Version};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use routes::Route;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
-
-/// Pooled, keep-alive HTTP/1.1 client for upstreams (http and https).
-pub type UpstreamClient =
-    hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
-
-thread_local! {
-    /// Which serving thread this is (see [`set_worker`]); 0 elsewhere.
-    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-/// Marks the current thread as serving thread `index`: its requests use
-/// upstream client `index`.
-pub fn set_worker(index: usize) {
-    WORKER.with(|w| w.set(index));
-}
-
-/// One upstream client per serving thread. A pooled connection is driven by
-/// a task on the runtime that opened it; with a client per thread, a request
-/// and its upstream connection stay on one thread instead of handing every
-/// request to another thread and back.
-pub struct UpstreamClients(Vec<UpstreamClient>);
-
-impl UpstreamClients {
-    /// `count` clients (at least one) sharing one TLS configuration;
-    /// `extra_ca_pem` adds private CAs to the public roots.
-    pub fn new(extra_ca_pem: Option<&[u8]>, count: usize) -> Result<Self, String> {
-        let connector = upstream_connector(extra_ca_pem)?;
-        Ok(Self(
-            (0..count.max(1))
-                .map(|_| {
-                    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-                        .pool_idle_timeout(Duration::from_secs(60))
-                        .build(connector.clone())
-                })
-                .collect(),
-        ))
-    }
-
-    /// The client of the calling thread.
-    pub fn here(&self) -> &UpstreamClient {
-        &self.0[WORKER.with(|w| w.get()) % self.0.len()]
-    }
-}
-
-/// The upstream connector: TCP with nodelay and a connect timeout, TLS with
-/// the system's roots (else the bundled Mozilla roots) plus `extra_ca_pem`.
-fn upstream_connector(
-    extra_ca_pem: Option<&[u8]>,
-) -> Result<hyper_rustls::HttpsConnector<HttpConnector>, String> {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(Duration::from_secs(5)));
-    // The system's trust store (what operators manage), else the bundled
-    // Mozilla roots; then any private CA from the config.
-    let mut roots = rustls::RootCertStore::empty();
-    let (added, _) =
-        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-    if added == 0 {
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    }
-    if let Some(pem) = extra_ca_pem {
-        for cert in crate::session::redis::parse_ca_pem(pem)? {
-            roots
-                .add(cert)
-                .map_err(|e| format!("a CA certificate is not usable: {e}"))?;
-        }
-    }
-    let tls = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http))
-}
 
 /// Fallback handler: everything outside `/auth`. The request's path is
 /// canonical already (the router's edge made it so); the route is looked up
@@ -422,89 +347,6 @@ fn caused_by_client_body(e: &(dyn std::error::Error + 'static)) -> bool {
         cur = err.source();
     }
     false
-}
-
-/// Is this a WebSocket opening handshake (RFC 6455 §4.1: a GET with
-/// `Upgrade: websocket`, `Connection: upgrade` and a `Sec-WebSocket-Key`)?
-/// Anything else is an ordinary request, CSRF rule and all.
-pub fn is_websocket_upgrade(method: &http::Method, headers: &http::HeaderMap) -> bool {
-    if method != http::Method::GET || !headers.contains_key(header::SEC_WEBSOCKET_KEY) {
-        return false;
-    }
-    let has_token = |name: header::HeaderName, token: &str| {
-        headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
-    has_token(header::UPGRADE, "websocket") && has_token(header::CONNECTION, "upgrade")
-}
-
-/// The WebSocket path: authenticated like any request, then the handshake is
-/// forwarded and, on 101, both upgraded connections are spliced together.
-async fn forward_websocket(
-    state: &AppState,
-    route: &Route,
-    identity: &Identity,
-    user: Option<&str>,
-    mut req: Request,
-) -> Result<Response, AppError> {
-    // A handshake has no body (RFC 6455 §4.1). One that declares a body
-    // would leave it unread on a pooled upstream connection when the upstream
-    // declines the upgrade: the next request on it would be the client's.
-    let h = req.headers();
-    let declares_body = h.contains_key(header::TRANSFER_ENCODING)
-        || h.get_all(header::CONTENT_LENGTH)
-            .iter()
-            .any(|v| v.as_bytes() != b"0");
-    if declares_body {
-        return Err(AppError::BadRequest("a WebSocket handshake has no body"));
-    }
-    let client = client_info(state, &req);
-    let client_upgrade = hyper::upgrade::on(&mut req);
-    let (mut parts, _) = req.into_parts();
-    rewrite(state, route, identity, &client, &mut parts, true)?;
-    let (mut resp, slot) = send(
-        state,
-        route,
-        user,
-        http::Request::from_parts(parts, Body::empty()),
-    )
-    .await?;
-    if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
-        // The upstream declined: pass its answer on as an ordinary response.
-        let (mut parts, body) = resp.into_parts();
-        clean_response(&mut parts.headers, &state.cookies.names());
-        return Ok(Response::from_parts(
-            parts,
-            watch_body(state, route, user, body, slot),
-        ));
-    }
-    let upstream_upgrade = hyper::upgrade::on(&mut resp);
-    let route_id = route.id.clone();
-    state.tunnels.spawn(async move {
-        // The tunnel holds its upstream slot until it closes.
-        let _slot = slot;
-        match tokio::join!(client_upgrade, upstream_upgrade) {
-            (Ok(c), Ok(u)) => {
-                let mut c = hyper_util::rt::TokioIo::new(c);
-                let mut u = hyper_util::rt::TokioIo::new(u);
-                if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
-                    tracing::debug!(route = %route_id, error = %e, "websocket tunnel closed");
-                }
-            }
-            (c, u) => {
-                tracing::warn!(route = %route_id, client = c.is_ok(), upstream = u.is_ok(), "websocket upgrade failed")
-            }
-        }
-    });
-    let mut out = Response::new(Body::empty());
-    *out.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
-    *out.headers_mut() = resp.headers().clone();
-    drop_gateway_cookies(out.headers_mut(), &state.cookies.names());
-    Ok(out)
 }
 
 async fn serve_spa(state: &AppState, req: Request) -> Result<Response, AppError> {
