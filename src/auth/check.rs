@@ -17,7 +17,7 @@
 //! Those headers are believed only from `server.trusted_proxies`; any other
 //! peer gets 403. The endpoint is for the ingress alone: it can answer with
 //! the session's token, so it must not be reachable from browsers (see the
-//! README's forward-auth examples, which block it).
+//! examples in docs/forward-auth.md, which block it).
 
 use crate::app::AppState;
 use crate::auth::gate::{self, Ask};
@@ -84,7 +84,7 @@ pub enum ForwardedError {
 }
 
 /// The headers that carry the original target: nginx's `X-Original-URI`
-/// (as the README configures it), Traefik's `X-Forwarded-Uri`,
+/// (as docs/forward-auth.md configures it), Traefik's `X-Forwarded-Uri`,
 /// ingress-nginx's `X-Original-URL` (a full URL).
 const TARGET_HEADERS: [&str; 3] = ["x-original-uri", "x-forwarded-uri", "x-original-url"];
 const METHOD_HEADERS: [&str; 2] = ["x-forwarded-method", "x-original-method"];
@@ -265,7 +265,7 @@ fn allowed(identity: &Identity, token: TokenKind, groups_claim: &str) -> Respons
         set(USERNAME_HEADER, name);
     }
     // A session's token, or an API client's own verified one: the ingress may
-    // replace the request's Authorization with this answer's (the README's nginx does).
+    // replace the request's Authorization with this answer's (docs/forward-auth.md's nginx does).
     if let Some(v) = identity.authorization(token) {
         h.insert(header::AUTHORIZATION, v);
     }
@@ -353,7 +353,7 @@ mod tests {
         use ForwardedError::*;
         type Want = Result<(&'static str, &'static str, Option<&'static str>), ForwardedError>;
         let cases: &[(&[(&str, &str)], Want)] = &[
-            // nginx auth_request, as the README configures it.
+            // nginx auth_request, as docs/forward-auth.md configures it.
             (
                 &[
                     ("x-original-uri", "/app/x?a=1"),

@@ -166,7 +166,7 @@ export function watchForTokens(page, origin) {
   const leaks = [];
   // The one token the browser is meant to carry: the ended session's ID token
   // as `id_token_hint` in the IdP's logout URL (OpenID Connect RP-Initiated
-  // Logout 1.0 §2; the README's Security section says so). Anywhere else a
+  // Logout 1.0 §2; docs/security.md, "Sign-out", says so). Anywhere else a
   // JWT in a response is a leak. (Whether the logout answer's body can still be
   // read before the page navigates away is a race, so it must not decide.)
   const visible = (text) => text.replace(/[?&]id_token_hint=[A-Za-z0-9_.-]+/g, "");

@@ -50,7 +50,7 @@ pub async fn start_dev_idp(gateway_url: &str) -> DevIdpHandle {
         .expect("the development IdP starts")
 }
 
-/// The gateway config for the dev IdP standing in for Cognito (as in the README).
+/// The gateway config for the dev IdP standing in for Cognito (as in docs/cognito.md).
 pub fn cognito_toml(
     public_url: &str,
     idp: &DevIdpHandle,

@@ -1,7 +1,7 @@
 //! Forward-auth (`/auth/check`): real nginx (Debian's, with `auth_request`)
 //! in front of an upstream, with oidc-bff as the auth service and the
-//! development IdP as Cognito, using the nginx config from the README's
-//! "Forward auth" section as written (only addresses and TLS swapped for the
+//! development IdP as Cognito, using the nginx config from
+//! docs/forward-auth.md as written (only addresses and TLS swapped for the
 //! test's); then the Traefik ForwardAuth request shape, in-process.
 
 use crate::cognito::{cognito_toml, dev_login, start_dev_idp};
@@ -35,21 +35,44 @@ auth = "bearer"
 allow_groups = ["admins"]
 "#;
 
-/// The ```nginx block of the README's forward-auth section.
-fn readme_nginx_example() -> String {
-    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
-    let section = readme
-        .split("\n## Forward auth")
-        .nth(1)
-        .expect("README.md has a \"## Forward auth\" section");
-    let block = section
-        .split("```nginx\n")
-        .nth(1)
-        .expect("the forward-auth section has an nginx example")
-        .split("\n```")
-        .next()
-        .unwrap();
-    block.to_string()
+/// The first fenced block tagged `fence` (e.g. "nginx", "yaml") under the
+/// `heading` line (e.g. "### Traefik (ForwardAuth)") of docs/forward-auth.md,
+/// before the next heading: the documented example, as written.
+pub(crate) fn forward_auth_doc_example(heading: &str, fence: &str) -> String {
+    let path = repo_root().join("docs/forward-auth.md");
+    let doc = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let mut lines = doc.lines().skip_while(|l| *l != heading);
+    assert!(
+        lines.next().is_some(),
+        "docs/forward-auth.md has no {heading:?} heading"
+    );
+    let open = format!("```{fence}");
+    let mut block: Option<Vec<&str>> = None;
+    let mut in_other_block = false;
+    for line in lines {
+        if let Some(b) = block.as_mut() {
+            if line == "```" {
+                return b.join("\n");
+            }
+            b.push(line);
+        } else if in_other_block {
+            in_other_block = !line.starts_with("```");
+        } else if line == open {
+            block = Some(Vec::new());
+        } else if line.starts_with("```") {
+            in_other_block = true;
+        } else if line.starts_with('#') {
+            // A heading outside any code block: the section ended.
+            break;
+        }
+    }
+    panic!("{heading:?} in docs/forward-auth.md has no complete ```{fence} block");
+}
+
+/// The nginx example of docs/forward-auth.md.
+fn documented_nginx_example() -> String {
+    forward_auth_doc_example("### nginx (`auth_request`)", "nginx")
 }
 
 fn nginx_binary() -> String {
@@ -160,7 +183,7 @@ async fn nginx_auth_request_in_front_of_an_upstream() {
     );
     let _gw = Gateway::start(reserved, &toml).await;
 
-    let example = readme_nginx_example();
+    let example = documented_nginx_example();
     for needle in [
         "listen 443 ssl;",
         "server oidc-bff:8080;",
@@ -168,7 +191,7 @@ async fn nginx_auth_request_in_front_of_an_upstream() {
     ] {
         assert!(
             example.contains(needle),
-            "the README example lost {needle:?}"
+            "the nginx example in docs/forward-auth.md lost {needle:?}"
         );
     }
     let server_config: String = example

@@ -8,6 +8,7 @@ mod cli;
 mod cognito;
 mod connections;
 mod dev_idp;
+mod docs;
 mod faults;
 mod flow;
 mod forward_auth;
