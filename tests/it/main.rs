@@ -14,6 +14,7 @@ mod forward_auth;
 mod hardening;
 mod hostile;
 mod lifecycle;
+mod moto;
 mod negative;
 mod operations;
 mod proxy;
