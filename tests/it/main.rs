@@ -20,4 +20,5 @@ mod operations;
 mod proxy;
 mod redis;
 mod store_suite;
+mod traefik;
 mod upstreams;
