@@ -1,0 +1,176 @@
+//! A "rogue" IdP in-process whose signing keys the test holds: discovery,
+//! JWKS and a token endpoint answering with whatever the test mints next. It
+//! binds `127.0.0.1:0` and keeps the socket; a failed bind panics.
+
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpListener;
+
+/// An IdP whose keys the test holds: discovery, JWKS and a token endpoint
+/// that answers with whatever ID token the test mints next.
+pub struct RogueIdp {
+    pub issuer: String,
+    pub key: TestKey,
+    next: Arc<Mutex<Option<Value>>>,
+    jwks: Arc<Mutex<Value>>,
+    /// How many times its JWKS was fetched.
+    pub jwks_hits: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[derive(Clone)]
+pub struct TestKey {
+    pub kid: String,
+    pkcs8: Vec<u8>,
+    pub jwk: Value,
+}
+
+impl TestKey {
+    /// A fresh ES256 (P-256) key.
+    pub fn es256(kid: &str) -> TestKey {
+        use aws_lc_rs::rand::SystemRandom;
+        use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .unwrap();
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+        let point = pair.public_key().as_ref();
+        let (x, y) = point[1..].split_at(32);
+        TestKey {
+            kid: kid.into(),
+            pkcs8: pkcs8.as_ref().to_vec(),
+            jwk: json!({"kty": "EC", "crv": "P-256", "kid": kid, "use": "sig", "alg": "ES256", "x": B64.encode(x), "y": B64.encode(y)}),
+        }
+    }
+
+    /// Signs `claims` under a JOSE header written by hand (ES256), for
+    /// headers jsonwebtoken's `Header` cannot express (`"crit": null`, …).
+    pub fn sign_with_header(&self, header: &Value, claims: &Value) -> String {
+        use aws_lc_rs::rand::SystemRandom;
+        use aws_lc_rs::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &self.pkcs8).unwrap();
+        let input = format!(
+            "{}.{}",
+            B64.encode(header.to_string()),
+            B64.encode(claims.to_string())
+        );
+        let sig = pair.sign(&SystemRandom::new(), input.as_bytes()).unwrap();
+        format!("{input}.{}", B64.encode(sig.as_ref()))
+    }
+
+    /// The header `sign` writes, as JSON, to start a hand-made one from.
+    pub fn header(&self) -> Value {
+        json!({ "typ": "JWT", "alg": "ES256", "kid": self.kid })
+    }
+
+    pub fn sign(&self, claims: &Value) -> String {
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        h.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(
+            &h,
+            claims,
+            &jsonwebtoken::EncodingKey::from_ec_der(&self.pkcs8),
+        )
+        .unwrap()
+    }
+}
+
+#[derive(Clone)]
+struct RogueState {
+    issuer: String,
+    jwks: Arc<Mutex<Value>>,
+    next: Arc<Mutex<Option<Value>>>,
+    jwks_hits: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl RogueIdp {
+    pub async fn start() -> RogueIdp {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let issuer = format!("http://{addr}");
+        let key = TestKey::es256("rogue-1");
+        let next = Arc::new(Mutex::new(None));
+        let jwks = Arc::new(Mutex::new(json!({ "keys": [key.jwk.clone()] })));
+        let jwks_hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let st = RogueState {
+            issuer: issuer.clone(),
+            jwks: jwks.clone(),
+            next: next.clone(),
+            jwks_hits: jwks_hits.clone(),
+        };
+        let app = Router::new()
+            .route(
+                "/.well-known/openid-configuration",
+                get(|State(s): State<RogueState>| async move {
+                    Json(json!({
+                        "issuer": s.issuer,
+                        "authorization_endpoint": format!("{}/authorize", s.issuer),
+                        "token_endpoint": format!("{}/token", s.issuer),
+                        "jwks_uri": format!("{}/jwks", s.issuer),
+                    }))
+                }),
+            )
+            .route(
+                "/jwks",
+                get(|State(s): State<RogueState>| async move {
+                    s.jwks_hits
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let keys = s.jwks.lock().unwrap().clone();
+                    Json(keys)
+                }),
+            )
+            .route(
+                "/token",
+                post(|State(s): State<RogueState>| async move {
+                    match s.next.lock().unwrap().take() {
+                        Some(body) => Json(body).into_response(),
+                        None => (
+                            http::StatusCode::BAD_REQUEST,
+                            Json(json!({"error": "invalid_grant"})),
+                        )
+                            .into_response(),
+                    }
+                }),
+            )
+            .with_state(st);
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        RogueIdp {
+            issuer,
+            key,
+            next,
+            jwks,
+            jwks_hits,
+        }
+    }
+
+    /// Publishes another key (first in the set, as an IdP rotating keys does).
+    pub fn publish(&self, key: &TestKey) {
+        let mut jwks = self.jwks.lock().unwrap();
+        jwks["keys"]
+            .as_array_mut()
+            .unwrap()
+            .insert(0, key.jwk.clone());
+    }
+
+    /// The next token request answers with an ID token of these claims.
+    pub fn answer_with_id_token(&self, claims: Value) {
+        let token = self.key.sign(&claims);
+        *self.next.lock().unwrap() = Some(json!({
+            "access_token": "opaque-access",
+            "token_type": "Bearer",
+            "expires_in": 300,
+            "id_token": token,
+        }));
+    }
+
+    pub fn answer_with(&self, body: Value) {
+        *self.next.lock().unwrap() = Some(body);
+    }
+}
