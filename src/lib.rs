@@ -86,6 +86,84 @@ pub fn bind_workers(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::
     Ok(sockets)
 }
 
+/// The listening sockets handed over by whoever started the process, as
+/// systemd socket activation does: `LISTEN_PID` is this process and
+/// `LISTEN_FDS` counts the descriptors from 3 on. All but the last are the
+/// serving sockets, one serving thread each (`workers` then does not apply);
+/// the last is the admin listener. Each must be a listening TCP socket on
+/// `listen` and `admin_listen` respectively (port 0 there accepts any port).
+///
+/// `None` when nothing was handed to this process. The point is a port held
+/// from before the process starts: a parent that must know the URL first
+/// (a test harness, a supervisor) never releases it for a race.
+pub fn inherited_listeners(
+    listen: SocketAddr,
+    admin_listen: SocketAddr,
+) -> std::io::Result<Option<(Vec<std::net::TcpListener>, std::net::TcpListener)>> {
+    let Some(count) = std::env::var_os("LISTEN_FDS") else {
+        return Ok(None);
+    };
+    // Meant for another process (the variables were inherited by accident).
+    if std::env::var("LISTEN_PID").ok() != Some(std::process::id().to_string()) {
+        return Ok(None);
+    }
+    let invalid = |msg: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, msg);
+    let count: i32 = count
+        .to_str()
+        .and_then(|c| c.parse().ok())
+        .filter(|c| (2..=1024).contains(c))
+        .ok_or_else(|| {
+            invalid(format!(
+                "LISTEN_FDS={count:?}: expected the serving sockets and then the admin socket (2 or more)"
+            ))
+        })?;
+    let mut sockets = (3..3 + count)
+        .map(adopt_listener)
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let admin = sockets.pop().expect("at least two sockets");
+    for (socket, want, what) in sockets
+        .iter()
+        .map(|s| (s, listen, "server.listen"))
+        .chain([(&admin, admin_listen, "server.admin_listen")])
+    {
+        let bound = socket.local_addr()?;
+        if bound.ip() != want.ip() || (want.port() != 0 && bound.port() != want.port()) {
+            return Err(invalid(format!(
+                "an inherited socket listens on {bound}, but {what} is {want}"
+            )));
+        }
+    }
+    Ok(Some((sockets, admin)))
+}
+
+/// Takes descriptor `fd` as a listening TCP socket, closed on exec.
+fn adopt_listener(fd: i32) -> std::io::Result<std::net::TcpListener> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    // Only an open descriptor may be owned (and later closed) by us.
+    // SAFETY: F_GETFD reads the descriptor's flags and changes nothing.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(std::io::Error::other(format!(
+            "inherited descriptor {fd}: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: the descriptor is open, and LISTEN_FDS hands it to this process alone.
+    let socket = unsafe { socket2::Socket::from_raw_fd(fd) };
+    socket.set_cloexec(true)?;
+    let listening = socket.r#type().ok() == Some(socket2::Type::STREAM)
+        && socket.is_listener().unwrap_or(false)
+        && socket.local_addr()?.as_socket().is_some();
+    if !listening {
+        // Not ours to close: it is not what the variables said.
+        let _ = socket.into_raw_fd();
+        return Err(std::io::Error::other(format!(
+            "inherited descriptor {fd} is not a listening TCP socket"
+        )));
+    }
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
 /// Serves the gateway and the admin listener on the given sockets until
 /// `shutdown` resolves, then drains in-flight requests. One serving thread:
 /// the calling runtime's (tests, `demo`).

@@ -237,17 +237,32 @@ fn serve(arg: ConfigArg) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let (listeners, admin) = match (
-            oidc_bff::bind_workers(listen, workers),
-            tokio::net::TcpListener::bind(admin_listen).await,
-        ) {
-            (Ok(l), Ok(a)) => (l, a),
-            (Err(e), _) | (_, Err(e)) => {
+        // Sockets handed over (socket activation) or bound here.
+        let bound = match oidc_bff::inherited_listeners(listen, admin_listen) {
+            Ok(Some((listeners, admin))) => {
+                tracing::info!(
+                    sockets = listeners.len() + 1,
+                    "listening on inherited sockets"
+                );
+                tokio::net::TcpListener::from_std(admin).map(|a| (listeners, a))
+            }
+            Ok(None) => match (
+                oidc_bff::bind_workers(listen, workers),
+                tokio::net::TcpListener::bind(admin_listen).await,
+            ) {
+                (Ok(l), Ok(a)) => Ok((l, a)),
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        let (listeners, admin) = match bound {
+            Ok(sockets) => sockets,
+            Err(e) => {
                 tracing::error!(error = %e, %listen, %admin_listen, "cannot listen");
                 return ExitCode::FAILURE;
             }
         };
-        tracing::info!(workers, "serving threads");
+        tracing::info!(workers = listeners.len(), "serving threads");
         let running =
             match oidc_bff::serve_workers(state, listeners, admin, shutdown_signal()).await {
                 Ok(r) => r,

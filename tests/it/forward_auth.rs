@@ -7,6 +7,7 @@
 use crate::cognito::{cognito_toml, dev_login, start_dev_idp};
 use crate::harness::*;
 use serde_json::Value;
+use std::os::fd::AsFd;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -99,7 +100,11 @@ struct Nginx {
 }
 
 impl Nginx {
-    fn start(port: u16, server_config: &str) -> Nginx {
+    /// Serves on `listener`, handed over as nginx's binary upgrade does
+    /// (`NGINX=3;`): the port was bound before the gateway's config named
+    /// it and is never free for anyone else to take.
+    fn start(listener: std::net::TcpListener, server_config: &str) -> Nginx {
+        let port = listener.local_addr().unwrap().port();
         let bin = nginx_binary();
         let dir = ScratchDir::new("nginx");
         let d = dir.0.display().to_string();
@@ -111,19 +116,23 @@ impl Nginx {
              scgi_temp_path {d}/scgi;\n{server_config}\n}}\n"
         );
         let conf_path = dir.write("nginx.conf", &conf);
-        let child = Command::new(&bin)
-            .args(["-p", &d, "-e", &format!("{d}/error.log"), "-c"])
+        let mut cmd = Command::new(&bin);
+        cmd.args(["-p", &d, "-e", &format!("{d}/error.log"), "-c"])
             .arg(&conf_path)
+            .env("NGINX", "3;")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start nginx");
+            .stderr(Stdio::piped());
+        pass_sockets(&mut cmd, &[listener.as_fd()]);
+        let child = cmd.spawn().expect("cannot start nginx");
+        // nginx holds the port now; ours must close.
+        drop(listener);
         let mut n = Nginx {
             child,
             dir,
             url: format!("http://127.0.0.1:{port}"),
         };
+        // The socket accepts connections before nginx runs: its log says when it serves.
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(10) {
             if let Ok(Some(status)) = n.child.try_wait() {
@@ -136,12 +145,12 @@ impl Nginx {
                     n.error_log()
                 );
             }
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            if n.error_log().contains("start worker process ") {
                 return n;
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        panic!("nginx did not listen on {port}: {}", n.error_log());
+        panic!("nginx did not start on {port}: {}", n.error_log());
     }
 
     fn error_log(&self) -> String {
@@ -170,7 +179,8 @@ async fn nginx_auth_request_in_front_of_an_upstream() {
     let upstream = Upstream::start(None).await;
     let reserved = reserve().await;
     let gateway_addr = reserved.url.trim_start_matches("http://").to_string();
-    let nginx_port = free_port();
+    let nginx_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nginx_port = nginx_listener.local_addr().unwrap().port();
     let public = format!("http://127.0.0.1:{nginx_port}");
     // The browser sees one origin, nginx's: the gateway's public_url is nginx's URL.
     let idp = start_dev_idp(&public).await;
@@ -205,7 +215,7 @@ async fn nginx_auth_request_in_front_of_an_upstream() {
         .filter(|l| !l.trim_start().starts_with("ssl_"))
         .collect::<Vec<_>>()
         .join("\n");
-    let nginx = Nginx::start(nginx_port, &server_config);
+    let nginx = Nginx::start(nginx_listener, &server_config);
     let b = browser();
 
     // Not signed in: a navigation is sent to sign in, with where it was going...

@@ -115,10 +115,7 @@ async fn redis_cluster() {
 #[tokio::test]
 async fn redis_tls_with_ca_file_and_acl_user() {
     let certs = TestCerts::generate();
-    let tls_port = free_port();
-    let server = RedisServer::start_with(&[
-        "--tls-port",
-        &tls_port.to_string(),
+    let server = RedisServer::start_tls(&[
         "--tls-cert-file",
         &certs.server_cert,
         "--tls-key-file",
@@ -134,7 +131,7 @@ async fn redis_tls_with_ca_file_and_acl_user() {
         "~*",
         "+@all",
     ]);
-    let port = server.port;
+    let (port, tls_port) = (server.port, server.tls_port.unwrap());
     let ca = std::fs::read(&certs.ca_cert).unwrap();
     let url = format!("rediss://127.0.0.1:{tls_port}");
 

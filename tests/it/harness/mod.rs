@@ -12,6 +12,12 @@
 //! - `certs`: test certificates (openssl).
 //! - `browser`: the test's HTTP client, the sign-in walk and small helpers.
 //!
+//! Ports never race: what runs in-process keeps the socket it bound to
+//! `127.0.0.1:0`; the test IdP binds port 0 itself and reports its port;
+//! the gateway binary (and nginx) get sockets bound here and handed over
+//! ([`pass_sockets`]); `redis-server`, which can do neither, is retried on
+//! another port when it finds its port taken.
+//!
 //! Everything is re-exported here: tests use `crate::harness::*`.
 
 #![allow(dead_code)]
@@ -34,7 +40,10 @@ pub use redis::*;
 pub use rogue_idp::*;
 pub use upstream::*;
 
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
+use std::process::Command;
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -74,11 +83,57 @@ impl Drop for ScratchDir {
     }
 }
 
-/// A port that was free a moment ago (bound to :0, then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A port number for a child that must be told its port and cannot hand it
+/// back: free a moment ago, at most `max`. Nothing holds it, so the child
+/// may find it taken; such children are started with a retry on "address in
+/// use" (see `RedisServer`), never on this number alone.
+fn candidate_port(max: u16) -> u16 {
+    for _ in 0..1000 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if port <= max {
+            return port;
+        }
+    }
+    panic!("no free port at most {max}");
+}
+
+/// Hands `sockets` to the child `cmd` starts, as descriptors 3, 4, … in
+/// order (socket activation's convention; nginx reads them from `NGINX`).
+/// Every other descriptor of this process is closed on exec as usual. The
+/// caller drops its own copies once the child is spawned, so the child
+/// alone holds the ports: bound before the child starts, never released.
+pub fn pass_sockets(cmd: &mut Command, sockets: &[BorrowedFd<'_>]) {
+    const MAX: usize = 16;
+    assert!(sockets.len() <= MAX, "at most {MAX} sockets");
+    let mut fds = [-1; MAX];
+    for (slot, s) in fds.iter_mut().zip(sockets) {
+        *slot = s.as_raw_fd();
+    }
+    let n = sockets.len();
+    // SAFETY: between fork and exec only async-signal-safe calls (fcntl,
+    // dup2) and no allocation.
+    unsafe {
+        cmd.pre_exec(move || {
+            // First copies above the target range (closed on exec), so that
+            // no target overwrites a source still to be moved.
+            let mut high = [-1; MAX];
+            for (slot, fd) in high.iter_mut().zip(fds).take(n) {
+                *slot = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, (3 + n) as libc::c_int);
+                if *slot < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (i, fd) in high.iter().enumerate().take(n) {
+                // dup2 leaves the new descriptor open across exec.
+                if libc::dup2(*fd, (3 + i) as libc::c_int) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
 }

@@ -2,9 +2,21 @@
 //! what only a process shows: signals, exit, open-file limits, several
 //! replicas. A binary that exits at start or never answers `/healthz` panics
 //! with its log.
+//!
+//! Ports: the config must name the gateway's own public URL (and the IdP its
+//! redirect URI) before the process starts, so the port is chosen first. It
+//! is never released for the child to bind (another test or process could
+//! take it meanwhile): [`ProcessPorts::new`] binds and listens, and the
+//! sockets are handed to the child as systemd socket activation does
+//! (`LISTEN_FDS`/`LISTEN_PID`, see `oidc_bff::inherited_listeners`). From
+//! then on the child alone holds them; nothing can collide silently.
 
-use super::{free_port, ScratchDir};
+use super::{pass_sockets, ScratchDir};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// The real `oidc-bff` binary, `serve --config <file>`, on ports chosen
@@ -16,21 +28,43 @@ pub struct GatewayProcess {
     dir: ScratchDir,
 }
 
-/// Ports for a gateway process, and the `[server]` lines that use them.
+/// Ports for a gateway process, and the `[server]` lines that use them. The
+/// ports are bound and listening from here on and handed to the one gateway
+/// process started with them.
 pub struct ProcessPorts {
     pub port: u16,
     pub admin_port: u16,
     pub url: String,
+    sockets: Mutex<Option<(Socket, Socket)>>,
+}
+
+/// A listening socket on `addr`. `SO_REUSEPORT`, so that more serving
+/// sockets can join the port later, as the gateway's own `bind_workers` does.
+fn listen_on(addr: SocketAddr) -> Socket {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+    socket.set_reuse_address(true).unwrap();
+    socket.set_reuse_port(true).unwrap();
+    socket
+        .bind(&addr.into())
+        .unwrap_or_else(|e| panic!("cannot bind {addr} for a gateway process: {e}"));
+    socket.listen(1024).unwrap();
+    socket
+}
+
+fn port_of(socket: &Socket) -> u16 {
+    socket.local_addr().unwrap().as_socket().unwrap().port()
 }
 
 impl ProcessPorts {
     pub fn new() -> ProcessPorts {
-        let port = free_port();
-        let admin_port = free_port();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let (main, admin) = (listen_on(any), listen_on(any));
+        let (port, admin_port) = (port_of(&main), port_of(&admin));
         ProcessPorts {
             port,
             admin_port,
             url: format!("http://127.0.0.1:{port}"),
+            sockets: Mutex::new(Some((main, admin))),
         }
     }
 
@@ -41,12 +75,39 @@ impl ProcessPorts {
             self.url, self.port, self.admin_port
         )
     }
+
+    /// The sockets for a gateway with `threads` serving threads: one serving
+    /// socket per thread on the one port, then the admin socket.
+    fn take_sockets(&self, threads: usize) -> Vec<Socket> {
+        let (main, admin) = self
+            .sockets
+            .lock()
+            .unwrap()
+            .take()
+            .expect("these ProcessPorts were handed to a gateway process already: one ProcessPorts per process");
+        let addr = main.local_addr().unwrap().as_socket().unwrap();
+        let mut sockets = vec![main];
+        sockets.extend((1..threads).map(|_| listen_on(addr)));
+        sockets.push(admin);
+        sockets
+    }
+}
+
+/// How many serving threads the gateway runs with `toml` (`server.workers`):
+/// one serving socket is handed over for each. An invalid `[server]` gets
+/// one; the gateway then reports the config itself.
+fn serving_threads(toml: &str) -> usize {
+    toml::from_str::<toml::Table>(toml)
+        .ok()
+        .and_then(|t| t.get("server").cloned())
+        .and_then(|s| s.try_into::<oidc_bff::config::ServerConfig>().ok())
+        .map_or(1, |s| s.worker_count())
 }
 
 impl GatewayProcess {
     /// Starts the binary with `toml` and waits for `/healthz`.
     pub async fn start(ports: &ProcessPorts, toml: &str) -> GatewayProcess {
-        Self::launch(ports, toml, Command::new(env!("CARGO_BIN_EXE_oidc-bff"))).await
+        Self::launch(ports, toml, &[]).await
     }
 
     /// Like [`GatewayProcess::start`], with the open-file limit (soft and
@@ -62,28 +123,45 @@ impl GatewayProcess {
             .output()
             .is_ok_and(|o| o.status.success());
         assert!(ok, "cannot run `prlimit`: install util-linux");
-        let mut cmd = Command::new("prlimit");
-        cmd.arg(format!("--nofile={nofile}:{nofile}"))
-            .arg("--")
-            .arg(env!("CARGO_BIN_EXE_oidc-bff"));
-        Self::launch(ports, toml, cmd).await
+        let nofile = format!("--nofile={nofile}:{nofile}");
+        Self::launch(ports, toml, &["prlimit", &nofile, "--"]).await
     }
 
-    async fn launch(ports: &ProcessPorts, toml: &str, mut cmd: Command) -> GatewayProcess {
+    /// Runs `wrapper… oidc-bff serve --config …` with the ports' sockets.
+    async fn launch(ports: &ProcessPorts, toml: &str, wrapper: &[&str]) -> GatewayProcess {
         // This process's reqwest clients (the "browser") need one too.
         oidc_bff::install_crypto_provider();
         let dir = ScratchDir::new("gateway");
         let config = dir.write("oidc-bff.toml", toml);
         let log = std::fs::File::create(dir.0.join("gateway.log")).unwrap();
+        let sockets = ports.take_sockets(serving_threads(toml));
+        let fds: Vec<BorrowedFd<'_>> = sockets.iter().map(|s| s.as_fd()).collect();
+        let mut cmd = Command::new("sh");
+        // LISTEN_PID must be the gateway's pid: the shell's, which `exec`
+        // (and prlimit's exec) hand on.
+        cmd.args([
+            "-c",
+            "LISTEN_PID=$$; export LISTEN_PID; exec \"$@\"",
+            "oidc-bff",
+        ])
+        .args(wrapper)
+        .arg(env!("CARGO_BIN_EXE_oidc-bff"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("LISTEN_FDS", fds.len().to_string())
+        .env_remove("LISTEN_PID")
+        .env_remove("OIDC_BFF_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+        pass_sockets(&mut cmd, &fds);
         let child = cmd
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env_remove("OIDC_BFF_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
             .spawn()
-            .expect("cannot run the oidc-bff binary");
+            .expect("cannot run `sh` to start the oidc-bff binary");
+        // The child holds the ports now; ours must close, or connections
+        // would still be queued here after the gateway closed its listener.
+        drop(fds);
+        drop(sockets);
         let mut gw = GatewayProcess {
             url: ports.url.clone(),
             admin_url: format!("http://127.0.0.1:{}", ports.admin_port),

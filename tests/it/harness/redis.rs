@@ -1,8 +1,10 @@
 //! `redis-server` child processes: one server, or a 3-node cluster, each in
 //! a scratch directory. A missing `redis-server`/`redis-cli` or a server that
-//! does not come up panics with its log.
+//! does not come up panics with its log. `redis-server` cannot report a
+//! port it chose, so it is started on candidate ports and retried on fresh
+//! ones when its log says a port was taken.
 
-use super::{free_port, ScratchDir};
+use super::{candidate_port, ScratchDir};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -40,8 +42,18 @@ fn redis_cli_text(port: u16, args: &[&str]) -> String {
 /// on the same port; `pause`/`resume` a server that stops answering.
 pub struct RedisServer {
     pub port: u16,
+    /// The TLS port of a server from [`RedisServer::start_tls`].
+    pub tls_port: Option<u16>,
     dir: ScratchDir,
     extra: Vec<String>,
+}
+
+/// How many ports `redis-server` is tried on before the start fails.
+const PORT_ATTEMPTS: usize = 8;
+
+/// Why a start of `redis-server` failed, when it may be tried again.
+struct PortTaken {
+    log: String,
 }
 
 impl RedisServer {
@@ -49,16 +61,46 @@ impl RedisServer {
         Self::start_with(&[])
     }
 
-    /// With extra `redis-server` arguments (cluster mode, TLS, passwords).
+    /// With extra `redis-server` arguments (cluster mode, passwords).
     pub fn start_with(extra: &[&str]) -> RedisServer {
+        Self::start_on_ports(extra, false)
+    }
+
+    /// Also on a TLS port (`--tls-port`, in [`RedisServer::tls_port`]); the
+    /// TLS files and options come in `extra`.
+    pub fn start_tls(extra: &[&str]) -> RedisServer {
+        Self::start_on_ports(extra, true)
+    }
+
+    /// `redis-server` must be told its ports (with `port 0` it serves no
+    /// TCP) and cannot be handed a socket, so it gets candidate ports and,
+    /// when its log says one was taken meanwhile, another try on fresh ones
+    /// in a fresh directory.
+    fn start_on_ports(extra: &[&str], tls: bool) -> RedisServer {
         require_redis();
-        let s = RedisServer {
-            port: free_port(),
-            dir: ScratchDir::new("redis"),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        // The cluster bus listens on port + 10000.
+        let max = if extra.iter().any(|a| a == "--cluster-enabled") {
+            u16::MAX - 10_000
+        } else {
+            u16::MAX
         };
-        s.launch();
-        s
+        let mut last_log = String::new();
+        for _ in 0..PORT_ATTEMPTS {
+            let s = RedisServer {
+                port: candidate_port(max),
+                tls_port: tls.then(|| candidate_port(u16::MAX)),
+                dir: ScratchDir::new("redis"),
+                extra: extra.clone(),
+            };
+            match s.launch() {
+                Ok(()) => return s,
+                Err(PortTaken { log }) => last_log = log,
+            }
+        }
+        panic!(
+            "redis-server found its port taken {PORT_ATTEMPTS} times; last redis.log:\n{last_log}"
+        );
     }
 
     pub fn url(&self) -> String {
@@ -69,8 +111,16 @@ impl RedisServer {
         &self.dir.0
     }
 
-    fn launch(&self) {
+    /// Starts the server and waits until its own log says it accepts
+    /// connections (a PING alone could be answered by whatever else took
+    /// the port). `Err` when a port was taken; other failures panic.
+    fn launch(&self) -> Result<(), PortTaken> {
         let dir = self.dir.0.display().to_string();
+        let log_path = self.dir.0.join("redis.log");
+        let pidfile = self.dir.0.join("redis.pid");
+        // A restart appends to the log: only what this start wrote counts.
+        let from = std::fs::metadata(&log_path).map_or(0, |m| m.len() as usize);
+        let tls_port = self.tls_port.map(|p| p.to_string());
         let status = Command::new("redis-server")
             .args([
                 "--port",
@@ -92,11 +142,33 @@ impl RedisServer {
                 "--dir",
                 &dir,
             ])
+            .args(tls_port.iter().flat_map(|p| ["--tls-port", p.as_str()]))
             .args(&self.extra)
             .status()
             .expect("cannot run `redis-server`: install redis-server (scripts/test does)");
         assert!(status.success(), "redis-server did not start");
-        self.wait_until(|| self.answers(), "redis-server to answer PING");
+        let this_start = || {
+            let log = std::fs::read(&log_path).unwrap_or_default();
+            String::from_utf8_lossy(log.get(from..).unwrap_or_default()).into_owned()
+        };
+        for _ in 0..200 {
+            let log = this_start();
+            if log.contains("Ready to accept connections") {
+                self.wait_until(|| self.answers(), "redis-server to answer PING");
+                return Ok(());
+            }
+            if log.contains("Address already in use") {
+                // It exits by itself; its pid must not be signalled later.
+                let _ = std::fs::remove_file(&pidfile);
+                return Err(PortTaken { log });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "redis-server on port {} did not say it accepts connections; redis.log:\n{}",
+            self.port,
+            this_start()
+        );
     }
 
     /// Whether the server answers (on the plain port; TLS-only servers use `ping_with`).
@@ -148,9 +220,16 @@ impl RedisServer {
         panic!("redis-server on port {} did not die", self.port);
     }
 
-    /// Starts it again on the same port and directory, empty.
+    /// Starts it again on the same port and directory, empty. The port
+    /// stays (clients were configured with it), so a port taken during the
+    /// outage fails the test.
     pub fn restart(&self) {
-        self.launch();
+        if let Err(PortTaken { log }) = self.launch() {
+            panic!(
+                "port {} was taken while redis-server was down; redis.log:\n{log}",
+                self.port
+            );
+        }
     }
 
     /// SIGSTOP: the server keeps its connections but stops answering.
