@@ -677,8 +677,8 @@ async fn an_expired_code_is_invalid_grant() {
     time.advance(ttl - Duration::from_secs(5));
     let (status, body) = idp.redeem(&code, REDIRECT_URI, VERIFIER).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    // ... once it has passed, it is invalid_grant.
-    let code = idp.code_for("alice", "alice-password").await;
+    // ... once it has passed, it is invalid_grant (a new browser: no IdP session yet).
+    let code = idp.code_in(&browser(), "alice", "alice-password").await;
     time.advance(ttl + Duration::from_secs(1));
     let (status, body) = idp.redeem(&code, REDIRECT_URI, VERIFIER).await;
     assert_oauth_error(status, &body, StatusCode::BAD_REQUEST, "invalid_grant");

@@ -162,14 +162,15 @@ async fn expired_state_is_refused() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let login = || async {
+    let (no_jar, name, gw) = (&no_jar, &name, &gw);
+    let login = move || async move {
         let r = no_jar
             .get(format!("{}/auth/login?return_to=%2Fhome", gw.url))
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), 302);
-        let cookie = set_cookie_value(&r, &name).expect("a login cookie");
+        let cookie = set_cookie_value(&r, name).expect("a login cookie");
         let loc = location(&r);
         (
             param(&loc, "state").unwrap(),
