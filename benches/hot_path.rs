@@ -21,7 +21,7 @@ use oidc_bff::proxy::headers::{
     clean_response, set_forwarded, strip_cookies, strip_hop_by_hop, strip_protected, ClientInfo,
     ProtectedHeaders,
 };
-use oidc_bff::session::{now_secs, KeyRing, MemoryStore, SessionStore, Sessions};
+use oidc_bff::session::{KeyRing, MemoryStore, SessionStore, Sessions};
 use serde_json::{json, Value};
 use std::hint::black_box;
 use std::sync::Arc;
@@ -156,7 +156,7 @@ fn jwt(c: &mut Criterion) {
     let (ec, ec_jwk) = ec_key("ec-1");
     let jwks = JwksCache::new(Box::new(StaticJwks(json!({ "keys": [rsa_jwk, ec_jwk] }))));
     rt.block_on(jwks.warm()).unwrap();
-    let now = now_secs();
+    let now = oidc_bff::clock::Clock::system().now_secs();
     let claims = json!({
         "iss": "https://idp.example.test", "sub": "alice", "aud": "urn:oidc-bff:api",
         "client_id": "bff", "scope": "api:read api:write", "jti": "pT0a8pYq2tCq3g5t7kMR1",
@@ -176,6 +176,7 @@ fn jwt(c: &mut Criterion) {
         audience: Audience::AnyOrClientId(&audiences),
         token_use: None,
         leeway: Duration::from_secs(60),
+        now: oidc_bff::clock::Clock::system().now_secs(),
     };
     let mut g = c.benchmark_group("jwt");
     for (name, token) in [("verify RS256", &rs256), ("verify ES256", &es256)] {

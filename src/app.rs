@@ -3,6 +3,7 @@
 //! table and the upstream HTTP client.
 
 use crate::auth::cookies::CookieSpec;
+use crate::clock::Clock;
 use crate::config::{Config, RouteConfig, StoreKind};
 use crate::oidc::Provider;
 use crate::proxy::{routes::RouteTable, UpstreamClients};
@@ -37,6 +38,10 @@ pub struct AppState {
     pub upstream_slots: Arc<tokio::sync::Semaphore>,
     /// Open WebSocket tunnels, so shutdown can let them finish.
     pub tunnels: tokio_util::task::TaskTracker,
+    /// The time every expiry is judged by; the sessions, the refresher, the
+    /// provider and the bearer cache hold clones of it. The system clock
+    /// unless a test built the state with a clock it moves.
+    pub clock: Clock,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +61,11 @@ impl AppState {
     /// the client connects in the background (call inside a Tokio runtime):
     /// the gateway starts even while Redis is down, and `/readyz` tells.
     pub fn new(config: Config) -> Result<Arc<Self>, BuildError> {
+        Self::new_with_clock(config, Clock::system())
+    }
+
+    /// [`AppState::new`] on a given clock (tests move it).
+    pub fn new_with_clock(config: Config, clock: Clock) -> Result<Arc<Self>, BuildError> {
         // fred's TLS needs the process-wide provider before its first handshake.
         crate::install_crypto_provider();
         let store: Arc<dyn SessionStore> = match config.session.store {
@@ -69,13 +79,22 @@ impl AppState {
             }
             StoreKind::Redis => Arc::new(redis_store(&config)?),
         };
-        Self::with_store(config, store)
+        Self::with_store_and_clock(config, store, clock)
     }
 
     /// Builds the state around a given store (tests inspect what it holds).
     pub fn with_store(
         config: Config,
         store: Arc<dyn SessionStore>,
+    ) -> Result<Arc<Self>, BuildError> {
+        Self::with_store_and_clock(config, store, Clock::system())
+    }
+
+    /// [`AppState::with_store`] on a given clock (tests move it).
+    pub fn with_store_and_clock(
+        config: Config,
+        store: Arc<dyn SessionStore>,
+        clock: Clock,
     ) -> Result<Arc<Self>, BuildError> {
         crate::install_crypto_provider();
         let config = Arc::new(config);
@@ -93,12 +112,15 @@ impl AppState {
             .map_err(|e| BuildError::Http(e.to_string()))?;
         let keys: Vec<[u8; 32]> = config.session.decoded_keys.iter().map(|k| k.0).collect();
         let ring = Arc::new(KeyRing::new(&keys));
-        let sessions = Arc::new(Sessions::new(
-            ring,
-            store,
-            config.session.idle_timeout,
-            config.session.absolute_timeout,
-        ));
+        let sessions = Arc::new(
+            Sessions::new(
+                ring,
+                store,
+                config.session.idle_timeout,
+                config.session.absolute_timeout,
+            )
+            .with_clock(clock.clone()),
+        );
         let mut route_configs = config.routes.clone();
         if let Some(up) = config.spa.as_ref().and_then(|s| s.upstream.clone()) {
             // A development server behind the gateway: public, catch-all, last in line.
@@ -153,7 +175,7 @@ impl AppState {
         let protected_headers = crate::proxy::headers::ProtectedHeaders::new(
             configured.chain([assertion_header.as_str()]),
         );
-        let provider = Arc::new(Provider::new(config.clone(), http));
+        let provider = Arc::new(Provider::new(config.clone(), http).with_clock(clock.clone()));
         let refresher = crate::auth::refresh::Refresher::new(
             sessions.clone(),
             provider.clone(),
@@ -184,6 +206,7 @@ impl AppState {
             upstream_slots: Arc::new(tokio::sync::Semaphore::new(upstream_slots(&config))),
             shutting_down: Default::default(),
             tunnels: Default::default(),
+            clock,
             config,
         }))
     }

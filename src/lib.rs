@@ -3,6 +3,7 @@
 //! The crate map:
 //! - [`config`]. The typed configuration, loaded and validated once.
 //! - [`app`]. The state every request shares.
+//! - [`clock`]. The time every expiry is judged by; tests move it.
 //! - [`router`]. The one place routes and layers are assembled.
 //! - [`serve`]. The serving loop: connection limits, slow clients, drain.
 //! - [`error`]. The one error type and its HTML/JSON rendering.
@@ -19,6 +20,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod clock;
 pub mod config;
 #[cfg(feature = "dev")]
 pub mod demo;
@@ -404,12 +406,19 @@ mod tests {
 }
 
 /// The layering rule, checked on the source: the core (`config`, `policy`,
-/// `oidc`, `session`, `request_path`) knows nothing of HTTP handlers, the
+/// `oidc`, `session`, `request_path`, `clock`) knows nothing of HTTP handlers, the
 /// proxy, the router, the error pages or the demo. Upper layers may use the
 /// core; the core never uses them.
 #[cfg(test)]
 mod layering {
-    const CORE: [&str; 5] = ["config", "policy", "oidc", "session", "request_path"];
+    const CORE: [&str; 6] = [
+        "config",
+        "policy",
+        "oidc",
+        "session",
+        "request_path",
+        "clock",
+    ];
     const UPPER: [&str; 8] = [
         "app",
         "auth",

@@ -6,7 +6,7 @@
 #![allow(dead_code)] // each bench uses its own part of this module
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
-use oidc_bff::session::{now_secs, SessionData};
+use oidc_bff::session::SessionData;
 use serde_json::{json, Value};
 
 /// A JWT-shaped string: real header and payload, a 2048-bit RSA signature's worth of bytes.
@@ -21,7 +21,7 @@ pub fn jwt_shaped(claims: &Value) -> String {
 }
 
 pub fn id_claims(user: &str) -> serde_json::Map<String, Value> {
-    let now = now_secs();
+    let now = oidc_bff::clock::Clock::system().now_secs();
     match json!({
         "sub": user,
         "sid": format!("sid-{user}-0123456789abcdef"),
@@ -44,7 +44,7 @@ pub fn id_claims(user: &str) -> serde_json::Map<String, Value> {
 
 /// A signed-in session of `user`, as the callback stores it.
 pub fn session_data(user: &str) -> SessionData {
-    let now = now_secs();
+    let now = oidc_bff::clock::Clock::system().now_secs();
     let claims = id_claims(user);
     let access = json!({
         "sub": user, "client_id": "bff", "aud": "urn:oidc-bff:api",

@@ -93,6 +93,7 @@ pub async fn backchannel_logout(
         audience: jwt::Audience::Any(&audience),
         token_use: None,
         leeway: state.provider.leeway(),
+        now: state.clock.now_secs(),
     };
     let claims = jwt::verify(&jwks, &token, &expect).await.map_err(|e| {
         state.metrics.count(

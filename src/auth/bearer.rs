@@ -37,7 +37,9 @@ impl moka::Expiry<[u8; 32], Verified> for UntilExp {
     }
 }
 
-/// Verifies bearer tokens, remembering good ones until they expire.
+/// Verifies bearer tokens, remembering good ones until they expire (by the
+/// provider's clock: a cached result is never used at or after `exp`; the
+/// cache's own eviction runs on real time and only bounds memory).
 pub struct BearerVerifier {
     cache: Cache<[u8; 32], Verified>,
 }
@@ -92,7 +94,7 @@ impl BearerVerifier {
         audiences: &[String],
     ) -> Result<BearerIdentity, AppError> {
         let key = cache_key(token, audiences);
-        let now = crate::session::now_secs();
+        let now = provider.clock().now_secs();
         if let Some(v) = self.cache.get(&key) {
             if now < v.exp {
                 return Ok(BearerIdentity {

@@ -14,7 +14,7 @@ use crate::oidc::flow::{pkce_challenge, PendingLogin, PendingLogins};
 use crate::oidc::hints::LoginHints;
 use crate::oidc::return_to::{login_url, safe_return_to};
 use crate::oidc::{client, logout::logout_url, OidcError};
-use crate::session::{now_secs, Session, SessionData};
+use crate::session::{Session, SessionData};
 use askama::Template;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -67,7 +67,7 @@ pub async fn login(
     // `idp` and `lang` go to the hosted UI (Cognito: identity_provider, lang).
     let hints = LoginHints::from_query(&params).map_err(|e| AppError::BadRequest(e.message()))?;
     let hint_params = hints.auth_params(md.is_cognito);
-    let now = now_secs();
+    let now = state.clock.now_secs();
     let mut pending = pending_logins(&state, &headers);
     pending.prune(now, cfg.provider.login_timeout.as_secs() as i64);
     let login = PendingLogin::new(return_to, now);
@@ -109,7 +109,7 @@ pub async fn callback(
     let params = query(&uri);
     let mut pending = pending_logins(&state, &headers);
     pending.prune(
-        now_secs(),
+        state.clock.now_secs(),
         state.config.provider.login_timeout.as_secs() as i64,
     );
     // State is checked first and consumed whatever happens next: single use.
@@ -205,7 +205,7 @@ async fn finish_login(
     if let Some(old) = super::session_of(state, headers).await? {
         state.sessions.delete(&old.id).await?;
     }
-    let now = now_secs();
+    let now = state.clock.now_secs();
     let data = SessionData {
         sub: sub.clone(),
         sid,

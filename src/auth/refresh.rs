@@ -25,9 +25,10 @@
 //! docs/operations.md ("When the identity provider stalls or fails") says
 //! what a user sees, and when a rotating IdP can still end a session.
 
+use crate::clock::Clock;
 use crate::error::AppError;
 use crate::oidc::{client, OidcError, Provider};
-use crate::session::{now_secs, Session, SessionData, SessionError, SessionId, Sessions};
+use crate::session::{Session, SessionData, SessionError, SessionId, Sessions};
 use crate::telemetry::Metrics;
 use moka::sync::Cache;
 use std::collections::HashMap;
@@ -85,6 +86,7 @@ type Flight = watch::Receiver<Option<Outcome>>;
 
 #[derive(Clone, Copy)]
 struct Backoff {
+    /// An instant of the sessions' clock.
     until: Instant,
     failures: u32,
 }
@@ -135,13 +137,15 @@ impl Refresher {
     /// Makes sure the session's access token is fresh enough to send upstream.
     pub async fn ensure_fresh(&self, session: Session) -> Result<Session, AppError> {
         let me = &self.inner;
-        if !refresh_due(&session.data, me.refresh_before, now_secs()) {
+        // The clock of the sessions: the state's.
+        let clock = me.sessions.clock();
+        if !refresh_due(&session.data, me.refresh_before, clock.now_secs()) {
             return Ok(session);
         }
         if session.data.refresh_token.is_none() {
             // Nothing to refresh with: an expired token ends the session (the
             // browser signs in again, usually silently at the IdP).
-            if expired(&session.data, now_secs()) {
+            if expired(&session.data, clock.now_secs()) {
                 me.sessions.delete(&session.id).await?;
                 return Err(AppError::Unauthenticated);
             }
@@ -151,13 +155,13 @@ impl Refresher {
         if me
             .backoff
             .get(&key)
-            .is_some_and(|b| b.until > Instant::now())
+            .is_some_and(|b| b.until > clock.instant())
         {
             me.metrics.count(
                 "oidc_bff_token_refresh_skipped_total",
                 &[("reason", "backoff")],
             );
-            return still_valid(session, "the last refresh failed; backing off");
+            return still_valid(session, "the last refresh failed; backing off", clock);
         }
         let mut flight = self.join(&key, &session.id);
         let waited = tokio::time::timeout(me.wait, flight.wait_for(Option::is_some)).await;
@@ -173,18 +177,19 @@ impl Refresher {
             Some(Outcome::Fresh(data)) => still_valid(
                 Session { data, ..session },
                 "the refreshed token had expired by the time it arrived",
+                clock,
             ),
             Some(Outcome::Ended) => Err(AppError::Unauthenticated),
             Some(Outcome::Store(e)) => {
                 Err(SessionError::from(crate::session::StoreError::Unavailable(e)).into())
             }
-            Some(Outcome::Failed(why)) => still_valid(session, &why),
+            Some(Outcome::Failed(why)) => still_valid(session, &why, clock),
             None => {
                 me.metrics.count(
                     "oidc_bff_token_refresh_skipped_total",
                     &[("reason", "wait_timeout")],
                 );
-                still_valid(session, "the refresh did not finish in time")
+                still_valid(session, "the refresh did not finish in time", clock)
             }
         }
     }
@@ -211,7 +216,7 @@ impl Refresher {
                     me.backoff.insert(
                         key.clone(),
                         Backoff {
-                            until: Instant::now() + wait,
+                            until: me.sessions.clock().instant() + wait,
                             failures,
                         },
                     );
@@ -234,6 +239,7 @@ impl Refresher {
     /// the store lock; saves what it gets.
     async fn fly(&self, id: &SessionId) -> Outcome {
         let me = &self.inner;
+        // Real time, not the clock: this bounds how long the loop below waits.
         let deadline = Instant::now() + CALL_DEADLINE;
         loop {
             // Another replica may have refreshed meanwhile.
@@ -242,7 +248,7 @@ impl Refresher {
                 Ok(None) => return Outcome::Ended,
                 Err(e) => return Outcome::Store(e.to_string()),
             };
-            if !refresh_due(&current, me.refresh_before, now_secs()) {
+            if !refresh_due(&current, me.refresh_before, me.sessions.clock().now_secs()) {
                 return Outcome::Fresh(current.into());
             }
             match me.sessions.try_lock(id, LOCK_TTL).await {
@@ -264,7 +270,7 @@ impl Refresher {
         let outcome = match me.sessions.reload(id).await {
             Err(e) => Outcome::Store(e.to_string()),
             Ok(None) => Outcome::Ended,
-            Ok(Some(d)) if !refresh_due(&d, me.refresh_before, now_secs()) => {
+            Ok(Some(d)) if !refresh_due(&d, me.refresh_before, me.sessions.clock().now_secs()) => {
                 Outcome::Fresh(d.into())
             }
             Ok(Some(d)) => self.refresh(id, d).await,
@@ -286,7 +292,7 @@ impl Refresher {
         let Some(refresh_token) = data.refresh_token.clone() else {
             return Outcome::Fresh(data.into());
         };
-        let sent_at = now_secs();
+        let sent_at = me.sessions.clock().now_secs();
         let called = async {
             let md = me.provider.metadata().await?;
             client::refresh(
@@ -319,7 +325,7 @@ impl Refresher {
                 return Outcome::Failed(e.to_string());
             }
         };
-        let now = now_secs();
+        let now = me.sessions.clock().now_secs();
         if let Some(id_token) = &tokens.id_token {
             // OIDC Core §12.2: same iss, sub and aud; a refreshed ID token may carry no nonce.
             let claims = match me.provider.verify_id_token(id_token, None).await {
@@ -360,8 +366,8 @@ impl Refresher {
 
 /// A session whose refresh did not come through: on with its access token
 /// while that is valid, else the IdP is unavailable (502).
-fn still_valid(session: Session, why: &str) -> Result<Session, AppError> {
-    if expired(&session.data, now_secs()) {
+fn still_valid(session: Session, why: &str, clock: &Clock) -> Result<Session, AppError> {
+    if expired(&session.data, clock.now_secs()) {
         Err(AppError::Provider(OidcError::Unreachable(format!(
             "token refresh: {why}"
         ))))

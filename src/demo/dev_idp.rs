@@ -20,6 +20,7 @@ mod token;
 
 pub use config::{DevClient, DevIdpConfig, DevUser};
 
+use crate::clock::Clock;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -34,7 +35,7 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -136,6 +137,8 @@ pub struct DevIdpState {
     id_key: SigningKey,
     access_key: SigningKey,
     store: Mutex<Store>,
+    /// What codes, sessions and tokens expire by (tests move it).
+    clock: Clock,
 }
 
 impl DevIdpState {
@@ -159,7 +162,18 @@ impl DevIdpState {
             id_key: SigningKey::generate()?,
             access_key: SigningKey::generate()?,
             store: Mutex::new(Store::default()),
+            clock: Clock::system(),
         })
+    }
+
+    /// Unix seconds by the IdP's clock (`iat`, `exp`, `auth_time`).
+    fn unix_now(&self) -> u64 {
+        self.clock.now_secs().max(0) as u64
+    }
+
+    /// An instant of the IdP's clock, for the expiry of what it stores.
+    fn instant(&self) -> Instant {
+        self.clock.instant()
     }
 
     pub fn config(&self) -> &DevIdpConfig {
@@ -196,13 +210,6 @@ fn random_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     B64.encode(bytes)
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// The development IdP's routes, Cognito's paths.
@@ -346,6 +353,15 @@ fn refuse_non_loopback(addr: SocketAddr, config: &DevIdpConfig) -> io::Result<()
 /// non-loopback address unless `config.insecure_listen_any`, and an invalid
 /// config.
 pub async fn start(config: DevIdpConfig, listener: TcpListener) -> io::Result<DevIdpHandle> {
+    start_with_clock(config, listener, Clock::system()).await
+}
+
+/// [`start`] on a given clock (tests move it to let codes and tokens expire).
+pub async fn start_with_clock(
+    config: DevIdpConfig,
+    listener: TcpListener,
+    clock: Clock,
+) -> io::Result<DevIdpHandle> {
     let addr = listener.local_addr()?;
     refuse_non_loopback(addr, &config)?;
     let public_url = match &config.public_url {
@@ -353,7 +369,9 @@ pub async fn start(config: DevIdpConfig, listener: TcpListener) -> io::Result<De
         None => Url::parse(&format!("http://{addr}"))
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
     };
-    let state = Arc::new(DevIdpState::new(config, public_url)?);
+    let mut state = DevIdpState::new(config, public_url)?;
+    state.clock = clock;
+    let state = Arc::new(state);
     let issuer = state.config.issuer.clone();
     tracing::warn!(
         %addr,

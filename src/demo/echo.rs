@@ -48,6 +48,7 @@ async fn handle(State(echo): State<Arc<Echo>>, req: Request) -> Response {
         audience: Audience::ClientId(&echo.client_ids),
         token_use: Some("access"),
         leeway: Duration::from_secs(30),
+        now: crate::clock::Clock::system().now_secs(),
     };
     let claims = match jwt::verify(&echo.jwks, token, &expect).await {
         Ok(c) => c,

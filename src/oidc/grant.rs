@@ -21,6 +21,7 @@ impl Provider {
             audience: jwt::Audience::ClientId(&client_id),
             token_use: Some("access"),
             leeway: self.leeway(),
+            now: self.clock().now_secs(),
         };
         Ok(jwt::verify(&jwks, token, &expect).await?)
     }

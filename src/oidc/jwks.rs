@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
+use crate::clock::Clock;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use url::Url;
@@ -65,6 +66,8 @@ pub struct JwksCache {
     cooldown: Duration,
     max_age: Duration,
     fetches: std::sync::atomic::AtomicU64,
+    /// What the cooldown and key age are judged by; instants above are its.
+    clock: Clock,
 }
 
 impl JwksCache {
@@ -80,7 +83,19 @@ impl JwksCache {
             cooldown,
             max_age: Duration::from_secs(3600),
             fetches: std::sync::atomic::AtomicU64::new(0),
+            clock: Clock::system(),
         }
+    }
+
+    /// The same, judging the cooldown and key age by `clock`.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// How long ago an instant of this cache's clock was.
+    fn since(&self, t: Instant) -> Duration {
+        self.clock.instant().saturating_duration_since(t)
     }
 
     /// How many times the keys were fetched (tests and metrics).
@@ -97,7 +112,7 @@ impl JwksCache {
         let current = self.snapshot();
         let fresh = current
             .fetched_at
-            .is_some_and(|t| t.elapsed() < self.max_age);
+            .is_some_and(|t| self.since(t) < self.max_age);
         let found = matching(&current, kid, alg);
         if !found.is_empty() && fresh {
             return Ok(found);
@@ -135,16 +150,16 @@ impl JwksCache {
             return Ok(current);
         }
         if let Some(t) = *last {
-            if t.elapsed() < self.cooldown && current.fetched_at.is_some() {
+            if self.since(t) < self.cooldown && current.fetched_at.is_some() {
                 return Ok(current);
             }
-            if t.elapsed() < Duration::from_secs(1) {
+            if self.since(t) < Duration::from_secs(1) {
                 return Err(OidcError::Jwks(
                     "JWKS fetch failed moments ago; not retrying yet".into(),
                 ));
             }
         }
-        *last = Some(Instant::now());
+        *last = Some(self.clock.instant());
         self.fetches
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let doc = self.source.fetch().await?;
@@ -156,7 +171,7 @@ impl JwksCache {
         }
         let set = Arc::new(KeySet {
             keys,
-            fetched_at: Some(Instant::now()),
+            fetched_at: Some(self.clock.instant()),
         });
         *self.set.write().expect("JWKS lock poisoned") = set.clone();
         Ok(set)

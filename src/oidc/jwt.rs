@@ -1,8 +1,8 @@
 //! JWT verification: the header first (no `crit` extension we do not
 //! understand, RFC 7515 §4.1.11), the signature with a key from the JWKS cache
 //! and an algorithm that key allows (never `none`, never HMAC), then the
-//! claims: `iss`, `exp`/`nbf` with leeway, `iat` no further ahead than the
-//! leeway, audience (`aud`, or for Cognito access tokens, which carry no
+//! claims: `iss`, `exp`/`nbf` with leeway and `iat` no further ahead than the
+//! leeway (all three at the caller's `now`, the gateway's clock), audience (`aud`, or for Cognito access tokens, which carry no
 //! `aud`, `client_id`), `token_use`, and for ID tokens `azp` and `nonce`
 //! (OpenID Connect Core 1.0 §3.1.3.7). Every JWT the gateway accepts (ID
 //! tokens, bearer access tokens, back-channel logout tokens) goes through
@@ -12,9 +12,7 @@ use super::jwks::JwksCache;
 use super::OidcError;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use jsonwebtoken::{
-    decode, decode_header, errors::ErrorKind, get_current_timestamp, Algorithm, Validation,
-};
+use jsonwebtoken::{decode, decode_header, errors::ErrorKind, Algorithm, Validation};
 use serde_json::{Map, Value};
 use std::time::Duration;
 
@@ -73,6 +71,9 @@ pub struct Expect<'a> {
     /// Cognito's `token_use` claim, checked when `Some`.
     pub token_use: Option<&'static str>,
     pub leeway: Duration,
+    /// Unix seconds that `exp`, `nbf` and `iat` are judged at: the
+    /// gateway's clock, not jsonwebtoken's reading of the system time.
+    pub now: i64,
 }
 
 /// Verifies signature and standard claims; returns the claims.
@@ -106,19 +107,22 @@ pub async fn verify(
         return Err(JwtError::UnknownKey);
     }
     let mut v = Validation::new(header.alg);
-    v.leeway = expect.leeway.as_secs();
-    v.validate_nbf = true;
+    // jsonwebtoken reads the system time; `exp` and `nbf` are checked below
+    // at `expect.now`. It still insists that `exp` is there and numeric.
+    v.validate_exp = false;
+    v.validate_nbf = false;
     v.validate_aud = false; // checked below: Cognito access tokens have none
     v.set_issuer(&[expect.issuer]);
     v.set_required_spec_claims(&["exp", "iss"]);
     for key in keys {
         match decode::<Claims>(token, &key.key, &v) {
-            Ok(data) => return check_claims(data.claims, expect, get_current_timestamp() as i64),
+            Ok(data) => {
+                check_time(&data.claims, expect.now, expect.leeway)?;
+                return check_claims(data.claims, expect, expect.now);
+            }
             Err(e) => {
                 return Err(match e.kind() {
                     ErrorKind::InvalidSignature => continue,
-                    ErrorKind::ExpiredSignature => JwtError::Expired,
-                    ErrorKind::ImmatureSignature => JwtError::NotYetValid,
                     ErrorKind::InvalidIssuer => JwtError::Issuer,
                     ErrorKind::MissingRequiredClaim(c) if c == "iss" => JwtError::Issuer,
                     ErrorKind::MissingRequiredClaim(_) => JwtError::Claim("exp"),
@@ -169,6 +173,37 @@ pub fn check_critical(header: &Map<String, Value>) -> Result<(), JwtError> {
         Ok(())
     } else {
         Err(JwtError::Critical)
+    }
+}
+
+/// A NumericDate as jsonwebtoken reads one: a non-negative, finite number,
+/// rounded to whole seconds. `None` for anything else (a string, `null`, a
+/// negative number).
+fn numeric_date(v: &Value) -> Option<f64> {
+    v.as_f64()
+        .filter(|n| n.is_finite() && *n >= 0.0 && *n < u64::MAX as f64)
+        .map(f64::round)
+}
+
+/// RFC 7519 §4.1.4 and §4.1.5 at `now` (Unix seconds), with `leeway` either
+/// way: a token is expired once `exp + leeway < now` (so it is still good in
+/// the second of `exp` itself), and not valid yet while `nbf - leeway > now`.
+/// `exp` is required; a malformed `nbf` makes the token malformed.
+pub fn check_time(claims: &Claims, now: i64, leeway: Duration) -> Result<(), JwtError> {
+    let now = now as f64;
+    let leeway = leeway.as_secs() as f64;
+    let exp = claims
+        .get("exp")
+        .and_then(numeric_date)
+        .ok_or(JwtError::Claim("exp"))?;
+    if exp + leeway < now {
+        return Err(JwtError::Expired);
+    }
+    match claims.get("nbf").map(numeric_date) {
+        None => Ok(()),
+        Some(None) => Err(JwtError::Malformed),
+        Some(Some(nbf)) if nbf > now + leeway => Err(JwtError::NotYetValid),
+        Some(Some(_)) => Ok(()),
     }
 }
 
@@ -378,6 +413,7 @@ mod tests {
             audience,
             token_use: None,
             leeway: Duration::ZERO,
+            now: 1_700_000_000,
         };
         let any = || expect(Audience::Any(&ours));
         let any_or_client = || expect(Audience::AnyOrClientId(&ours));
@@ -483,6 +519,7 @@ mod tests {
             audience: Audience::ClientId(&ours),
             token_use: Some("access"),
             leeway: Duration::ZERO,
+            now: 0,
         };
         for (claims, want) in [
             (json!({"client_id": "bff", "token_use": "access"}), Ok(())),
@@ -550,13 +587,14 @@ mod tests {
         let signer = Signer::new();
         let jwks = JwksCache::new(Box::new(Static(json!({ "keys": [signer.jwk.clone()] }))));
         let ours = vec!["bff".to_string()];
+        let now = crate::clock::Clock::system().now_secs();
         let expect = Expect {
             issuer: "https://idp",
             audience: Audience::Any(&ours),
             token_use: None,
             leeway: Duration::from_secs(30),
+            now,
         };
-        let now = get_current_timestamp() as i64;
         let header = json!({"alg": "ES256", "typ": "JWT", "kid": "k1"});
         let claims =
             json!({"iss": "https://idp", "aud": "bff", "sub": "u", "iat": now, "exp": now + 300});
@@ -612,5 +650,107 @@ mod tests {
                 "{name}"
             );
         }
+    }
+    #[test]
+    fn exp_and_nbf_are_judged_at_the_given_time_with_leeway() {
+        let now = 1_700_000_000_i64;
+        let leeway = Duration::from_secs(60);
+        let cases = [
+            ("valid", json!({"exp": now + 300}), Ok(())),
+            ("exp now", json!({"exp": now}), Ok(())),
+            (
+                "expired inside the leeway",
+                json!({"exp": now - 60}),
+                Ok(()),
+            ),
+            (
+                "expired past the leeway",
+                json!({"exp": now - 61}),
+                Err(JwtError::Expired),
+            ),
+            (
+                "fractional exp rounds as jsonwebtoken does",
+                json!({"exp": (now - 61) as f64 + 0.4}),
+                Err(JwtError::Expired),
+            ),
+            ("no exp", json!({}), Err(JwtError::Claim("exp"))),
+            (
+                "exp a string",
+                json!({"exp": "soon"}),
+                Err(JwtError::Claim("exp")),
+            ),
+            (
+                "exp negative",
+                json!({"exp": -1}),
+                Err(JwtError::Claim("exp")),
+            ),
+            (
+                "exp null",
+                json!({"exp": null}),
+                Err(JwtError::Claim("exp")),
+            ),
+            (
+                "nbf inside the leeway",
+                json!({"exp": now + 300, "nbf": now + 60}),
+                Ok(()),
+            ),
+            (
+                "nbf past the leeway",
+                json!({"exp": now + 300, "nbf": now + 61}),
+                Err(JwtError::NotYetValid),
+            ),
+            (
+                "nbf a string",
+                json!({"exp": now + 300, "nbf": "later"}),
+                Err(JwtError::Malformed),
+            ),
+            (
+                "nbf null",
+                json!({"exp": now + 300, "nbf": null}),
+                Err(JwtError::Malformed),
+            ),
+        ];
+        for (name, claims, want) in cases {
+            assert_eq!(check_time(&obj(claims), now, leeway), want, "{name}");
+        }
+        // No leeway: one second past `exp` is expired.
+        assert_eq!(
+            check_time(&obj(json!({"exp": now - 1})), now, Duration::ZERO),
+            Err(JwtError::Expired)
+        );
+    }
+
+    #[tokio::test]
+    async fn verify_judges_time_at_the_callers_clock() {
+        let signer = Signer::new();
+        let jwks = JwksCache::new(Box::new(Static(json!({ "keys": [signer.jwk.clone()] }))));
+        let ours = vec!["bff".to_string()];
+        let now = crate::clock::Clock::system().now_secs();
+        let at = |now: i64| Expect {
+            issuer: "https://idp",
+            audience: Audience::Any(&ours),
+            token_use: None,
+            leeway: Duration::from_secs(30),
+            now,
+        };
+        let header = json!({"alg": "ES256", "typ": "JWT", "kid": "k1"});
+        let token = signer.sign(
+            &header,
+            &json!({"iss": "https://idp", "aud": "bff", "iat": now, "nbf": now, "exp": now + 300}),
+        );
+        assert!(verify(&jwks, &token, &at(now)).await.is_ok());
+        assert!(
+            verify(&jwks, &token, &at(now + 330)).await.is_ok(),
+            "exp + leeway"
+        );
+        assert_eq!(
+            verify(&jwks, &token, &at(now + 331)).await.err(),
+            Some(JwtError::Expired),
+            "the system time has not moved; the caller's has"
+        );
+        assert_eq!(
+            verify(&jwks, &token, &at(now - 31)).await.err(),
+            Some(JwtError::NotYetValid)
+        );
     }
 }

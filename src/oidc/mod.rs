@@ -14,6 +14,7 @@ pub mod return_to;
 
 pub use metadata::{LogoutStyle, ProviderMetadata};
 
+use crate::clock::Clock;
 use crate::config::Config;
 use client::ClientAuth;
 use jwks::{HttpJwksSource, JwksCache};
@@ -46,6 +47,8 @@ pub struct Provider {
     metadata: OnceCell<Arc<ProviderMetadata>>,
     jwks: OnceCell<Arc<JwksCache>>,
     pub auth: ClientAuth,
+    /// What token times (`exp`, `nbf`, `iat`) and the JWKS cooldown are judged by.
+    clock: Clock,
 }
 
 impl Provider {
@@ -61,7 +64,18 @@ impl Provider {
             metadata: OnceCell::new(),
             jwks: OnceCell::new(),
             auth,
+            clock: Clock::system(),
         }
+    }
+
+    /// The same, judging token times by `clock` (the state's clock).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     pub fn http(&self) -> &reqwest::Client {
@@ -84,13 +98,16 @@ impl Provider {
         let md = self.metadata().await?;
         self.jwks
             .get_or_try_init(|| async {
-                Ok::<_, OidcError>(Arc::new(JwksCache::with_cooldown(
-                    Box::new(HttpJwksSource {
-                        http: self.http.clone(),
-                        url: md.jwks_uri.clone(),
-                    }),
-                    self.config.provider.jwks_cooldown,
-                )))
+                Ok::<_, OidcError>(Arc::new(
+                    JwksCache::with_cooldown(
+                        Box::new(HttpJwksSource {
+                            http: self.http.clone(),
+                            url: md.jwks_uri.clone(),
+                        }),
+                        self.config.provider.jwks_cooldown,
+                    )
+                    .with_clock(self.clock.clone()),
+                ))
             })
             .await
             .cloned()
@@ -125,6 +142,7 @@ impl Provider {
             // Cognito marks its tokens; an access token must not pass as an ID token.
             token_use: md.is_cognito.then_some("id"),
             leeway: self.leeway(),
+            now: self.clock.now_secs(),
         };
         let claims = jwt::verify(&jwks, token, &expect).await?;
         jwt::check_id_token(&claims, &self.auth.client_id, nonce)?;
@@ -165,6 +183,7 @@ impl Provider {
             },
             token_use: md.is_cognito.then_some("access"),
             leeway: self.leeway(),
+            now: self.clock.now_secs(),
         };
         Ok(jwt::verify(&jwks, token, &expect).await?)
     }

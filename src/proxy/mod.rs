@@ -259,10 +259,9 @@ fn rewrite(
             }
         }
         if let Some(aud) = &route.assertion_audience {
-            let signed =
-                state
-                    .assertions
-                    .sign(claims, groups_claim, aud, crate::session::now_secs());
+            let signed = state
+                .assertions
+                .sign(claims, groups_claim, aud, state.clock.now_secs());
             if let Some(mut value) = signed.and_then(|t| HeaderValue::from_str(&t).ok()) {
                 value.set_sensitive(true);
                 h.insert(state.assertion_header.clone(), value);

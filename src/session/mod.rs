@@ -25,7 +25,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use crate::clock::Clock;
 
 /// What a signed-in session holds. Sealed before it leaves this module.
 #[derive(Clone, Serialize, Deserialize)]
@@ -147,19 +149,14 @@ pub struct Sessions {
     /// every request, so a record deleted, expired or rewritten (by any
     /// replica) is seen at once.
     opened: moka::sync::Cache<String, Arc<OpenedRecord>>,
+    /// What idle and absolute timeouts are judged by.
+    clock: Clock,
 }
 
 struct OpenedRecord {
     sealed: Vec<u8>,
     data: Arc<SessionData>,
     stale_key: bool,
-}
-
-pub fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 impl Sessions {
@@ -178,7 +175,22 @@ impl Sessions {
                 .max_capacity(10_000)
                 .time_to_idle(Duration::from_secs(60))
                 .build(),
+            clock: Clock::system(),
         }
+    }
+
+    /// The same, judging timeouts by `clock` (the state's clock).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    fn now_secs(&self) -> i64 {
+        self.clock.now_secs()
     }
 
     pub fn store(&self) -> &Arc<dyn SessionStore> {
@@ -187,13 +199,13 @@ impl Sessions {
 
     /// The absolute end of a session created now.
     pub fn absolute_deadline(&self) -> i64 {
-        now_secs() + self.absolute.as_secs() as i64
+        self.now_secs() + self.absolute.as_secs() as i64
     }
 
     /// Stores `data` under a fresh id and returns the cookie value for it.
     pub async fn create(&self, mut data: SessionData) -> Result<(SessionId, String), SessionError> {
         let id = SessionId::random();
-        data.last_seen = now_secs();
+        data.last_seen = self.now_secs();
         self.write(&id, &data).await?;
         let cookie = self.cookie_value(&id);
         Ok((id, cookie))
@@ -236,7 +248,7 @@ impl Sessions {
                 (data, opened.stale_key)
             }
         };
-        let now = now_secs();
+        let now = self.now_secs();
         if data.expires_at <= now || data.last_seen + self.idle.as_secs() as i64 <= now {
             self.store.delete(&key).await?;
             self.opened.invalidate(&key);
@@ -376,7 +388,7 @@ impl Sessions {
         };
         Ok(self
             .open_record(&key, &sealed)
-            .filter(|d| d.expires_at > now_secs()))
+            .filter(|d| d.expires_at > self.now_secs()))
     }
 
     /// Takes the session's refresh lock for `ttl`, shared by every replica on
@@ -420,7 +432,7 @@ impl Sessions {
         let key = id.store_key();
         let plain = serde_json::to_vec(data).expect("session data serializes");
         let sealed = self.ring.seal(&plain, key.as_bytes());
-        let remaining_absolute = (data.expires_at - now_secs()).max(1) as u64;
+        let remaining_absolute = (data.expires_at - self.now_secs()).max(1) as u64;
         let ttl = self.idle.min(Duration::from_secs(remaining_absolute));
         // Index before record: a live record is always findable by sub/sid
         // (the other order could leave one that logout-everywhere misses).
@@ -481,7 +493,7 @@ mod tests {
     use super::*;
 
     fn data(expires_in: i64) -> SessionData {
-        let now = now_secs();
+        let now = Clock::system().now_secs();
         SessionData {
             sub: "alice".into(),
             sid: None,
@@ -595,6 +607,45 @@ mod tests {
         let s = sessions(&[[1; 32]], store.clone());
         let (_, cookie) = s.create(data(-1)).await.unwrap();
         assert!(s.load(&cookie).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn idle_timeout_follows_the_clock_and_slides_with_use() {
+        let store = Arc::new(MemoryStore::new(10));
+        let time = crate::clock::TestClock::new();
+        // Idle 600 s, absolute 3600 s.
+        let s = sessions(&[[1; 32]], store.clone()).with_clock(time.clock());
+        let (id, cookie) = s.create(data(3600)).await.unwrap();
+        // Used within the idle window, twice: each use moves the window on.
+        for _ in 0..2 {
+            time.advance(Duration::from_secs(599));
+            assert!(s.load(&cookie).await.unwrap().is_some(), "used in time");
+        }
+        time.advance(Duration::from_secs(600));
+        assert!(s.load(&cookie).await.unwrap().is_none(), "idle too long");
+        assert!(store.raw(&id.store_key()).is_none(), "the record is gone");
+    }
+
+    #[tokio::test]
+    async fn absolute_timeout_follows_the_clock_whatever_the_use() {
+        let store = Arc::new(MemoryStore::new(10));
+        let time = crate::clock::TestClock::new();
+        let s = sessions(&[[1; 32]], store.clone()).with_clock(time.clock());
+        let mut d = data(0);
+        d.expires_at = s.absolute_deadline();
+        let (id, cookie) = s.create(d).await.unwrap();
+        // Used every 500 s (well inside the idle window) until 3500 s ...
+        for _ in 0..7 {
+            time.advance(Duration::from_secs(500));
+            assert!(s.load(&cookie).await.unwrap().is_some(), "before the end");
+        }
+        // ... and over at 3600 s, however recently it was used.
+        time.advance(Duration::from_secs(100));
+        assert!(
+            s.load(&cookie).await.unwrap().is_none(),
+            "past the absolute end"
+        );
+        assert!(store.raw(&id.store_key()).is_none(), "the record is gone");
     }
 
     #[test]

@@ -16,6 +16,16 @@ console.log = (...args) => console.error(...args);
 console.info = (...args) => console.error(...args);
 console.debug = (...args) => console.error(...args);
 
+// ----------------------------------------------------------------- clock ---
+// POST /test/advance-clock moves this IdP's time forward, so tests can let
+// tokens and sessions expire without waiting. Everything here and in
+// oidc-provider reads the time through Date.now() (its epochTime helper
+// included), which is replaced before oidc-provider is imported.
+
+let clockOffsetMs = 0;
+const systemNow = Date.now.bind(Date);
+Date.now = () => systemNow() + clockOffsetMs;
+
 // ---------------------------------------------------------------- config ---
 
 function fail(msg) {
@@ -276,6 +286,15 @@ async function handle(req, res) {
     return json(res, 200, { sub, revoked: await revokeGrantsOf(sub, sessions) });
   }
   if (path === '/test/rotate-key' && method === 'POST') return json(res, 200, rotateKey());
+  if (path === '/test/advance-clock' && method === 'POST') {
+    const raw = url.searchParams.get('seconds');
+    const seconds = raw === null || raw === '' ? NaN : Number(raw);
+    if (!Number.isFinite(seconds) || seconds < 0) {
+      return json(res, 400, { error: 'seconds query parameter required: a number >= 0' });
+    }
+    clockOffsetMs += Math.round(seconds * 1000);
+    return json(res, 200, { offset_seconds: clockOffsetMs / 1000, now: Math.floor(Date.now() / 1000) });
+  }
   if (path === '/test/health' && method === 'GET') return json(res, 200, { ok: true });
   if (path.startsWith('/test/')) return json(res, 404, { error: 'unknown test hook' });
 

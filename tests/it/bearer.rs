@@ -191,10 +191,11 @@ async fn unknown_kid_floods_cause_few_jwks_fetches_and_rotation_is_picked_up() {
         "1000 unknown-kid tokens caused {fetched} JWKS fetches"
     );
 
-    // The IdP rotates: a new key, published first. After the cooldown, tokens signed with it pass.
+    // The IdP rotates: a new key, published first. After the cooldown (1 s
+    // on the gateway's clock), tokens signed with it pass.
     let next = TestKey::es256("rotated-2");
     s.idp.publish(&next);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    s.gw.clock().advance(Duration::from_millis(1100));
     let r = call(
         &s.gw,
         "/api/x",

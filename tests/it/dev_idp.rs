@@ -5,6 +5,7 @@
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use oidc_bff::clock::{Clock, TestClock};
 use oidc_bff::demo::dev_idp::{self, DevIdpConfig, DevIdpHandle};
 use reqwest::header::{
     AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, LOCATION, SET_COOKIE, WWW_AUTHENTICATE,
@@ -42,8 +43,13 @@ fn browser() -> Client {
 }
 
 async fn start(config: DevIdpConfig) -> Idp {
+    start_on(config, Clock::system()).await
+}
+
+/// A dev IdP whose time is `clock` (a [`TestClock`]'s, to let codes expire).
+async fn start_on(config: DevIdpConfig, clock: Clock) -> Idp {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let handle = dev_idp::start(config, listener)
+    let handle = dev_idp::start_with_clock(config, listener, clock)
         .await
         .expect("dev IdP starts");
     Idp {
@@ -662,11 +668,18 @@ async fn a_wrong_client_secret_is_401_invalid_client() {
 
 #[tokio::test]
 async fn an_expired_code_is_invalid_grant() {
-    let mut config = demo_config();
-    config.code_ttl = Duration::from_secs(1);
-    let idp = start(config).await;
+    let time = TestClock::new();
+    let config = demo_config();
+    let ttl = config.code_ttl;
+    let idp = start_on(config, time.clock()).await;
+    // Just inside its lifetime a code is redeemed ...
     let code = idp.code_for("alice", "alice-password").await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    time.advance(ttl - Duration::from_secs(5));
+    let (status, body) = idp.redeem(&code, REDIRECT_URI, VERIFIER).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // ... once it has passed, it is invalid_grant (a new browser: no IdP session yet).
+    let code = idp.code_in(&browser(), "alice", "alice-password").await;
+    time.advance(ttl + Duration::from_secs(1));
     let (status, body) = idp.redeem(&code, REDIRECT_URI, VERIFIER).await;
     assert_oauth_error(status, &body, StatusCode::BAD_REQUEST, "invalid_grant");
 }

@@ -1,12 +1,23 @@
 //! Token lifecycle against the real test IdP (oidc-provider): refresh driven
-//! by the access token's expiry, single-flight in one process and across two
-//! processes sharing Redis, revoked grants, back-channel logout (real and with
+//! by the access token's expiry, single-flight in one gateway and across two
+//! gateways sharing Redis, revoked grants, back-channel logout (real and with
 //! minted logout tokens), and logout with an unreachable revocation endpoint.
+//! Tokens expire by moving the IdP's and the gateways' clocks, not by waiting.
 
 use crate::harness::*;
 use crate::negative::{callback, start_login};
+use oidc_bff::clock::TestClock;
 use serde_json::{json, Value};
 use std::time::Duration;
+
+/// Moves the IdP's clock and the gateways' clocks forward together, so a
+/// token the IdP mints afterwards is as fresh for the gateways as before.
+pub async fn advance(idp: &Idp, clocks: &[&TestClock], by: Duration) {
+    idp.advance_clock(by).await;
+    for clock in clocks {
+        clock.advance(by);
+    }
+}
 
 async fn reset_stats(idp: &Idp) {
     reqwest::Client::new()
@@ -22,8 +33,10 @@ async fn refreshes(idp: &Idp) -> i64 {
         .unwrap_or(0)
 }
 
-/// 50 API calls at once, all of which must succeed with a token the upstream verifies.
-async fn fifty_calls(b: &reqwest::Client, gateways: &[&str]) {
+/// 50 API calls at once, all of which must succeed with a token the upstream
+/// verifies and that has not expired at `now` (the gateways' clock, which the
+/// upstream's own check, on real time, does not follow).
+async fn fifty_calls(b: &reqwest::Client, gateways: &[&str], now: i64) {
     let mut tasks = Vec::new();
     for i in 0..50 {
         let b = b.clone();
@@ -32,17 +45,28 @@ async fn fifty_calls(b: &reqwest::Client, gateways: &[&str]) {
             let r = b.get(url).header("x-csrf", "1").send().await.unwrap();
             let status = r.status().as_u16();
             let body: Value = r.json().await.unwrap_or(Value::Null);
-            (status, body["verified"] == true)
+            (
+                status,
+                body["verified"] == true,
+                body["claims"]["exp"].as_i64(),
+            )
         }));
     }
     for t in tasks {
-        let (status, verified) = t.await.unwrap();
+        let (status, verified, exp) = t.await.unwrap();
         assert_eq!(status, 200);
         assert!(verified, "the upstream verified a fresh access token");
+        assert!(
+            exp.is_some_and(|exp| exp > now),
+            "the access token sent upstream expired at {exp:?}, before {now}"
+        );
     }
 }
 
-const SHORT_TOKENS: &str = r#"{"access_token_ttl": 5, "rotate_refresh_tokens": true}"#;
+/// Access tokens live 5 minutes: they never expire while a test runs, only
+/// when the test moves the clocks past [`TOKEN_EXPIRED`].
+const SHORT_TOKENS: &str = r#"{"access_token_ttl": 300, "rotate_refresh_tokens": true}"#;
+const TOKEN_EXPIRED: Duration = Duration::from_secs(301);
 
 #[tokio::test]
 async fn one_refresh_for_fifty_concurrent_calls() {
@@ -55,13 +79,15 @@ async fn one_refresh_for_fifty_concurrent_calls() {
         upstream.url
     );
     let gw = Gateway::start(reserved, &config_toml(&url, &idp.issuer, &routes)).await;
+    let now = || gw.state.clock.now_secs();
     let b = browser();
     sign_in(&b, &gw.url, "alice", "/").await;
-    fifty_calls(&b, &[&gw.url]).await;
     reset_stats(&idp).await;
-    // The access token (5 s) expires; the session (hours) does not.
-    tokio::time::sleep(Duration::from_millis(5500)).await;
-    fifty_calls(&b, &[&gw.url]).await;
+    fifty_calls(&b, &[&gw.url], now()).await;
+    assert_eq!(refreshes(&idp).await, 0, "a fresh token is not refreshed");
+    // The access token (5 min) expires; the session (hours) does not.
+    advance(&idp, &[gw.clock()], TOKEN_EXPIRED).await;
+    fifty_calls(&b, &[&gw.url], now()).await;
     assert_eq!(refreshes(&idp).await, 1, "exactly one refresh at the IdP");
     // The user endpoint says the token was refreshed.
     let user: Value = b
@@ -78,46 +104,75 @@ async fn one_refresh_for_fifty_concurrent_calls() {
         "{user}"
     );
     // And with rotation, the next expiry refreshes again with the rotated token.
-    tokio::time::sleep(Duration::from_millis(5500)).await;
-    fifty_calls(&b, &[&gw.url]).await;
+    advance(&idp, &[gw.clock()], TOKEN_EXPIRED).await;
+    fifty_calls(&b, &[&gw.url], now()).await;
     assert_eq!(refreshes(&idp).await, 2);
 }
 
+/// One replica for [`one_refresh_across_two_gateways_sharing_redis`]: an
+/// in-process gateway on `listeners` whose session store is the Redis its
+/// config names; nothing but Redis is shared with the other. Serves until
+/// the returned sender is dropped.
+async fn redis_replica(
+    listeners: (tokio::net::TcpListener, tokio::net::TcpListener),
+    toml: &str,
+    clock: &TestClock,
+) -> tokio::sync::oneshot::Sender<()> {
+    let config = oidc_bff::config::load_from_str(toml).unwrap();
+    let state = oidc_bff::app::AppState::new_with_clock(config, clock.clock()).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    oidc_bff::serve(state, listeners.0, listeners.1, async {
+        let _ = stopped.await;
+    })
+    .await
+    .unwrap();
+    stop
+}
+
 #[tokio::test]
-async fn one_refresh_across_two_processes_sharing_redis() {
+async fn one_refresh_across_two_gateways_sharing_redis() {
     let redis = RedisServer::start();
-    let (pa, pb) = (ProcessPorts::new(), ProcessPorts::new());
+    let bind = || async {
+        (
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        )
+    };
+    let (la, lb) = (bind().await, bind().await);
+    let url = |l: &(tokio::net::TcpListener, _)| format!("http://{}", l.0.local_addr().unwrap());
+    let (url_a, url_b) = (url(&la), url(&lb));
     let mut cfg: Value = serde_json::from_str(SHORT_TOKENS).unwrap();
     cfg["clients"] = json!([{
         "client_id": "bff", "client_secret": "bff-secret",
-        "redirect_uris": [format!("{}/auth/callback", pa.url), format!("{}/auth/callback", pb.url)],
-        "post_logout_redirect_uris": [format!("{}/auth/signed-out", pa.url)],
+        "redirect_uris": [format!("{url_a}/auth/callback"), format!("{url_b}/auth/callback")],
+        "post_logout_redirect_uris": [format!("{url_a}/auth/signed-out")],
     }]);
     let idp = Idp::start(cfg);
     let upstream = Upstream::start(Some(format!("{}/jwks", idp.issuer))).await;
     let key = test_key();
-    let toml = |p: &ProcessPorts| {
+    let toml = |public_url: &str| {
         format!(
-            "{server}\n[provider]\nissuer = \"{iss}\"\nclient_id = \"bff\"\nclient_secret = \"bff-secret\"\n\
+            "[server]\npublic_url = \"{public_url}\"\n[provider]\nissuer = \"{iss}\"\nclient_id = \"bff\"\nclient_secret = \"bff-secret\"\n\
              scopes = [\"openid\", \"email\", \"offline_access\", \"api:read\"]\ninsecure_allow_http = true\n\
              [session]\nstore = \"redis\"\nredis_url = \"{redis}\"\nkeys = [\"{key}\"]\n\
              [[route]]\npath = \"/api/\"\nupstream = \"{up}\"\n",
-            server = p.server_toml(),
             iss = idp.issuer,
             redis = redis.url(),
             up = upstream.url
         )
     };
-    let a = GatewayProcess::start(&pa, &toml(&pa)).await;
-    let b_gw = GatewayProcess::start(&pb, &toml(&pb)).await;
-    a.wait_ready(Duration::from_secs(10)).await;
-    b_gw.wait_ready(Duration::from_secs(10)).await;
+    // Two replicas, each with a clock of its own, moved together.
+    let (clock_a, clock_b) = (TestClock::new(), TestClock::new());
+    let _a = redis_replica(la, &toml(&url_a), &clock_a).await;
+    let _b = redis_replica(lb, &toml(&url_b), &clock_b).await;
+    let now = || clock_a.clock().now_secs();
     let b = browser();
-    sign_in(&b, &a.url, "alice", "/").await;
-    fifty_calls(&b, &[&a.url, &b_gw.url]).await;
+    sign_in(&b, &url_a, "alice", "/").await;
     reset_stats(&idp).await;
-    tokio::time::sleep(Duration::from_millis(5500)).await;
-    fifty_calls(&b, &[&a.url, &b_gw.url]).await;
+    fifty_calls(&b, &[&url_a, &url_b], now()).await;
+    assert_eq!(refreshes(&idp).await, 0, "a fresh token is not refreshed");
+    advance(&idp, &[&clock_a, &clock_b], TOKEN_EXPIRED).await;
+    fifty_calls(&b, &[&url_a, &url_b], now()).await;
     assert_eq!(
         refreshes(&idp).await,
         1,
@@ -144,7 +199,7 @@ async fn revoked_grant_ends_the_session_without_a_loop() {
         .await
         .unwrap();
     assert!(r.status().is_success());
-    tokio::time::sleep(Duration::from_millis(5500)).await;
+    advance(&idp, &[gw.clock()], TOKEN_EXPIRED).await;
 
     let r = xhr
         .get(format!("{}/api/x", gw.url))
@@ -412,4 +467,95 @@ async fn backchannel_logout_ends_the_session_on_every_replica() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+}
+
+/// A gateway on the rogue IdP with these session timeouts, and a browser
+/// signed in to it. The access token outlives every test below (no refresh
+/// token): only the session's own timeouts can end it.
+async fn session_with_timeouts(idle: &str, absolute: &str) -> (RogueIdp, Gateway, reqwest::Client) {
+    let idp = RogueIdp::start().await;
+    let upstream = Upstream::start(None).await;
+    let reserved = reserve().await;
+    let routes = format!(
+        "[[route]]\npath = \"/app/\"\nupstream = \"{}\"\ncsrf = false\n",
+        upstream.url
+    );
+    let toml = config_toml(&reserved.url, &idp.issuer, &routes).replace(
+        "[session]\n",
+        &format!("[session]\nidle_timeout = \"{idle}\"\nabsolute_timeout = \"{absolute}\"\n"),
+    );
+    let gw = Gateway::start(reserved, &toml).await;
+    let b = browser();
+    let (state, nonce) = start_login(&b, &gw.url, "/").await;
+    idp.answer_with(json!({
+        "access_token": "opaque-access",
+        "token_type": "Bearer",
+        "expires_in": 7 * 86_400,
+        "id_token": idp.key.sign(&crate::negative::good_claims(&idp.issuer, &nonce)),
+    }));
+    let r = callback(&b, &gw.url, &format!("code=abc&state={state}")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(gw.session_count(), 1);
+    (idp, gw, b)
+}
+
+/// `GET /auth/user` as an API client asks: the status.
+async fn user_status(b: &reqwest::Client, gw: &Gateway) -> u16 {
+    b.get(format!("{}/auth/user", gw.url))
+        .header("x-csrf", "1")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// The documented refusal of an ended session: 401 `unauthenticated` to an
+/// API client, a redirect to sign-in for a navigation; the record is gone.
+async fn assert_signed_out(b: &reqwest::Client, gw: &Gateway) {
+    let r = b
+        .get(format!("{}/auth/user", gw.url))
+        .header("x-csrf", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "unauthenticated");
+    let r = b
+        .get(format!("{}/app/page", gw.url))
+        .header("sec-fetch-mode", "navigate")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(location(&r), "/auth/login?return_to=%2Fapp%2Fpage");
+    assert_eq!(gw.session_count(), 0, "the session record is gone");
+}
+
+#[tokio::test]
+async fn a_session_idle_longer_than_idle_timeout_ends() {
+    let (_idp, gw, b) = session_with_timeouts("10m", "1h").await;
+    let minute = Duration::from_secs(60);
+    // Used every 9 minutes: alive well past 10 minutes after sign-in, as
+    // each use moves the idle window on.
+    for _ in 0..3 {
+        gw.clock().advance(9 * minute);
+        assert_eq!(user_status(&b, &gw).await, 200);
+    }
+    // Then 10 minutes without a request: over.
+    gw.clock().advance(10 * minute);
+    assert_signed_out(&b, &gw).await;
+}
+
+#[tokio::test]
+async fn a_session_older_than_absolute_timeout_ends_however_active() {
+    let (_idp, gw, b) = session_with_timeouts("10m", "30m").await;
+    let minute = Duration::from_secs(60);
+    for _ in 0..3 {
+        gw.clock().advance(9 * minute);
+        assert_eq!(user_status(&b, &gw).await, 200);
+    }
+    // 27 minutes in, used 9 minutes ago at most; at 30 minutes it ends.
+    gw.clock().advance(3 * minute + Duration::from_secs(1));
+    assert_signed_out(&b, &gw).await;
 }

@@ -148,20 +148,70 @@ async fn bad_state_never_redeems_the_code() {
 
 #[tokio::test]
 async fn expired_state_is_refused() {
+    // The login cookie's Max-Age is the login timeout, so a browser's jar
+    // drops it once it expires and the server never sees it. This client
+    // keeps it and sends it by hand, so the server's own expiry check is
+    // what is tested.
     let idp = RogueIdp::start().await;
     let reserved = reserve().await;
-    let toml = config_toml(&reserved.url, &idp.issuer, "").replace(
-        "insecure_allow_http = true",
-        "insecure_allow_http = true\nlogin_timeout = \"1s\"",
-    );
+    let toml = config_toml(&reserved.url, &idp.issuer, "");
     let gw = Gateway::start(reserved, &toml).await;
-    let b = browser();
-    let (state, nonce) = start_login(&b, &gw.url, "/").await;
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    idp.answer_with_id_token(good_claims(&idp.issuer, &nonce));
-    let r = callback(&b, &gw.url, &format!("code=abc&state={state}")).await;
+    let timeout = gw.state.config.provider.login_timeout;
+    let name = gw.state.cookies.login_name.clone();
+    let no_jar = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let (no_jar, name, gw) = (&no_jar, &name, &gw);
+    let login = move || async move {
+        let r = no_jar
+            .get(format!("{}/auth/login?return_to=%2Fhome", gw.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 302);
+        let cookie = set_cookie_value(&r, name).expect("a login cookie");
+        let loc = location(&r);
+        (
+            param(&loc, "state").unwrap(),
+            param(&loc, "nonce").unwrap(),
+            cookie,
+        )
+    };
+    // An ID token that is valid at the gateway's (moved) time: only the
+    // login state's age can fail the callback.
+    let answer = |nonce: &str| {
+        let at = gw.state.clock.now_secs();
+        let mut claims = good_claims(&idp.issuer, nonce);
+        claims["iat"] = json!(at);
+        claims["exp"] = json!(at + 300);
+        idp.answer_with_id_token(claims);
+    };
+    let callback = |state: String, cookie: String| {
+        no_jar
+            .get(format!("{}/auth/callback?code=abc&state={state}", gw.url))
+            .header("accept", "text/html")
+            .header("cookie", format!("{name}={cookie}"))
+            .send()
+    };
+
+    // The control: just inside the timeout, the same hand-sent cookie signs in.
+    let (state, nonce, cookie) = login().await;
+    gw.clock().advance(timeout - Duration::from_secs(5));
+    answer(&nonce);
+    let r = callback(state, cookie).await.unwrap();
+    assert_eq!(landing_page(r).await, "/home");
+    assert_eq!(gw.session_count(), 1);
+
+    // Past the timeout: the server refuses the state it sealed itself.
+    let (state, nonce, cookie) = login().await;
+    gw.clock().advance(timeout + Duration::from_secs(1));
+    answer(&nonce);
+    let r = callback(state, cookie).await.unwrap();
     assert_eq!(r.status(), 400);
-    assert_eq!(gw.session_count(), 0);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Sign in again"), "{page}");
+    assert_eq!(gw.session_count(), 1, "no session for the expired login");
 }
 
 #[tokio::test]

@@ -112,7 +112,7 @@ impl Traefik {
         let dynamic_path = dir.write("dynamic.yml", dynamic);
         let mut tried = Vec::new();
         for attempt in 0..5 {
-            let port = free_port();
+            let port = candidate_port(u16::MAX);
             let log = dir.0.join(format!("traefik-{attempt}.log"));
             match Self::spawn(&bin, &dynamic_path, port, &log) {
                 Ok(child) => {

@@ -8,15 +8,12 @@ use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
-use std::time::Instant;
 use subtle::ConstantTimeEq;
 use url::Url;
 
 use super::pages::{self, LoginPage, UserRow};
 use super::params::{describe, Params};
-use super::{
-    random_token, redirect, unix_now, CodeRecord, DevIdpState, SessionRecord, SESSION_COOKIE,
-};
+use super::{random_token, redirect, CodeRecord, DevIdpState, SessionRecord, SESSION_COOKIE};
 
 /// The parameters the login form carries from the authorize request to its POST.
 const CARRIED: &[&str] = &[
@@ -262,7 +259,7 @@ fn code_redirect(
     auth_time: u64,
 ) -> Response {
     let code = random_token();
-    let now = Instant::now();
+    let now = s.instant();
     {
         let mut store = s.store();
         store.purge(now);
@@ -297,10 +294,7 @@ fn code_redirect(
 fn current_session(s: &DevIdpState, headers: &HeaderMap) -> Option<(String, u64)> {
     let id = super::params::cookie(headers, SESSION_COOKIE)?;
     let store = s.store();
-    let session = store
-        .sessions
-        .get(id)
-        .filter(|r| r.expires > Instant::now())?;
+    let session = store.sessions.get(id).filter(|r| r.expires > s.instant())?;
     s.config.user(&session.username)?;
     Some((session.username.clone(), session.auth_time))
 }
@@ -358,11 +352,11 @@ pub(super) async fn login(State(s): State<Arc<DevIdpState>>, body: Bytes) -> Res
             username,
         );
     }
-    let auth_time = unix_now();
+    let auth_time = s.unix_now();
     let mut cookie = None;
     if !s.config.session_ttl.is_zero() {
         let id = random_token();
-        let now = Instant::now();
+        let now = s.instant();
         let mut store = s.store();
         store.purge(now);
         store.sessions.insert(

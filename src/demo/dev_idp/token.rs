@@ -14,13 +14,12 @@ use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use std::time::Instant;
 use subtle::ConstantTimeEq;
 
 use super::config::{DevClient, DevUser};
 use super::keys::at_hash;
 use super::params::{basic_credentials, bearer_token, no_store, OAuthError, Params};
-use super::{random_token, unix_now, DevIdpState, RefreshRecord};
+use super::{random_token, DevIdpState, RefreshRecord};
 
 /// RFC 6749 §3.2: token requests are `application/x-www-form-urlencoded`.
 fn form_body(headers: &HeaderMap, body: &[u8]) -> Result<Params, OAuthError> {
@@ -112,7 +111,7 @@ struct Grant<'a> {
 /// `cognito:groups` only when the user has groups, and `email` only when the
 /// user has one.
 fn mint(s: &DevIdpState, g: &Grant<'_>) -> Result<(String, Option<String>), OAuthError> {
-    let now = unix_now();
+    let now = s.unix_now();
     let sub = s.sub(&g.user.username);
     let event_id = uuid::Uuid::new_v4().to_string();
     let groups = (!g.user.groups.is_empty()).then(|| json!(g.user.groups));
@@ -226,7 +225,7 @@ fn authorization_code(
         record.used = true;
         record.clone()
     };
-    if record.expires <= Instant::now() {
+    if record.expires <= s.instant() {
         return Err(OAuthError::invalid_grant(
             "the authorization code has expired",
         ));
@@ -269,7 +268,7 @@ fn authorization_code(
     )?;
     let refresh = random_token();
     {
-        let now = Instant::now();
+        let now = s.instant();
         let mut store = s.store();
         store.purge(now);
         store.refresh_tokens.insert(
@@ -294,7 +293,7 @@ fn refresh_token(s: &DevIdpState, client: &DevClient, p: &Params) -> Result<Valu
         let Some(r) = store.refresh_tokens.get(token) else {
             return Err(OAuthError::invalid_grant("the refresh token is not valid"));
         };
-        if r.expires <= Instant::now() || store.revoked_origins.contains(&r.origin) {
+        if r.expires <= s.instant() || store.revoked_origins.contains(&r.origin) {
             return Err(OAuthError::invalid_grant("the refresh token is not valid"));
         }
         if r.client_id != client.client_id {

@@ -14,6 +14,7 @@ pub struct Gateway {
     pub admin_url: String,
     pub state: Arc<AppState>,
     pub store: Arc<MemoryStore>,
+    clock: oidc_bff::clock::TestClock,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -76,7 +77,8 @@ impl Gateway {
     ) -> Gateway {
         let config = oidc_bff::config::load_from_str(toml)
             .unwrap_or_else(|e| panic!("test config invalid: {e}"));
-        let state = AppState::with_store(config, store.clone()).unwrap();
+        let clock = oidc_bff::clock::TestClock::new();
+        let state = AppState::with_store_and_clock(config, store.clone(), clock.clock()).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let running = oidc_bff::serve(state, reserved.listener, reserved.admin, async {
             let _ = rx.await;
@@ -88,8 +90,15 @@ impl Gateway {
             admin_url: format!("http://{}", running.admin_addr),
             state: running.state,
             store,
+            clock,
             shutdown: Some(tx),
         }
+    }
+
+    /// This gateway's clock: `gw.clock().advance(..)` moves its time (and no
+    /// other gateway's).
+    pub fn clock(&self) -> &oidc_bff::clock::TestClock {
+        &self.clock
     }
 
     /// Live session records in the store.

@@ -7,6 +7,7 @@ use super::repo_root;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::Duration;
 
 /// A real oidc-provider process. Dropping it ends the process.
 pub struct Idp {
@@ -72,6 +73,20 @@ impl Idp {
     /// Lets a paused IdP go on (SIGCONT); it answers what queued meanwhile.
     pub fn resume(&self) {
         assert!(signal(self.child.id(), "-CONT"), "cannot resume the IdP");
+    }
+
+    /// Moves the IdP's clock `by` forward (`POST /test/advance-clock`).
+    pub async fn advance_clock(&self, by: Duration) {
+        let r = reqwest::Client::new()
+            .post(format!(
+                "{}/test/advance-clock?seconds={}",
+                self.issuer,
+                by.as_secs_f64()
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "the IdP's clock did not move");
     }
 
     pub async fn stats(&self) -> Value {

@@ -87,7 +87,7 @@ impl Drop for ScratchDir {
 /// back: free a moment ago, at most `max`. Nothing holds it, so the child
 /// may find it taken; such children are started with a retry on "address in
 /// use" (see `RedisServer`), never on this number alone.
-fn candidate_port(max: u16) -> u16 {
+pub fn candidate_port(max: u16) -> u16 {
     for _ in 0..1000 {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
