@@ -30,22 +30,9 @@ upstream = "UPSTREAM"
 auth = "public"
 "#;
 
-/// The ```yaml block of the Traefik (ForwardAuth) example. The file and its
-/// heading are named here only.
+/// The ```yaml block of the Traefik (ForwardAuth) example in docs/forward-auth.md.
 fn traefik_example() -> String {
-    let doc = std::fs::read_to_string(repo_root().join("docs/forward-auth.md")).unwrap();
-    let section = doc
-        .split("\n### Traefik (ForwardAuth)")
-        .nth(1)
-        .expect("docs/forward-auth.md has a \"### Traefik (ForwardAuth)\" section");
-    section
-        .split("```yaml\n")
-        .nth(1)
-        .expect("the Traefik section has a yaml example")
-        .split("\n```")
-        .next()
-        .unwrap()
-        .to_string()
+    crate::forward_auth::forward_auth_doc_example("### Traefik (ForwardAuth)", "yaml")
 }
 
 /// The example with the test's addresses: the gateway and the app on their
