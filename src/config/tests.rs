@@ -1,9 +1,10 @@
 //! Validation tests: one minimal valid config, and a table of single changes
 //! that each must be refused with the exact key named and a readable message.
 //!
-//! Environment overrides are process-global and tests run in parallel, so only
-//! [`environment_overrides_apply`] sets one (`OIDC_BFF__SESSION__MAX_SESSIONS`),
-//! and no other test looks at `max_sessions`.
+//! No test here sets an environment variable: the environment is process-global
+//! and every `load_from_str` reads it while tests run in parallel. Overrides are
+//! tested on the binary, in a child process with its own environment
+//! (`tests/it/cli.rs`).
 
 use super::*;
 use std::path::PathBuf;
@@ -563,22 +564,6 @@ fn loopback_http_and_cognito_are_accepted() {
     ))
     .unwrap_or_else(|e| panic!("{e}"));
     assert!(c.provider.insecure_allow_http);
-}
-
-#[test]
-fn environment_overrides_apply() {
-    // The only test that sets an OIDC_BFF__ variable; no other test reads max_sessions.
-    const VAR: &str = "OIDC_BFF__SESSION__MAX_SESSIONS";
-    std::env::set_var(VAR, "1234");
-    let loaded = load_from_str(&base());
-    std::env::remove_var(VAR);
-    let c = loaded.unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(c.session.max_sessions, 1234);
-    assert_eq!(
-        c.server.public_url.as_str(),
-        "https://app.example.com/",
-        "the file still applies"
-    );
 }
 
 #[test]

@@ -215,6 +215,31 @@ fn check_config_applies_environment_overrides() {
 }
 
 #[test]
+fn check_config_applies_a_valid_environment_override() {
+    let dir = TempDir::new();
+    let path = dir.write("valid.toml", &valid_config());
+    let o = check_config(&path, &[("OIDC_BFF__SESSION__MAX_SESSIONS", "1234")]);
+    assert_eq!(o.status.code(), Some(0), "stderr:\n{}", stderr(&o));
+    let out = stdout(&o);
+    let config: toml::Table = toml::from_str(&out).unwrap_or_else(|e| panic!("{e}:\n{out}"));
+    assert_eq!(
+        config["session"]["max_sessions"].as_integer(),
+        Some(1234),
+        "{out}"
+    );
+    assert_eq!(
+        config["server"]["public_url"].as_str(),
+        Some("https://app.example.com/"),
+        "the file still applies: {out}"
+    );
+    // Without the variable, the default (so 1234 came from the environment).
+    let o = check_config(&path, &[]);
+    let out = stdout(&o);
+    let config: toml::Table = toml::from_str(&out).unwrap_or_else(|e| panic!("{e}:\n{out}"));
+    assert_ne!(config["session"]["max_sessions"].as_integer(), Some(1234));
+}
+
+#[test]
 fn check_config_reports_a_missing_file() {
     let dir = TempDir::new();
     let o = check_config(&dir.0.join("nope.toml"), &[]);

@@ -441,6 +441,25 @@ async fn slow_upstream() -> String {
     url
 }
 
+/// The WebSocket's next message; a panic naming `what` if none comes within
+/// 10 s (a hung tunnel must fail the test, not hang it).
+async fn ws_next<S>(ws: &mut S, what: &str) -> tokio_tungstenite::tungstenite::Message
+where
+    S: futures_util::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    use futures_util::StreamExt;
+    tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .unwrap_or_else(|_| panic!("no WebSocket message within 10 s: {what}"))
+        .unwrap_or_else(|| panic!("the WebSocket ended: {what}"))
+        .unwrap_or_else(|e| panic!("WebSocket error ({e}): {what}"))
+}
+
 #[tokio::test]
 async fn long_requests_outlive_short_timeouts() {
     use futures_util::{SinkExt, StreamExt};
@@ -497,20 +516,24 @@ async fn long_requests_outlive_short_timeouts() {
         req.headers_mut().insert("origin", gw.url.parse().unwrap());
         req.headers_mut()
             .insert("cookie", format!("oidc_bff={cookie}").parse().unwrap());
-        let (mut ws, resp) = tokio_tungstenite::connect_async(req)
-            .await
-            .expect("handshake");
+        let (mut ws, resp) = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_tungstenite::connect_async(req),
+        )
+        .await
+        .expect("the WebSocket handshake is answered within 10 s")
+        .expect("handshake");
         assert_eq!(resp.status(), 101);
         ws.send(Message::Text("one".into())).await.unwrap();
         assert_eq!(
-            ws.next().await.unwrap().unwrap(),
+            ws_next(&mut ws, "the echo of the first message").await,
             Message::Text("echo: one".into())
         );
         let quiet = tokio::time::timeout(Duration::from_millis(2700), ws.next()).await;
         assert!(quiet.is_err(), "the tunnel ended while quiet: {quiet:?}");
         ws.send(Message::Text("two".into())).await.unwrap();
         assert_eq!(
-            ws.next().await.unwrap().unwrap(),
+            ws_next(&mut ws, "the echo after the quiet spell").await,
             Message::Text("echo: two".into())
         );
     };

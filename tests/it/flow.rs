@@ -1,7 +1,11 @@
 //! The whole sign-in, proxy and sign-out flow against the real test IdP.
 
 use crate::harness::*;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::time::{Duration, Instant};
 
 const API_ROUTE: &str = r#"
 [[route]]
@@ -213,13 +217,12 @@ async fn sign_in_call_api_and_sign_out() {
     // The refresh token is revoked in the background.
     let mut revoked = false;
     for _ in 0..50 {
-        if s.idp.stats().await["revocation"].as_i64().unwrap_or(0)
-            > before["revocation"].as_i64().unwrap_or(0)
-        {
+        let count = |stats: &Value| stats["revocation"].as_i64().expect("IdP stats: revocation");
+        if count(&s.idp.stats().await) > count(&before) {
             revoked = true;
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(revoked, "refresh token revoked at the IdP");
 
@@ -339,7 +342,8 @@ async fn concurrent_logins_from_several_tabs() {
 async fn stored_record_holds_no_token_in_clear() {
     let s = stack().await;
     let b = browser();
-    sign_in(&b, &s.gw.url, "alice", "/").await;
+    let r = sign_in(&b, &s.gw.url, "alice", "/").await;
+    let cookie = set_cookie_value(&r, "oidc_bff").expect("session cookie");
     let keys = s.gw.store.keys();
     assert_eq!(keys.len(), 1);
     let raw = s.gw.store.raw(&keys[0]).unwrap();
@@ -371,6 +375,123 @@ async fn stored_record_holds_no_token_in_clear() {
     assert!(cookie_header
         .header("cookie")
         .is_none_or(|c| !c.contains(&keys[0])));
+    // Where it can fail: the store itself. The cookie is `id.mac`; the one
+    // record is keyed by a hash of the id, and neither the cookie nor its id
+    // is a key or inside the record.
+    let (id, _mac) = cookie.split_once('.').expect("cookie is id.mac");
+    let id_bytes = B64.decode(id).expect("the cookie's id is base64url");
+    assert_eq!(
+        keys,
+        [B64.encode(Sha256::digest(&id_bytes))],
+        "the record this cookie names"
+    );
+    for key in &keys {
+        assert!(
+            *key != cookie && !key.contains(id) && !cookie.contains(key.as_str()),
+            "the store key is (part of) the cookie value"
+        );
+    }
+    for needle in [cookie.as_bytes(), id.as_bytes(), id_bytes.as_slice()] {
+        assert!(
+            !raw.windows(needle.len()).any(|w| w == needle),
+            "the cookie value (or its id) is inside the stored record"
+        );
+    }
+}
+
+/// A revocation endpoint that accepts the connection and never answers:
+/// logout must not wait for it, and the background revocation must give up
+/// after `provider.http_timeout` (a refused port would fail at once and
+/// prove neither).
+#[tokio::test]
+async fn logout_completes_when_revocation_never_answers() {
+    use tokio::io::AsyncReadExt;
+    let http_timeout = Duration::from_secs(2);
+    let margin = Duration::from_secs(2);
+    let hold = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hold_addr = hold.local_addr().unwrap();
+    // Each connection: the request bytes it carried, and how long after the
+    // accept the gateway closed it (None: still open when the test gave up).
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Option<Duration>)>();
+    tokio::spawn(async move {
+        loop {
+            let (mut sock, _) = hold.accept().await.unwrap();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let accepted = Instant::now();
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                let closed = loop {
+                    match tokio::time::timeout(Duration::from_secs(15), sock.read(&mut buf)).await {
+                        Ok(Ok(0)) | Ok(Err(_)) => break Some(accepted.elapsed()),
+                        Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+                        Err(_) => break None,
+                    }
+                };
+                let _ = tx.send((String::from_utf8_lossy(&seen).into_owned(), closed));
+                // Never answered; the socket drops only now.
+                drop(sock);
+            });
+        }
+    });
+
+    let reserved = reserve().await;
+    let idp = Idp::for_gateway(&reserved.url, json!({}));
+    let toml = config_toml(&reserved.url, &idp.issuer, "").replace(
+        "insecure_allow_http = true",
+        &format!(
+            "insecure_allow_http = true\nhttp_timeout = \"{}s\"\nrevocation_endpoint = \"http://{hold_addr}/revoke\"",
+            http_timeout.as_secs()
+        ),
+    );
+    let gw = Gateway::start(reserved, &toml).await;
+    let b = browser();
+    sign_in(&b, &gw.url, "alice", "/").await;
+    assert_eq!(gw.session_count(), 1);
+
+    let started = Instant::now();
+    let r = tokio::time::timeout(
+        http_timeout + margin,
+        b.post(format!("{}/auth/logout", gw.url))
+            .header("x-csrf", "1")
+            .send(),
+    )
+    .await
+    .expect("logout answered within provider.http_timeout plus a margin")
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        started.elapsed() < http_timeout + margin,
+        "logout took {:?}",
+        started.elapsed()
+    );
+    let body: Value = r.json().await.unwrap();
+    assert!(body["redirect"].as_str().unwrap().contains("/session/end?"));
+    assert_eq!(gw.session_count(), 0, "the session record is gone");
+    let r = b
+        .get(format!("{}/auth/user", gw.url))
+        .header("x-csrf", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // The revocation did go out, to the endpoint that never answers, and
+    // the gateway dropped it after http_timeout rather than holding it.
+    let (request, closed) = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .expect("the gateway connected to the revocation endpoint")
+        .unwrap();
+    assert!(
+        request.starts_with("POST /revoke "),
+        "not a revocation request: {:?}",
+        request.lines().next()
+    );
+    let closed = closed.expect("the gateway held the revocation connection open for 15 s");
+    assert!(
+        closed < http_timeout + margin,
+        "the revocation connection was dropped after {closed:?}, not within http_timeout ({http_timeout:?}) plus {margin:?}"
+    );
 }
 
 #[tokio::test]

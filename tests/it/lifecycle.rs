@@ -278,7 +278,7 @@ async fn backchannel_logout_from_the_real_idp() {
         0,
         "the IdP's logout token ended the session"
     );
-    assert!(idp.stats().await["backchannel_error"].as_i64().unwrap_or(0) == 0);
+    assert_eq!(idp.stats().await["backchannel_error"].as_i64(), Some(0));
     let r = b
         .get(format!("{}/auth/user", gw.url))
         .header("x-csrf", "1")

@@ -134,29 +134,84 @@ async fn stack(routes: &str) -> (Rogue, reqwest::Client) {
     (s, b)
 }
 
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+/// A memory figure (`VmRSS`, `VmHWM`, in KiB) of process `pid`, from /proc.
+fn proc_kib(pid: u32, field: &str) -> u64 {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
+        .unwrap_or_else(|| panic!("no {field} in {path}"))
+}
+
+/// The WebSocket's next message; a panic naming `what` if none comes within
+/// 10 s (a hung tunnel must fail the test, not hang it).
+async fn ws_next<S>(ws: &mut S, what: &str) -> tokio_tungstenite::tungstenite::Message
+where
+    S: futures_util::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .unwrap_or_else(|_| panic!("no WebSocket message within 10 s: {what}"))
+        .unwrap_or_else(|| panic!("the WebSocket ended: {what}"))
+        .unwrap_or_else(|e| panic!("WebSocket error ({e}): {what}"))
+}
+
+/// `connect_async`, bounded: a handshake that never answers fails the test.
+async fn ws_connect(
+    req: tokio_tungstenite::tungstenite::handshake::client::Request,
+) -> Result<
+    (
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    tokio_tungstenite::tungstenite::Error,
+> {
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(req),
+    )
+    .await
+    .expect("the WebSocket handshake is answered within 10 s")
 }
 
 #[tokio::test]
 async fn large_bodies_stream_both_ways() {
     let up = streamer().await;
-    let (s, b) = stack(&format!(
-        "[[route]]\npath = \"/files/\"\nupstream = \"{}\"\nstrip_prefix = true\nmax_body_bytes = {}\n",
-        up.url,
-        300 * MB
-    ))
-    .await;
-    let before = rss_kib();
+    // The gateway runs as its own process, so its memory is measured alone
+    // (not this test process's, which holds the upstream and the client).
+    let idp = RogueIdp::start().await;
+    let ports = ProcessPorts::new();
+    let toml = format!(
+        "{server}\n[provider]\nissuer = \"{iss}\"\nclient_id = \"bff\"\nclient_secret = \"bff-secret\"\n\
+         insecure_allow_http = true\n[session]\nkeys = [\"{key}\"]\n\
+         [[route]]\npath = \"/files/\"\nupstream = \"{up}\"\nstrip_prefix = true\nmax_body_bytes = {max}\n",
+        server = ports.server_toml(),
+        iss = idp.issuer,
+        key = test_key(),
+        up = up.url,
+        max = 300 * MB
+    );
+    let mut gw = GatewayProcess::start(&ports, &toml).await;
+    gw.wait_ready(Duration::from_secs(10)).await;
+    let b = browser();
+    let (state, nonce) = crate::negative::start_login(&b, &gw.url, "/").await;
+    idp.answer_with_id_token(crate::negative::good_claims(&idp.issuer, &nonce));
+    let r = crate::negative::callback(&b, &gw.url, &format!("code=abc&state={state}")).await;
+    assert_eq!(r.status(), 200, "sign-in; log:\n{}", gw.log());
+    let before = proc_kib(gw.pid(), "VmRSS");
 
     // 200 MB down, read as it arrives.
     let r = b
-        .get(format!("{}/files/big/200", s.gw.url))
+        .get(format!("{}/files/big/200", gw.url))
         .header("x-csrf", "1")
         .send()
         .await
@@ -174,7 +229,7 @@ async fn large_bodies_stream_both_ways() {
         (0..200 * 16).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'y'; 64 * 1024]))),
     );
     let r = b
-        .post(format!("{}/files/upload", s.gw.url))
+        .post(format!("{}/files/upload", gw.url))
         .header("x-csrf", "1")
         .body(reqwest::Body::wrap_stream(chunks))
         .send()
@@ -185,11 +240,14 @@ async fn large_bodies_stream_both_ways() {
     assert_eq!(got["bytes"], 200 * MB);
     assert_eq!(got["transfer_encoding"], "chunked");
 
-    let grown_mb = rss_kib().saturating_sub(before) / 1024;
+    // The peak (VmHWM), not the RSS now: a body buffered whole and freed
+    // since would no longer show in VmRSS.
+    let grown_mb = proc_kib(gw.pid(), "VmHWM").saturating_sub(before) / 1024;
     assert!(
         grown_mb < 50,
         "resident memory grew by {grown_mb} MB while streaming 400 MB"
     );
+    assert!(gw.alive(), "the gateway is still running");
 }
 
 #[tokio::test]
@@ -265,32 +323,32 @@ async fn websocket_after_sign_in_only_from_our_origin() {
         req
     };
 
-    let (mut ws, resp) = tokio_tungstenite::connect_async(request(&s.gw.url, true))
+    let (mut ws, resp) = ws_connect(request(&s.gw.url, true))
         .await
         .expect("handshake");
     assert_eq!(resp.status(), 101);
     ws.send(WsMessage::Text("hello".into())).await.unwrap();
     assert_eq!(
-        ws.next().await.unwrap().unwrap(),
+        ws_next(&mut ws, "the echo of a text message").await,
         WsMessage::Text("echo: hello".into())
     );
     ws.send(WsMessage::Binary(vec![0u8, 1, 2, 255].into()))
         .await
         .unwrap();
     assert_eq!(
-        ws.next().await.unwrap().unwrap(),
+        ws_next(&mut ws, "the echo of a binary message").await,
         WsMessage::Binary(vec![0u8, 1, 2, 255].into())
     );
     ws.close(None).await.unwrap();
 
     let hits_before = up.hits.load(Ordering::SeqCst);
     // No session: refused at the handshake.
-    match tokio_tungstenite::connect_async(request(&s.gw.url, false)).await {
+    match ws_connect(request(&s.gw.url, false)).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
         other => panic!("expected 401, got {other:?}"),
     }
     // A foreign page's handshake (cross-site WebSocket hijacking): refused.
-    match tokio_tungstenite::connect_async(request("https://evil.example.com", true)).await {
+    match ws_connect(request("https://evil.example.com", true)).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
         other => panic!("expected 403, got {other:?}"),
     }
@@ -349,7 +407,8 @@ async fn failure_answers_hide_internal_addresses() {
             "{page}"
         );
     }
-    // Body limits per route: declared too large, and streamed past the limit.
+    // Body limits per route, declared by Content-Length (streamed without
+    // one: `chunked_body_past_the_route_limit_is_cut_off`).
     let r = b
         .post(format!("{}/small/x", s.gw.url))
         .header("x-csrf", "1")
@@ -368,11 +427,119 @@ async fn failure_answers_hide_internal_addresses() {
     assert_eq!(r.status(), 200);
 }
 
-/// Sends `target` as the raw request target; returns the status code.
-async fn raw_request(gateway: &str, target: &str, cookie: &str) -> u16 {
+/// An upstream that reads each request body to its end (or until it breaks
+/// off) and records how many body bytes it got, and whether they came chunked.
+struct Sink {
+    url: String,
+    /// (bytes received, Transfer-Encoding) per request, once it is over.
+    got: Arc<std::sync::Mutex<Vec<(usize, Option<String>)>>>,
+}
+
+async fn sink() -> Sink {
+    /// Records on drop too: a handler whose connection the gateway aborts
+    /// may be dropped before it returns.
+    struct Record {
+        got: Arc<std::sync::Mutex<Vec<(usize, Option<String>)>>>,
+        bytes: usize,
+        te: Option<String>,
+    }
+    impl Drop for Record {
+        fn drop(&mut self) {
+            self.got.lock().unwrap().push((self.bytes, self.te.take()));
+        }
+    }
+    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let shared = got.clone();
+    let app = Router::new().fallback(move |req: Request| {
+        let got = shared.clone();
+        async move {
+            let te = req
+                .headers()
+                .get("transfer-encoding")
+                .map(|v| v.to_str().unwrap().to_string());
+            let mut record = Record { got, bytes: 0, te };
+            let mut body = req.into_body().into_data_stream();
+            while let Some(Ok(chunk)) = body.next().await {
+                record.bytes += chunk.len();
+            }
+            Json(json!({ "bytes": record.bytes }))
+        }
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Sink { url, got }
+}
+
+#[tokio::test]
+async fn chunked_body_past_the_route_limit_is_cut_off() {
+    let up = sink().await;
+    let (s, b) = stack(&format!(
+        "[[route]]\npath = \"/small/\"\nupstream = \"{}\"\nmax_body_bytes = 1024\n",
+        up.url
+    ))
+    .await;
+    // Bodies with no Content-Length: the gateway learns the size only as
+    // the chunks arrive. (Small enough to be sent whole before any answer.)
+    let chunked = |chunks: usize| {
+        reqwest::Body::wrap_stream(futures_util::stream::iter(
+            (0..chunks).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'z'; 256]))),
+        ))
+    };
+    let wait_for = |n: usize| {
+        let got = up.got.clone();
+        async move {
+            let start = Instant::now();
+            while got.lock().unwrap().len() < n {
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "the upstream request did not end within 10 s"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            got.lock().unwrap()[n - 1].clone()
+        }
+    };
+
+    // Under the limit: all of it arrives, chunked.
+    let r = b
+        .post(format!("{}/small/x", s.gw.url))
+        .header("x-csrf", "1")
+        .body(chunked(3))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (bytes, te) = wait_for(1).await;
+    assert_eq!(bytes, 768);
+    assert_eq!(te.as_deref(), Some("chunked"), "the upstream saw no length");
+
+    // 4 KiB streamed at a 1 KiB route: 413, and the upstream got at most 1 KiB.
+    let r = b
+        .post(format!("{}/small/x", s.gw.url))
+        .header("x-csrf", "1")
+        .body(chunked(16))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "body_too_large");
+    let (bytes, _) = wait_for(2).await;
+    assert!(
+        bytes <= 1024,
+        "the upstream got {bytes} bytes past a 1024-byte limit"
+    );
+    assert_eq!(up.got.lock().unwrap().len(), 2, "one upstream request each");
+}
+
+/// Sends `method` with `target` as the raw request target (an empty body);
+/// returns the status code.
+async fn raw_request(gateway: &str, method: &str, target: &str, cookie: &str) -> u16 {
     let addr = gateway.trim_start_matches("http://");
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nX-CSRF: 1\r\nCookie: oidc_bff={cookie}\r\nConnection: close\r\n\r\n");
+    let req = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nX-CSRF: 1\r\nCookie: oidc_bff={cookie}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     tcp.write_all(req.as_bytes()).await.unwrap();
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut out)).await;
@@ -425,9 +592,13 @@ async fn hostile_request_targets_reach_no_other_upstream() {
         "/svc/..",
         "/svc/.",
     ];
+    // The admin route takes only POST: a GET that slipped through would be
+    // refused there (405) before its upstream, so each target goes as POST too.
     for target in hostile {
-        let status = raw_request(&s.gw.url, target, &cookie).await;
-        assert_eq!(status, 400, "{target}");
+        for method in ["GET", "POST"] {
+            let status = raw_request(&s.gw.url, method, target, &cookie).await;
+            assert_eq!(status, 400, "{method} {target}");
+        }
     }
     // Absolute-form and authority tricks: the path decides, never the host in the target.
     for target in [
@@ -437,17 +608,26 @@ async fn hostile_request_targets_reach_no_other_upstream() {
         "/svc/x@evil.example.com/y".to_string(),
         "/svc/@evil.example.com".to_string(),
     ] {
-        let status = raw_request(&s.gw.url, &target, &cookie).await;
+        let status = raw_request(&s.gw.url, "GET", &target, &cookie).await;
         assert!(
             status == 200 || status == 400 || status == 405,
             "{target}: {status}"
         );
     }
     // An overlong path.
-    assert_eq!(
-        raw_request(&s.gw.url, &format!("/svc/{}", "a".repeat(5000)), &cookie).await,
-        400
-    );
+    for method in ["GET", "POST"] {
+        assert_eq!(
+            raw_request(
+                &s.gw.url,
+                method,
+                &format!("/svc/{}", "a".repeat(5000)),
+                &cookie
+            )
+            .await,
+            400,
+            "{method}"
+        );
+    }
     assert_eq!(
         admin.hits.load(Ordering::SeqCst),
         0,
@@ -456,7 +636,17 @@ async fn hostile_request_targets_reach_no_other_upstream() {
     // The API upstream only ever saw paths under its own root.
     assert!(api.hits.load(Ordering::SeqCst) >= 1);
     // And a normal request still works.
-    assert_eq!(raw_request(&s.gw.url, "/svc/orders", &cookie).await, 200);
+    assert_eq!(
+        raw_request(&s.gw.url, "GET", "/svc/orders", &cookie).await,
+        200
+    );
+    // The same raw POST does reach the admin upstream by its own path: the
+    // zero above was the isolation, not a request the route refuses anyway.
+    assert_eq!(
+        raw_request(&s.gw.url, "POST", "/admin/x", &cookie).await,
+        200
+    );
+    assert_eq!(admin.hits.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
@@ -516,12 +706,10 @@ async fn spa_dev_server_upstream_with_hot_reload_socket() {
         .unwrap();
     req.headers_mut()
         .insert("origin", s.gw.url.parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("hot-reload socket");
+    let (mut ws, _) = ws_connect(req).await.expect("hot-reload socket");
     ws.send(WsMessage::Text("ping".into())).await.unwrap();
     assert_eq!(
-        ws.next().await.unwrap().unwrap(),
+        ws_next(&mut ws, "the dev server's echo").await,
         WsMessage::Text("echo: ping".into())
     );
     // Configured routes still win over the catch-all dev server.

@@ -124,6 +124,12 @@ async fn two_gateways_share_sessions(target: Target<'_>) {
         ga.log()
     );
     let code = param(r.url().as_str(), "code").expect("the callback carried a code");
+    let cookie = set_cookie_value(&r, "oidc_bff").expect("session cookie");
+    let cookie_id = cookie
+        .split_once('.')
+        .expect("cookie is id.mac")
+        .0
+        .to_string();
 
     let r = user(&b, &gb.url).await;
     assert_eq!(
@@ -175,8 +181,22 @@ async fn two_gateways_share_sessions(target: Target<'_>) {
             .any(|(k, _)| k.starts_with(&format!("{prefix}sub:"))),
         "a sub index"
     );
+    // The record is found by a hash of the cookie's id: neither the cookie
+    // nor its id is a key or inside a value.
+    assert!(
+        dump.iter().any(|(k, _)| *k == record_key(&prefix, &cookie)),
+        "no record under the cookie's hashed id"
+    );
     for (k, v) in &dump {
-        for needle in ["alice", "example.test", "eyJ", &access_token, &code] {
+        for needle in [
+            "alice",
+            "example.test",
+            "eyJ",
+            &access_token,
+            &code,
+            &cookie,
+            &cookie_id,
+        ] {
             assert!(!k.contains(needle), "{needle:?} in key {k}");
             assert!(
                 !v.windows(needle.len()).any(|w| w == needle.as_bytes()),

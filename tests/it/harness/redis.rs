@@ -20,15 +20,26 @@ fn require_redis() {
     );
 }
 
-/// `redis-cli -p port args…`, raw stdout (values may be binary).
+/// `redis-cli -p port args…`, raw stdout (values may be binary). Panics
+/// with its stderr when it fails (e.g. no server answers).
 pub fn redis_cli(port: u16, args: &[&str]) -> Vec<u8> {
-    let out = Command::new("redis-cli")
+    let out = redis_cli_output(port, args);
+    assert!(
+        out.status.success(),
+        "redis-cli -p {port} {args:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn redis_cli_output(port: u16, args: &[&str]) -> std::process::Output {
+    Command::new("redis-cli")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .expect("cannot run `redis-cli`: install redis-server (scripts/test does)");
-    out.stdout
+        .expect("cannot run `redis-cli`: install redis-server (scripts/test does)")
 }
 
 fn redis_cli_text(port: u16, args: &[&str]) -> String {
@@ -173,7 +184,9 @@ impl RedisServer {
 
     /// Whether the server answers (on the plain port; TLS-only servers use `ping_with`).
     pub fn answers(&self) -> bool {
-        redis_cli_text(self.port, &["ping"]) == "PONG"
+        // Not answering is an outcome here, not a failure.
+        let out = redis_cli_output(self.port, &["ping"]);
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "PONG"
     }
 
     fn wait_until(&self, ok: impl Fn() -> bool, what: &str) {
