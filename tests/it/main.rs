@@ -16,6 +16,7 @@ mod hostile;
 mod lifecycle;
 mod negative;
 mod operations;
+mod promises;
 mod proxy;
 mod redis;
 mod store_suite;
