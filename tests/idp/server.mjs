@@ -183,6 +183,9 @@ function zeroStats() {
     backchannel_error: 0, // deliveries that failed
     userinfo: 0, // GET/POST /me, any outcome
     jwks: 0, // GET /jwks
+    // How clients authenticated at the token and revocation endpoints, by
+    // what they sent: an HTTP Basic header, client_secret in the form, neither.
+    client_auth: { client_secret_basic: 0, client_secret_post: 0, none: 0 },
   };
 }
 let stats = zeroStats();
@@ -428,6 +431,17 @@ provider = new Provider(issuer, {
     const { dispatcher, ...rest } = options;
     return globalThis.fetch(target, rest);
   },
+});
+
+// Counts client_auth (see zeroStats) once oidc-provider has parsed the body.
+provider.use(async (ctx, next) => {
+  await next();
+  if (!['token', 'revocation'].includes(ctx.oidc?.route)) return;
+  const basic = /^basic /i.test(ctx.get('authorization'));
+  const post = typeof ctx.oidc.body?.client_secret === 'string';
+  if (basic) bump(stats.client_auth, 'client_secret_basic');
+  if (post) bump(stats.client_auth, 'client_secret_post');
+  if (!basic && !post) bump(stats.client_auth, 'none');
 });
 
 provider.on('grant.success', (ctx) => bump(stats.token, ctx.oidc?.params?.grant_type ?? 'unknown'));

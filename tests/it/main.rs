@@ -18,6 +18,7 @@ mod lifecycle;
 mod moto;
 mod negative;
 mod operations;
+mod promises;
 mod proxy;
 mod redis;
 mod store_suite;
