@@ -455,13 +455,13 @@ async fn refreshes(idp: &Idp) -> (i64, i64) {
     )
 }
 
-/// Calls the API until the IdP has answered at least `n` refreshes; every
-/// call must succeed with a token the upstream verifies. Returns the `jti`
-/// of the last access token sent.
-async fn call_until_refreshed(b: &reqwest::Client, gw: &str, idp: &Idp, n: i64) -> String {
-    let start = Instant::now();
-    loop {
-        let (status, body) = api(b, &format!("{gw}/api/x")).await;
+/// Calls the API until the IdP has answered at least `n` refreshes, moving
+/// the IdP's and the gateway's clocks past the access token's lifetime
+/// between calls; every call must succeed with a token the upstream
+/// verifies. Returns the `jti` of the last access token sent.
+async fn call_until_refreshed(b: &reqwest::Client, gw: &Gateway, idp: &Idp, n: i64) -> String {
+    for _ in 0..4 {
+        let (status, body) = api(b, &format!("{}/api/x", gw.url)).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["verified"], true, "{body}");
         let (ok, failed) = refreshes(idp).await;
@@ -469,14 +469,10 @@ async fn call_until_refreshed(b: &reqwest::Client, gw: &str, idp: &Idp, n: i64) 
         if ok >= n {
             return body["claims"]["jti"].as_str().unwrap().to_string();
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(6),
-            "no refresh #{n} within 6 s"
-        );
-        // TODO(clock): waits for the 2 s access tokens to come due (about
-        // 1 s per refresh, whole seconds); a test clock would move instead.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Past the 2 s access token's expiry.
+        crate::lifecycle::advance(idp, &[gw.clock()], Duration::from_secs(3)).await;
     }
+    panic!("no refresh #{n} after the access token expired three times");
 }
 
 /// Refresh without rotation (oidc-provider `rotate_refresh_tokens: false`,
@@ -505,8 +501,8 @@ async fn refresh_without_rotation(cognito_shape: bool) {
     let gw = Gateway::start(reserved, &toml).await;
     let b = browser();
     sign_in(&b, &gw.url, "alice", "/").await;
-    let first = call_until_refreshed(&b, &gw.url, &idp, 1).await;
-    let second = call_until_refreshed(&b, &gw.url, &idp, 2).await;
+    let first = call_until_refreshed(&b, &gw, &idp, 1).await;
+    let second = call_until_refreshed(&b, &gw, &idp, 2).await;
 
     let (ok, _) = refreshes(&idp).await;
     let sent = proxy.refresh_tokens_sent.lock().unwrap().clone();
@@ -547,10 +543,7 @@ async fn refresh_answer_without_refresh_token_keeps_the_old_one() {
 /// A TLS-only Redis port (plus the plain one the harness inspects through),
 /// and an ACL user `app` with a password.
 fn tls_redis(certs: &TestCerts) -> (RedisServer, u16) {
-    let tls_port = free_port();
-    let server = RedisServer::start_with(&[
-        "--tls-port",
-        &tls_port.to_string(),
+    let server = RedisServer::start_tls(&[
         "--tls-cert-file",
         &certs.server_cert,
         "--tls-key-file",
@@ -566,6 +559,7 @@ fn tls_redis(certs: &TestCerts) -> (RedisServer, u16) {
         "~*",
         "+@all",
     ]);
+    let tls_port = server.tls_port.expect("a TLS port");
     (server, tls_port)
 }
 
@@ -1202,19 +1196,20 @@ async fn every_documented_metric_appears_with_its_labels() {
     assert_eq!(api(&b, &format!("{}/api/x", gw.url)).await.0, 200);
     let refused = b.get(format!("{}/api/x", gw.url)).send().await.unwrap();
     assert_eq!(refused.status(), 403, "no X-CSRF");
-    // TODO(clock): the 2 s access token comes due within about a second.
-    let start = Instant::now();
-    while !has_sample(
-        &metrics_text(&gw.admin_url).await,
-        "oidc_bff_token_refreshes_total",
-        &["outcome=\"success\""],
-    ) {
-        assert!(start.elapsed() < Duration::from_secs(5), "no refresh");
-        assert_eq!(api(&b, &format!("{}/api/x", gw.url)).await.0, 200);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // The 2 s access token expires: the next call refreshes it.
+    crate::lifecycle::advance(&idp, &[gw.clock()], Duration::from_secs(3)).await;
+    assert_eq!(api(&b, &format!("{}/api/x", gw.url)).await.0, 200);
+    assert!(
+        has_sample(
+            &metrics_text(&gw.admin_url).await,
+            "oidc_bff_token_refreshes_total",
+            &["outcome=\"success\""],
+        ),
+        "no refresh"
+    );
     // The IdP goes away: the next refresh fails, backs off, and is skipped.
     drop(idp);
+    gw.clock().advance(Duration::from_secs(3));
     let start = Instant::now();
     while !has_sample(
         &metrics_text(&gw.admin_url).await,
