@@ -377,10 +377,7 @@ async fn logout_completes_when_revocation_is_unreachable() {
     let reserved = reserve().await;
     let url = reserved.url.clone();
     let idp = Idp::for_gateway(&reserved.url, json!({}));
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let (_held, closed) = closed_port();
     let toml = config_toml(&url, &idp.issuer, "").replace(
         "insecure_allow_http = true",
         &format!("insecure_allow_http = true\nrevocation_endpoint = \"http://127.0.0.1:{closed}/revoke\""),

@@ -1,9 +1,9 @@
-//! What the README and `config/oidc-bff.example.toml` promise, end to end,
+//! What the docs and `config/oidc-bff.example.toml` promise, end to end,
 //! for settings nothing else exercises: `token = "id"`, `auth = "optional"`,
 //! `client_secret_post`, `session.max_sessions`, refresh without rotation,
 //! Redis over TLS with an ACL user from the TOML file, `same_site = "none"`,
 //! `auth_prefix`, `cookie_name`, `/readyz` while the IdP is down, SIGINT, and
-//! every metric the README names. Real IdP (oidc-provider), real Redis, the
+//! every metric docs/operations.md names. Real IdP (oidc-provider), real Redis, the
 //! gateway in-process or as its binary.
 
 use crate::harness::*;
@@ -1067,16 +1067,16 @@ async fn sigint_shuts_down_cleanly() {
     assert!(exit.success(), "exit status {exit:?}; log:\n{}", gw.log());
 }
 
-// ------------------------------------------------ 12. the README's metrics ---
+// --------------------------------------------- 12. the documented metrics ---
 
-/// The metric names the README's "Metrics" paragraph lists.
+/// The metric names the "Metrics" section of docs/operations.md lists.
 fn documented_metrics() -> Vec<String> {
-    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
-    let start = readme.find("- **Metrics**").expect("a Metrics paragraph");
-    let end = start + readme[start..].find("- **Logs:**").expect("Logs after it");
+    let doc = std::fs::read_to_string(repo_root().join("docs/operations.md")).unwrap();
+    let start = doc.find("\n## Metrics\n").expect("a Metrics section");
+    let end = start + 1 + doc[start + 1..].find("\n## ").expect("a section after it");
     let re = regex::Regex::new(r"oidc_bff_[a-z_]+").unwrap();
     let mut names: Vec<String> = re
-        .find_iter(&readme[start..end])
+        .find_iter(&doc[start..end])
         .map(|m| m.as_str().to_string())
         .collect();
     names.sort();
@@ -1143,7 +1143,7 @@ async fn cutting_upstream() -> String {
 
 /// After a sign-in, proxied calls, a refusal, refreshes (one fine, one with
 /// the IdP gone), a body cut short, a logout, and a Redis outage, every
-/// metric the README names is on `/metrics`, with the labels it documents.
+/// metric docs/operations.md names is on `/metrics`, with the labels it documents.
 #[tokio::test]
 async fn every_documented_metric_appears_with_its_labels() {
     let reserved = reserve().await;
@@ -1287,7 +1287,7 @@ async fn every_documented_metric_appears_with_its_labels() {
         ),
         "{redis_text}"
     );
-    // Nothing documented is missing, and the list is the README's own.
+    // Nothing documented is missing, and the list is the documentation's own.
     for name in documented_metrics() {
         assert!(
             !samples(&text, &name).is_empty() || !samples(&redis_text, &name).is_empty(),

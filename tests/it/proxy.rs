@@ -363,10 +363,7 @@ async fn websocket_after_sign_in_only_from_our_origin() {
 async fn failure_answers_hide_internal_addresses() {
     let up = streamer().await;
     // A port nothing listens on.
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let (_held, closed) = closed_port();
     let routes = format!(
         "[[route]]\npath = \"/down/\"\nupstream = \"http://127.0.0.1:{closed}\"\n\
          [[route]]\npath = \"/slow\"\nupstream = \"{}\"\ntimeout = \"500ms\"\n\

@@ -137,3 +137,15 @@ pub fn pass_sockets(cmd: &mut Command, sockets: &[BorrowedFd<'_>]) {
         });
     }
 }
+
+/// A port that refuses connections for as long as the returned socket lives:
+/// bound, never listening, so no other process can take it meanwhile (a
+/// released port could be taken and answer).
+pub fn closed_port() -> (socket2::Socket, u16) {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    socket.bind(&any.into()).unwrap();
+    let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+    (socket, port)
+}
