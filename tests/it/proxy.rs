@@ -424,19 +424,22 @@ async fn failure_answers_hide_internal_addresses() {
     assert_eq!(r.status(), 200);
 }
 
+/// (bytes received, Transfer-Encoding) of each request a [`Sink`] saw.
+type Received = Arc<std::sync::Mutex<Vec<(usize, Option<String>)>>>;
+
 /// An upstream that reads each request body to its end (or until it breaks
 /// off) and records how many body bytes it got, and whether they came chunked.
 struct Sink {
     url: String,
     /// (bytes received, Transfer-Encoding) per request, once it is over.
-    got: Arc<std::sync::Mutex<Vec<(usize, Option<String>)>>>,
+    got: Received,
 }
 
 async fn sink() -> Sink {
     /// Records on drop too: a handler whose connection the gateway aborts
     /// may be dropped before it returns.
     struct Record {
-        got: Arc<std::sync::Mutex<Vec<(usize, Option<String>)>>>,
+        got: Received,
         bytes: usize,
         te: Option<String>,
     }
