@@ -49,12 +49,13 @@ async fn fifty_calls(b: &reqwest::Client, gateways: &[&str], now: i64) {
                 status,
                 body["verified"] == true,
                 body["claims"]["exp"].as_i64(),
+                body,
             )
         }));
     }
     for t in tasks {
-        let (status, verified, exp) = t.await.unwrap();
-        assert_eq!(status, 200);
+        let (status, verified, exp, body) = t.await.unwrap();
+        assert_eq!(status, 200, "{body}");
         assert!(verified, "the upstream verified a fresh access token");
         assert!(
             exp.is_some_and(|exp| exp > now),
@@ -129,7 +130,9 @@ async fn redis_replica(
     stop
 }
 
-#[tokio::test]
+// Two gateways and fifty clients share the test's runtime: give it threads,
+// and Redis calls the time a busy machine needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_refresh_across_two_gateways_sharing_redis() {
     let redis = RedisServer::start();
     let bind = || async {
@@ -154,7 +157,7 @@ async fn one_refresh_across_two_gateways_sharing_redis() {
         format!(
             "[server]\npublic_url = \"{public_url}\"\n[provider]\nissuer = \"{iss}\"\nclient_id = \"bff\"\nclient_secret = \"bff-secret\"\n\
              scopes = [\"openid\", \"email\", \"offline_access\", \"api:read\"]\ninsecure_allow_http = true\n\
-             [session]\nstore = \"redis\"\nredis_url = \"{redis}\"\nkeys = [\"{key}\"]\n\
+             [session]\nstore = \"redis\"\nredis_url = \"{redis}\"\nredis_timeout = \"10s\"\nkeys = [\"{key}\"]\n\
              [[route]]\npath = \"/api/\"\nupstream = \"{up}\"\n",
             iss = idp.issuer,
             redis = redis.url(),
