@@ -410,6 +410,81 @@ mod tests {
 /// proxy, the router, the error pages or the demo. Upper layers may use the
 /// core; the core never uses them.
 #[cfg(test)]
+mod inherited_socket_tests {
+    use super::adopt_listener;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+    fn is_open(fd: i32) -> bool {
+        // SAFETY: F_GETFD reads flags only.
+        unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+    }
+
+    fn cloexec(fd: i32) -> bool {
+        // SAFETY: F_GETFD reads flags only.
+        unsafe { libc::fcntl(fd, libc::F_GETFD) & libc::FD_CLOEXEC != 0 }
+    }
+
+    /// A pipe made without `O_CLOEXEC`, as a parent hands one down.
+    fn pipe() -> (OwnedFd, OwnedFd) {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: both were just opened and are owned here alone.
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+    }
+
+    #[test]
+    fn descriptors_that_are_not_listening_tcp_sockets_are_refused_and_left_open() {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tcp = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        tcp.bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+        let dir = std::env::temp_dir().join(format!("attack3-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        let unix = std::os::unix::net::UnixListener::bind(&dir).unwrap();
+        let (r, w) = pipe();
+        for (what, fd) in [
+            ("udp", udp.as_raw_fd()),
+            ("tcp, bound, not listening", tcp.as_raw_fd()),
+            ("unix listener", unix.as_raw_fd()),
+            ("pipe", r.as_raw_fd()),
+        ] {
+            let err = adopt_listener(fd).expect_err(what);
+            assert!(
+                err.to_string().contains("not a listening TCP socket"),
+                "{what}: {err}"
+            );
+            assert!(is_open(fd), "{what}: still open, not ours to close");
+        }
+        // A descriptor that is not open is refused without a panic.
+        // (A number far above any open one: a closed number could be reused
+        // by a test running in parallel.)
+        let closed = 1_000_000;
+        assert!(!is_open(closed));
+        assert!(adopt_listener(closed).is_err());
+        drop((udp, tcp, unix, w));
+        let _ = std::fs::remove_file(&dir);
+    }
+
+    #[test]
+    #[ignore = "break: adopt_listener sets FD_CLOEXEC on a descriptor before deciding it is not its own"]
+    fn a_refused_descriptor_keeps_its_flags() {
+        let (r, _w) = pipe();
+        assert!(!cloexec(r.as_raw_fd()));
+        assert!(adopt_listener(r.as_raw_fd()).is_err());
+        assert!(
+            !cloexec(r.as_raw_fd()),
+            "the descriptor it says is not its own was changed"
+        );
+    }
+}
+
+#[cfg(test)]
 mod layering {
     const CORE: [&str; 6] = [
         "config",

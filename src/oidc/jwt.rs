@@ -753,4 +753,92 @@ mod tests {
             Some(JwtError::NotYetValid)
         );
     }
+
+    #[test]
+    fn time_checks_hold_at_the_extremes() {
+        let now = 1_700_000_000_i64;
+        let l = Duration::from_secs(60);
+        let cases = [
+            (
+                "exp a float string",
+                json!({"exp": "1.7e9"}),
+                Err(JwtError::Claim("exp")),
+            ),
+            (
+                "exp a bool",
+                json!({"exp": true}),
+                Err(JwtError::Claim("exp")),
+            ),
+            (
+                "exp an array",
+                json!({"exp": [now + 300]}),
+                Err(JwtError::Claim("exp")),
+            ),
+            (
+                "exp an object",
+                json!({"exp": {"v": now + 300}}),
+                Err(JwtError::Claim("exp")),
+            ),
+            (
+                "exp past u64",
+                json!({"exp": 1e20}),
+                Err(JwtError::Claim("exp")),
+            ),
+            (
+                "exp f64::MAX",
+                json!({"exp": f64::MAX}),
+                Err(JwtError::Claim("exp")),
+            ),
+            (
+                "exp tiny negative",
+                json!({"exp": -0.4}),
+                Err(JwtError::Claim("exp")),
+            ),
+            (
+                "exp i64::MIN",
+                json!({"exp": i64::MIN}),
+                Err(JwtError::Claim("exp")),
+            ),
+            ("exp 0", json!({"exp": 0}), Err(JwtError::Expired)),
+            (
+                "exp i64::MAX is far ahead",
+                json!({"exp": i64::MAX}),
+                Ok(()),
+            ),
+            (
+                "nbf far ahead",
+                json!({"exp": now + 300, "nbf": u64::MAX / 2}),
+                Err(JwtError::NotYetValid),
+            ),
+            (
+                "nbf negative",
+                json!({"exp": now + 300, "nbf": -1}),
+                Err(JwtError::Malformed),
+            ),
+            (
+                "nbf a bool",
+                json!({"exp": now + 300, "nbf": false}),
+                Err(JwtError::Malformed),
+            ),
+        ];
+        for (name, claims, want) in cases {
+            assert_eq!(check_time(&obj(claims), now, l), want, "{name}");
+        }
+        // No i64 arithmetic to overflow: extreme clocks and leeways neither
+        // panic nor wrap into acceptance.
+        let c = obj(json!({"exp": now}));
+        assert_eq!(check_time(&c, i64::MAX, l), Err(JwtError::Expired));
+        assert_eq!(check_time(&c, i64::MIN, l), Ok(()));
+        assert_eq!(check_time(&c, now + 61, Duration::MAX), Ok(()));
+        assert_eq!(
+            check_issued_at(&obj(json!({"iat": 1e300})), now, Duration::MAX),
+            Err(JwtError::IssuedInFuture)
+        );
+        assert_eq!(
+            check_issued_at(&obj(json!({"iat": i64::MAX})), i64::MAX, l),
+            Ok(())
+        );
+        // 1e309 is not JSON serde_json reads: the payload does not parse at all.
+        assert!(serde_json::from_str::<Claims>(r#"{"exp": 1e309}"#).is_err());
+    }
 }
