@@ -163,6 +163,13 @@ fn provider(c: &mut Config, p: &mut Vec<Problem>) {
     if pc.client_id.trim().is_empty() {
         p.push(Problem::new("provider.client_id", "must not be empty"));
     }
+    // Clocks drift by seconds; a leeway of more turns expiry checks off.
+    if pc.leeway > std::time::Duration::from_secs(300) {
+        p.push(Problem::new(
+            "provider.leeway",
+            "must be at most 5m (it is how far exp, nbf and iat may be off)",
+        ));
+    }
     if !pc.scopes.iter().any(|s| s == "openid") {
         p.push(Problem::new("provider.scopes", "must include \"openid\""));
     }

@@ -72,7 +72,11 @@ fn check(raw: &str, auth_prefix: &str) -> Option<String> {
     if out.starts_with("//") {
         return None;
     }
-    if out == auth_prefix || out.starts_with(&format!("{auth_prefix}/")) {
+    // No landing on the gateway's own endpoints, judged on the path the
+    // gateway will read (`/%61uth/login` is `/auth/login`).
+    let judged =
+        crate::request_path::canonicalize(&out).unwrap_or(std::borrow::Cow::Borrowed(&out));
+    if crate::request_path::under_prefix(&judged, auth_prefix) {
         return None;
     }
     if let Some(q) = joined.query() {
@@ -200,7 +204,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "break: a percent-encoded unreserved byte hides the auth_prefix from the no-login-loop rule"]
     fn encoded_auth_prefix_is_still_the_gateways_own() {
         // `/%61uth/login` is accepted as is, and the gateway's request path
         // canonicalisation reads it as `/auth/login`: after sign-in the browser
