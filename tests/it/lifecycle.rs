@@ -122,11 +122,26 @@ async fn redis_replica(
     let config = oidc_bff::config::load_from_str(toml).unwrap();
     let state = oidc_bff::app::AppState::new_with_clock(config, clock.clock()).unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    oidc_bff::serve(state, listeners.0, listeners.1, async {
+    let running = oidc_bff::serve(state, listeners.0, listeners.1, async {
         let _ = stopped.await;
     })
     .await
     .unwrap();
+    // Ready as a load balancer would see it: Redis connected, IdP keys loaded
+    // (the store connects in the background; until then requests get 503).
+    let readyz = format!("http://{}/readyz", running.admin_addr);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = reqwest::get(&readyz).await.map(|r| r.status().as_u16());
+        if status.as_ref().is_ok_and(|s| *s == 200) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a replica did not become ready: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     stop
 }
 
