@@ -22,6 +22,8 @@ pub struct AppState {
     pub bearer: crate::auth::bearer::BearerVerifier,
     /// Single-flight token refresh with backoff when the IdP fails.
     pub refresher: crate::auth::refresh::Refresher,
+    /// Machine tokens (client-credentials grant) for `token = "client"` routes.
+    pub machine: crate::auth::machine::MachineTokens,
     /// Signs identity assertions; its public key is at `<auth_prefix>/jwks.json`.
     pub assertions: crate::proxy::identity::AssertionSigner,
     pub assertion_header: http::HeaderName,
@@ -146,6 +148,8 @@ impl AppState {
                 identity_headers: None,
                 identity_assertion: false,
                 assertion_audience: None,
+                client_scopes: vec![],
+                client_resource: None,
             });
         }
         let upstream = UpstreamClients::new(
@@ -181,7 +185,14 @@ impl AppState {
             provider.clone(),
             metrics.clone(),
             config.provider.refresh_before,
+            config.session.revalidate_every,
             config.provider.http_timeout,
+        );
+        let machine = crate::auth::machine::MachineTokens::new(
+            sessions.clone(),
+            provider.clone(),
+            metrics.clone(),
+            &config.provider,
         );
         let spa = match config.spa.as_ref().and_then(|s| Some((s, s.dir.clone()?))) {
             Some((s, dir)) => Some(
@@ -199,6 +210,7 @@ impl AppState {
             spa,
             bearer: Default::default(),
             refresher,
+            machine,
             assertions,
             assertion_header,
             protected_headers,

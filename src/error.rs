@@ -60,6 +60,9 @@ pub enum AppError {
     Provider(#[from] OidcError),
     #[error("upstream unreachable: {0}")]
     UpstreamUnreachable(String),
+    /// A `token = "client"` route's machine token could not be obtained.
+    #[error("machine token unavailable: {0}")]
+    MachineToken(String),
     #[error("upstream timed out")]
     UpstreamTimeout,
     /// Every upstream connection the open-file budget allows is in use.
@@ -190,6 +193,12 @@ impl AppError {
                 StatusCode::BAD_GATEWAY,
                 "upstream_unreachable",
                 "The service behind this path is unreachable.",
+                false,
+            ),
+            MachineToken(_) => r(
+                StatusCode::BAD_GATEWAY,
+                "machine_token_unavailable",
+                "The gateway could not obtain its own token for this service from the identity provider. Please try again shortly.",
                 false,
             ),
             UpstreamBusy => r(

@@ -9,7 +9,9 @@
 //!    `X-CSRF` header where the route asks for it; on a WebSocket handshake
 //!    (which a browser cannot add headers to) an `Origin` that is ours;
 //! 5. refresh: a session's access token is renewed when due, when the route
-//!    sends a token on.
+//!    sends the user's token on; and on any route, a session due for
+//!    revalidation (`session.revalidate_every`) is refreshed, so a revoked
+//!    grant ends it.
 //!
 //! The route was found from the canonical path ([`crate::request_path`]), so
 //! the gate judges exactly the path the upstream will receive. Callers decide
@@ -106,9 +108,13 @@ pub async fn pass(state: &AppState, access: &Access, ask: Ask<'_>) -> Result<Pas
         return Err(AppError::CsrfMissing.into());
     }
     let reissue = session.and_then(|s| s.reissue_cookie.clone());
-    // Step 5: refresh the access token when it is about to expire (single-flight).
+    // Step 5: refresh the access token when it is about to expire and the
+    // route sends it on, or revalidate (single-flight).
     let identity = match identity {
-        Identity::Session(s) if access.token != TokenKind::None => {
+        Identity::Session(s)
+            if matches!(access.token, TokenKind::Access | TokenKind::Id)
+                || state.refresher.revalidation_due(&s.data) =>
+        {
             let user = s.data.sub.clone();
             match state.refresher.ensure_fresh(*s).await {
                 Ok(s) => Identity::Session(Box::new(s)),

@@ -8,6 +8,7 @@ pub mod check;
 pub mod cookies;
 pub mod gate;
 pub mod handlers;
+pub mod machine;
 pub mod refresh;
 
 use crate::app::AppState;
@@ -115,6 +116,8 @@ impl Identity {
     pub fn authorization(&self, kind: crate::config::TokenKind) -> Option<http::HeaderValue> {
         use crate::config::TokenKind;
         let mut value = match (self, kind) {
+            // The gateway's own token goes instead (`auth::machine`), never the caller's.
+            (_, TokenKind::Client) => return None,
             (Identity::Session(s), TokenKind::Access) => bearer_value(&s.data.access_token)?,
             (Identity::Session(s), TokenKind::Id) => bearer_value(&s.data.id_token)?,
             (Identity::Bearer(b), _) => b.authorization.clone(),

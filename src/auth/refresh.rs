@@ -18,6 +18,12 @@
 //!   still-valid token or fail fast. Across replicas the store lock is held
 //!   for the backoff, so no replica sends the same refresh token while an
 //!   earlier request with it may still be in flight at the IdP.
+//! - Revalidation (`session.revalidate_every`): a session whose tokens were
+//!   obtained longer ago than that is refreshed before use even while its
+//!   access token is valid, so a grant revoked at the IdP (Cognito has no
+//!   back-channel logout) ends the session within that window. A session
+//!   without a refresh token cannot be revalidated: it lives until its access
+//!   token expires, as before.
 //! - `invalid_grant` (revoked, expired, or rotated away) ends the session:
 //!   401, sign in again, never a loop. Rotated refresh tokens are saved with
 //!   the new access token in one write.
@@ -54,6 +60,15 @@ pub fn refresh_due(data: &SessionData, before: Duration, now: i64) -> bool {
         let issued = data.refreshed_at.unwrap_or(data.created_at);
         let margin = (before.as_secs() as i64).min((exp - issued).max(0) / 2);
         exp - margin <= now
+    })
+}
+
+/// `true` when revalidation is on and the session's tokens were obtained
+/// `every` or longer ago. Only a session with a refresh token can be revalidated.
+pub fn revalidation_due(data: &SessionData, every: Option<Duration>, now: i64) -> bool {
+    every.is_some_and(|every| {
+        let obtained = data.refreshed_at.unwrap_or(data.created_at);
+        data.refresh_token.is_some() && now.saturating_sub(obtained) >= every.as_secs() as i64
     })
 }
 
@@ -102,6 +117,8 @@ struct Inner {
     provider: Arc<Provider>,
     metrics: Arc<Metrics>,
     refresh_before: Duration,
+    /// `session.revalidate_every`.
+    revalidate_every: Option<Duration>,
     /// How long a request waits for a refresh: `provider.http_timeout`.
     wait: Duration,
     /// Refreshes in flight, by session store key.
@@ -116,6 +133,7 @@ impl Refresher {
         provider: Arc<Provider>,
         metrics: Arc<Metrics>,
         refresh_before: Duration,
+        revalidate_every: Option<Duration>,
         wait: Duration,
     ) -> Self {
         Refresher {
@@ -124,6 +142,7 @@ impl Refresher {
                 provider,
                 metrics,
                 refresh_before,
+                revalidate_every,
                 wait,
                 flights: Mutex::new(HashMap::new()),
                 backoff: Cache::builder()
@@ -134,12 +153,29 @@ impl Refresher {
         }
     }
 
+    /// `true` when the session is due for revalidation (its access token may
+    /// still be valid): the gate then refreshes it even on a route that sends
+    /// no token on.
+    pub fn revalidation_due(&self, data: &SessionData) -> bool {
+        let me = &self.inner;
+        revalidation_due(data, me.revalidate_every, me.sessions.clock().now_secs())
+    }
+
+    /// Whether `data` needs a refresh now: its access token is about to
+    /// expire, or it is due for revalidation.
+    fn due(&self, data: &SessionData) -> bool {
+        let me = &self.inner;
+        let now = me.sessions.clock().now_secs();
+        refresh_due(data, me.refresh_before, now)
+            || revalidation_due(data, me.revalidate_every, now)
+    }
+
     /// Makes sure the session's access token is fresh enough to send upstream.
     pub async fn ensure_fresh(&self, session: Session) -> Result<Session, AppError> {
         let me = &self.inner;
         // The clock of the sessions: the state's.
         let clock = me.sessions.clock();
-        if !refresh_due(&session.data, me.refresh_before, clock.now_secs()) {
+        if !self.due(&session.data) {
             return Ok(session);
         }
         if session.data.refresh_token.is_none() {
@@ -248,7 +284,7 @@ impl Refresher {
                 Ok(None) => return Outcome::Ended,
                 Err(e) => return Outcome::Store(e.to_string()),
             };
-            if !refresh_due(&current, me.refresh_before, me.sessions.clock().now_secs()) {
+            if !self.due(&current) {
                 return Outcome::Fresh(current.into());
             }
             match me.sessions.try_lock(id, LOCK_TTL).await {
@@ -270,9 +306,7 @@ impl Refresher {
         let outcome = match me.sessions.reload(id).await {
             Err(e) => Outcome::Store(e.to_string()),
             Ok(None) => Outcome::Ended,
-            Ok(Some(d)) if !refresh_due(&d, me.refresh_before, me.sessions.clock().now_secs()) => {
-                Outcome::Fresh(d.into())
-            }
+            Ok(Some(d)) if !self.due(&d) => Outcome::Fresh(d.into()),
             Ok(Some(d)) => self.refresh(id, d).await,
         };
         let _ = me.sessions.unlock(id, owner).await;
@@ -293,6 +327,12 @@ impl Refresher {
             return Outcome::Fresh(data.into());
         };
         let sent_at = me.sessions.clock().now_secs();
+        // Why this refresh: the access token's expiry, or revalidation alone.
+        let reason = if refresh_due(&data, me.refresh_before, sent_at) {
+            "expiry"
+        } else {
+            "revalidate"
+        };
         let called = async {
             let md = me.provider.metadata().await?;
             client::refresh(
@@ -309,7 +349,7 @@ impl Refresher {
             Err(OidcError::InvalidGrant) => {
                 me.metrics.count(
                     "oidc_bff_token_refreshes_total",
-                    &[("outcome", "invalid_grant")],
+                    &[("outcome", "invalid_grant"), ("reason", reason)],
                 );
                 // Revoked, expired or already rotated away: the session cannot go on.
                 tracing::info!(sub = %data.sub, "refresh token rejected (invalid_grant); session ended");
@@ -319,8 +359,10 @@ impl Refresher {
                 };
             }
             Err(e) => {
-                me.metrics
-                    .count("oidc_bff_token_refreshes_total", &[("outcome", "error")]);
+                me.metrics.count(
+                    "oidc_bff_token_refreshes_total",
+                    &[("outcome", "error"), ("reason", reason)],
+                );
                 tracing::warn!(sub = %data.sub, error = %e, "token refresh failed");
                 return Outcome::Failed(e.to_string());
             }
@@ -357,8 +399,10 @@ impl Refresher {
         if let Err(e) = me.sessions.save(id, &data).await {
             return Outcome::Store(e.to_string());
         }
-        me.metrics
-            .count("oidc_bff_token_refreshes_total", &[("outcome", "success")]);
+        me.metrics.count(
+            "oidc_bff_token_refreshes_total",
+            &[("outcome", "success"), ("reason", reason)],
+        );
         tracing::info!(sub = %data.sub, "access token refreshed");
         Outcome::Fresh(data.into())
     }
@@ -418,6 +462,23 @@ mod tests {
         assert!(!refresh_due(&short, b, 1001));
         assert!(!refresh_due(&short, b, 1004));
         assert!(refresh_due(&short, b, 1005));
+    }
+
+    #[test]
+    fn revalidation_by_the_age_of_the_tokens() {
+        let every = Some(Duration::from_secs(300));
+        let mut d = data_issued(Some(10_000), 1000);
+        assert!(!revalidation_due(&d, every, 1299));
+        assert!(revalidation_due(&d, every, 1300));
+        // Off: never, however old.
+        assert!(!revalidation_due(&d, None, 1_000_000));
+        // A refresh restarts the window.
+        d.refreshed_at = Some(2000);
+        assert!(!revalidation_due(&d, every, 2299));
+        assert!(revalidation_due(&d, every, 2300));
+        // Without a refresh token there is nothing to revalidate with.
+        d.refresh_token = None;
+        assert!(!revalidation_due(&d, every, 1_000_000));
     }
 
     #[test]

@@ -41,6 +41,23 @@ pub fn read_files(c: &mut Config, base: &Path) -> Vec<Problem> {
         },
         _ => {}
     }
+    if let Some(m) = &mut pc.machine {
+        match (&m.client_secret, &m.client_secret_file) {
+            (Some(_), Some(_)) => p.push(Problem::new(
+                "provider.machine.client_secret_file",
+                "set only one of client_secret and client_secret_file",
+            )),
+            (None, Some(path)) => match secret_file(base, path) {
+                Ok(s) if s.is_empty() => p.push(Problem::new(
+                    "provider.machine.client_secret_file",
+                    "the file is empty",
+                )),
+                Ok(s) => m.client_secret = Some(Secret::new(s)),
+                Err(e) => p.push(Problem::new("provider.machine.client_secret_file", e)),
+            },
+            _ => {}
+        }
+    }
 
     let s = &mut c.session;
     match (s.keys.is_empty(), &s.keys_file) {

@@ -208,6 +208,25 @@ pub struct ProviderConfig {
     /// Talk to an `http://` IdP. For local development and tests only.
     #[serde(default)]
     pub insecure_allow_http: bool,
+    /// The client that obtains machine tokens (client-credentials grant) for
+    /// routes with `token = "client"`; default the gateway's own client.
+    /// Cognito needs a separate app client for them.
+    #[serde(default)]
+    pub machine: Option<MachineClientConfig>,
+}
+
+/// Credentials of the client used for the client-credentials grant.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachineClientConfig {
+    pub client_id: String,
+    #[serde(default)]
+    pub client_secret: Option<Secret>,
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    /// How this client authenticates at the token endpoint; default `provider.token_endpoint_auth`.
+    #[serde(default)]
+    pub token_endpoint_auth: Option<TokenEndpointAuth>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -286,6 +305,12 @@ pub struct SessionConfig {
     /// Upper bound of sessions held by the memory store.
     #[serde(default = "defaults::max_sessions")]
     pub max_sessions: u64,
+    /// A session whose tokens were last obtained longer ago than this is
+    /// refreshed before it is used, even while its access token is valid, so
+    /// a grant revoked at the IdP ends the session within this window.
+    /// `"off"` (the default): only the access token's expiry drives refresh.
+    #[serde(default, with = "types::off_or_duration")]
+    pub revalidate_every: Option<Duration>,
 }
 
 impl Default for SessionConfig {
@@ -310,6 +335,7 @@ impl Default for SessionConfig {
             cookie_name: defaults::cookie_name(),
             same_site: SameSite::default(),
             max_sessions: defaults::max_sessions(),
+            revalidate_every: None,
         }
     }
 }
@@ -390,6 +416,12 @@ pub struct RouteConfig {
     /// Navigations that must sign in go to this federated IdP (`/auth/login?idp=…`).
     #[serde(default)]
     pub login_idp: Option<String>,
+    /// With `token = "client"`: the scopes of the machine token (client-credentials grant).
+    #[serde(default)]
+    pub client_scopes: Vec<String>,
+    /// With `token = "client"`: the `resource` (RFC 8707) of the machine token, if any.
+    #[serde(default)]
+    pub client_resource: Option<String>,
 }
 
 /// Header names for the caller's identity on a route; unset ones are not sent.
@@ -430,6 +462,8 @@ pub enum TokenKind {
     Access,
     Id,
     None,
+    /// The gateway's own machine token (client-credentials grant), on behalf of the signed-in user.
+    Client,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -454,6 +488,22 @@ pub struct SpaConfig {
 }
 
 impl ProviderConfig {
+    /// The client that requests machine tokens: `provider.machine`, else the gateway's own.
+    pub fn machine_client(&self) -> (String, Option<Secret>, TokenEndpointAuth) {
+        match &self.machine {
+            Some(m) => (
+                m.client_id.clone(),
+                m.client_secret.clone(),
+                m.token_endpoint_auth.unwrap_or(self.token_endpoint_auth),
+            ),
+            None => (
+                self.client_id.clone(),
+                self.client_secret.clone(),
+                self.token_endpoint_auth,
+            ),
+        }
+    }
+
     /// The claim listing the caller's groups.
     pub fn groups_claim(&self) -> &str {
         match (&self.groups_claim, &self.cognito) {

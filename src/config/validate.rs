@@ -3,7 +3,7 @@
 //! by loading (`files.rs`). What it parses (session keys, Redis URLs) it
 //! keeps in the config, so nothing parses them again.
 
-use super::{AuthMode, Config, KeyBytes, Problem, SameSite, StoreKind};
+use super::{AuthMode, Config, KeyBytes, Problem, SameSite, StoreKind, TokenKind};
 use base64::Engine;
 use std::collections::HashSet;
 
@@ -163,6 +163,16 @@ fn provider(c: &mut Config, p: &mut Vec<Problem>) {
     if pc.client_id.trim().is_empty() {
         p.push(Problem::new("provider.client_id", "must not be empty"));
     }
+    if pc
+        .machine
+        .as_ref()
+        .is_some_and(|m| m.client_id.trim().is_empty())
+    {
+        p.push(Problem::new(
+            "provider.machine.client_id",
+            "must not be empty",
+        ));
+    }
     // Clocks drift by seconds; a leeway of more turns expiry checks off.
     if pc.leeway > std::time::Duration::from_secs(300) {
         p.push(Problem::new(
@@ -239,6 +249,14 @@ fn session(c: &mut Config, p: &mut Vec<Problem>) {
         p.push(Problem::new(
             "session.idle_timeout",
             "must be greater than 0",
+        ));
+    }
+    if s.revalidate_every
+        .is_some_and(|d| d < std::time::Duration::from_secs(1))
+    {
+        p.push(Problem::new(
+            "session.revalidate_every",
+            "must be at least 1s, or \"off\"",
         ));
     }
     if s.absolute_timeout < s.idle_timeout {
@@ -440,12 +458,71 @@ fn routes(c: &Config, p: &mut Vec<Problem>) {
                 "a bearer route needs the `aud` its tokens carry: set provider.audiences or this route's audiences",
             ));
         }
+        machine_token(c, r, &key, p);
         if r.max_body_bytes == Some(0) {
             p.push(Problem::new(
                 key("max_body_bytes"),
                 "must be greater than 0",
             ));
         }
+    }
+}
+
+/// `token = "client"`: a machine token for a signed-in user's request needs
+/// its scopes, a confidential client, and a route that is not open to anyone.
+fn machine_token(
+    c: &Config,
+    r: &super::RouteConfig,
+    key: &dyn Fn(&str) -> String,
+    p: &mut Vec<Problem>,
+) {
+    if r.token != TokenKind::Client {
+        if !r.client_scopes.is_empty() || r.client_resource.is_some() {
+            p.push(Problem::new(
+                key("client_scopes"),
+                "client_scopes and client_resource are for token = \"client\" only",
+            ));
+        }
+        return;
+    }
+    if r.client_scopes.is_empty() {
+        p.push(Problem::new(
+            key("client_scopes"),
+            "token = \"client\" needs the scopes of the machine token, e.g. [\"orders/read\"]",
+        ));
+    }
+    if let Some(bad) = r.client_scopes.iter().find(|s| {
+        s.is_empty()
+            || s.chars()
+                .any(|ch| ch == ' ' || ch == '"' || ch == '\\' || ch.is_control())
+    }) {
+        p.push(Problem::new(
+            key("client_scopes"),
+            format!("\"{bad}\" is not a scope (RFC 6749 §3.3)"),
+        ));
+    }
+    if let Some(res) = &r.client_resource {
+        // RFC 8707 §2: an absolute URI without a fragment.
+        match url::Url::parse(res) {
+            Ok(u) if u.fragment().is_none() => {}
+            _ => p.push(Problem::new(
+                key("client_resource"),
+                "must be an absolute URI without a fragment (RFC 8707)",
+            )),
+        }
+    }
+    if matches!(r.auth, AuthMode::Public | AuthMode::Optional) {
+        p.push(Problem::new(
+            key("auth"),
+            "token = \"client\" sends the gateway's own token: the route must require a signed-in caller (session, bearer or session_or_bearer)",
+        ));
+    }
+    let (_, secret, _) = c.provider.machine_client();
+    if secret.is_none() {
+        p.push(Problem::new(
+            "provider.machine.client_secret",
+            "token = \"client\" needs a confidential client: set provider.client_secret or provider.machine.client_secret",
+        ));
     }
 }
 

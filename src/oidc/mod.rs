@@ -9,6 +9,7 @@ pub mod hints;
 pub mod jwks;
 pub mod jwt;
 pub mod logout;
+pub mod machine;
 pub mod metadata;
 pub mod return_to;
 

@@ -171,7 +171,8 @@ async fn forward(
     if declared.is_some_and(|n| n > max) {
         return Err(AppError::BodyTooLarge);
     }
-    rewrite(state, route, identity, &client, &mut parts, false)?;
+    let machine = machine_token(state, route, user).await?;
+    rewrite(state, route, identity, machine, &client, &mut parts, false)?;
     // Bodies stream; one larger than declared (or chunked past the limit) is cut off.
     let body = Body::new(http_body_util::Limited::new(body, max as usize));
     let (resp, slot) = send(state, route, user, http::Request::from_parts(parts, body)).await?;
@@ -211,11 +212,33 @@ fn watch_body(
     }))
 }
 
+/// For a `token = "client"` route: the gateway's machine token, as an
+/// `Authorization` value. A token endpoint that fails fails the request
+/// (502): nothing else is sent in its place.
+async fn machine_token(
+    state: &AppState,
+    route: &Route,
+    user: Option<&str>,
+) -> Result<Option<HeaderValue>, AppError> {
+    let Some(grant) = &route.machine else {
+        return Ok(None);
+    };
+    let token = state.machine.token(grant).await.inspect_err(|e| {
+        tracing::warn!(route = %route.id, sub = user.unwrap_or("-"), error = %e, "no machine token for the upstream");
+    })?;
+    let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+        AppError::MachineToken("the token endpoint issued a token that is no header value".into())
+    })?;
+    value.set_sensitive(true);
+    Ok(Some(value))
+}
+
 /// Step 4: the upstream URI and the request headers, cleaned and with identity attached.
 fn rewrite(
     state: &AppState,
     route: &Route,
     identity: &Identity,
+    machine: Option<HeaderValue>,
     client: &ClientInfo,
     parts: &mut http::request::Parts,
     websocket: bool,
@@ -268,9 +291,9 @@ fn rewrite(
             }
         }
     }
-    // A session's token (as the route says); a verified API client's own
-    // header goes on unchanged.
-    if let Some(value) = identity.authorization(route.access.token) {
+    // A session's token (as the route says), or the gateway's machine token;
+    // a verified API client's own header goes on unchanged.
+    if let Some(value) = machine.or_else(|| identity.authorization(route.access.token)) {
         h.insert(header::AUTHORIZATION, value);
     }
     Ok(())

@@ -60,6 +60,8 @@ pub struct Route {
     pub assertion_audience: Option<String>,
     /// Federated IdP for sign-ins started by navigations to this route.
     pub login_idp: Option<String>,
+    /// With `token = "client"`: the machine token sent upstream.
+    pub machine: Option<crate::oidc::machine::MachineGrant>,
 }
 
 impl Route {
@@ -93,6 +95,10 @@ impl Route {
                     .unwrap_or_else(|| c.upstream.origin().ascii_serialization())
             }),
             login_idp: c.login_idp.clone(),
+            machine: (c.token == TokenKind::Client).then(|| crate::oidc::machine::MachineGrant {
+                scopes: c.client_scopes.clone(),
+                resource: c.client_resource.clone(),
+            }),
         }
     }
 

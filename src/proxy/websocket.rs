@@ -4,7 +4,7 @@
 
 use super::headers::{clean_response, drop_gateway_cookies};
 use super::routes::Route;
-use super::{client_info, rewrite, send, watch_body};
+use super::{client_info, machine_token, rewrite, send, watch_body};
 use crate::app::AppState;
 use crate::auth::Identity;
 use crate::error::AppError;
@@ -54,7 +54,8 @@ pub(super) async fn forward_websocket(
     let client = client_info(state, &req);
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (mut parts, _) = req.into_parts();
-    rewrite(state, route, identity, &client, &mut parts, true)?;
+    let machine = machine_token(state, route, user).await?;
+    rewrite(state, route, identity, machine, &client, &mut parts, true)?;
     let (mut resp, slot) = send(
         state,
         route,

@@ -48,6 +48,7 @@ const PORT = num(config.port, 0);
 const ACCESS_TOKEN_TTL = num(config.access_token_ttl, 3600);
 const ID_TOKEN_TTL = num(config.id_token_ttl, 3600);
 const REFRESH_TOKEN_TTL = num(config.refresh_token_ttl, 86400);
+const CLIENT_CREDENTIALS_TTL = num(config.client_credentials_ttl, 600);
 const SESSION_TTL = num(config.session_ttl, Math.max(REFRESH_TOKEN_TTL, ACCESS_TOKEN_TTL));
 const ROTATE_REFRESH_TOKENS = config.rotate_refresh_tokens === undefined ? true : !!config.rotate_refresh_tokens;
 // `"resource": null` switches resource indicators off: opaque access tokens
@@ -170,8 +171,9 @@ class TestAdapter {
 
 function zeroStats() {
   return {
-    token: { authorization_code: 0, refresh_token: 0 }, // successful token responses, by grant_type
-    token_error: { authorization_code: 0, refresh_token: 0 }, // error responses, by grant_type
+    // successful token responses, by grant_type (client_credentials: machine tokens)
+    token: { authorization_code: 0, refresh_token: 0, client_credentials: 0 },
+    token_error: { authorization_code: 0, refresh_token: 0, client_credentials: 0 }, // error responses, by grant_type
     token_requests: 0, // every POST /token
     authorization: 0, // GET /auth (not the /auth/UID resume)
     revocation: 0, // POST /token/revocation, any outcome
@@ -331,7 +333,7 @@ const clients = config.clients.map((c) => {
   if (!clientId) fail('every client needs a client_id');
   const out = {
     client_id: clientId,
-    grant_types: ['authorization_code', 'refresh_token'],
+    grant_types: ['authorization_code', 'refresh_token', 'client_credentials'],
     response_types: ['code'],
     token_endpoint_auth_method: secret ? 'client_secret_basic' : 'none',
     ...rest,
@@ -406,7 +408,7 @@ provider = new Provider(issuer, {
     AccessToken: ACCESS_TOKEN_TTL,
     AuthorizationCode: 60,
     BackchannelAuthenticationRequest: 600,
-    ClientCredentials: 600,
+    ClientCredentials: CLIENT_CREDENTIALS_TTL,
     DeviceCode: 600,
     Grant: Math.max(REFRESH_TOKEN_TTL, SESSION_TTL),
     IdToken: ID_TOKEN_TTL,
@@ -421,7 +423,14 @@ provider = new Provider(issuer, {
     revocation: { enabled: true, allowedPolicy: async () => true },
     introspection: { enabled: true, allowedPolicy: async () => true },
     backchannelLogout: { enabled: true },
+    // Machine tokens (client_credentials): JWTs for the resource server, with
+    // sub = client_id and no user, as Cognito's M2M tokens.
+    clientCredentials: { enabled: true },
     resourceIndicators,
+  },
+  // Cognito's M2M access tokens say token_use "access".
+  async extraTokenClaims(ctx, token) {
+    return token.kind === 'ClientCredentials' ? { token_use: 'access' } : undefined;
   },
   clientBasedCORS: () => false,
   // oidc-provider refuses outgoing requests to special-use addresses

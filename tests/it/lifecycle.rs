@@ -19,7 +19,7 @@ pub async fn advance(idp: &Idp, clocks: &[&TestClock], by: Duration) {
     }
 }
 
-async fn reset_stats(idp: &Idp) {
+pub async fn reset_stats(idp: &Idp) {
     reqwest::Client::new()
         .post(format!("{}/test/stats/reset", idp.issuer))
         .send()
@@ -27,7 +27,7 @@ async fn reset_stats(idp: &Idp) {
         .unwrap();
 }
 
-async fn refreshes(idp: &Idp) -> i64 {
+pub async fn refreshes(idp: &Idp) -> i64 {
     idp.stats().await["token"]["refresh_token"]
         .as_i64()
         .unwrap_or(0)
@@ -114,7 +114,7 @@ async fn one_refresh_for_fifty_concurrent_calls() {
 /// in-process gateway on `listeners` whose session store is the Redis its
 /// config names; nothing but Redis is shared with the other. Serves until
 /// the returned sender is dropped.
-async fn redis_replica(
+pub async fn redis_replica(
     listeners: (tokio::net::TcpListener, tokio::net::TcpListener),
     toml: &str,
     clock: &TestClock,

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 // ------------------------------------------------------------- helpers ---
 
 /// Inserts `line` right after the `[section]` header of a config.
-fn with(toml: &str, section: &str, line: &str) -> String {
+pub fn with(toml: &str, section: &str, line: &str) -> String {
     let header = format!("[{section}]\n");
     assert!(toml.contains(&header), "no [{section}] in the config");
     toml.replacen(&header, &format!("{header}{line}\n"), 1)

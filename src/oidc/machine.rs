@@ -1,0 +1,83 @@
+//! The client-credentials grant (RFC 6749 §4.4): the gateway asks the token
+//! endpoint for a machine token of its own, for routes with
+//! `token = "client"`. The call is the `oauth2` crate's; this module only
+//! maps the configured client and the answer onto the gateway's types. It
+//! caches nothing: the cache (single flight, shared across replicas) sits
+//! above it, in `auth::machine`.
+
+use super::OidcError;
+use crate::config::{Secret, TokenEndpointAuth};
+use oauth2::basic::{BasicClient, BasicTokenType};
+use oauth2::{AuthType, ClientId, ClientSecret, RequestTokenError, Scope, TokenResponse, TokenUrl};
+use std::time::Duration;
+use url::Url;
+
+/// The client that asks for machine tokens.
+#[derive(Debug, Clone)]
+pub struct MachineClient {
+    pub client_id: String,
+    pub secret: Secret,
+    pub method: TokenEndpointAuth,
+}
+
+/// What the machine token is for: its scopes and, optionally, its resource.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MachineGrant {
+    pub scopes: Vec<String>,
+    /// RFC 8707 `resource`.
+    pub resource: Option<String>,
+}
+
+/// A machine token as the token endpoint issued it.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub access_token: String,
+    /// How long it lives, as the answer said (`expires_in`).
+    pub expires_in: Option<Duration>,
+}
+
+/// One client-credentials request at `token_endpoint`, authenticated as
+/// `client.method` says. `http` is the provider's client (no redirects,
+/// `provider.http_timeout`).
+pub async fn client_credentials(
+    http: &reqwest::Client,
+    token_endpoint: &Url,
+    client: &MachineClient,
+    grant: &MachineGrant,
+) -> Result<IssuedToken, OidcError> {
+    let auth_type = match client.method {
+        TokenEndpointAuth::ClientSecretBasic => AuthType::BasicAuth,
+        TokenEndpointAuth::ClientSecretPost => AuthType::RequestBody,
+    };
+    let oauth = BasicClient::new(ClientId::new(client.client_id.clone()))
+        .set_client_secret(ClientSecret::new(client.secret.expose().to_string()))
+        .set_auth_type(auth_type)
+        .set_token_uri(TokenUrl::from_url(token_endpoint.clone()));
+    let mut request = oauth
+        .exchange_client_credentials()
+        .add_scopes(grant.scopes.iter().cloned().map(Scope::new));
+    if let Some(resource) = &grant.resource {
+        request = request.add_extra_param("resource", resource.clone());
+    }
+    let answer = request.request_async(http).await.map_err(|e| match e {
+        RequestTokenError::ServerResponse(err) => {
+            OidcError::TokenEndpoint(err.error().as_ref().to_string())
+        }
+        RequestTokenError::Request(e) => OidcError::Unreachable(format!("token endpoint: {e}")),
+        RequestTokenError::Parse(e, _) => {
+            OidcError::Protocol(format!("client-credentials answer: {e}"))
+        }
+        RequestTokenError::Other(e) => OidcError::Protocol(format!("client-credentials: {e}")),
+    })?;
+    // RFC 6750: only a bearer token can be sent as `Authorization: Bearer`.
+    if *answer.token_type() != BasicTokenType::Bearer {
+        return Err(OidcError::Protocol(format!(
+            "client-credentials answer has token_type {:?}, not Bearer",
+            answer.token_type()
+        )));
+    }
+    Ok(IssuedToken {
+        access_token: answer.access_token().secret().clone(),
+        expires_in: answer.expires_in(),
+    })
+}
