@@ -442,6 +442,78 @@ fn bad_configs_name_the_key() {
             with("path = \"/api\"", "path = \"/api\"\ntimeout = \"0s\""),
             "route[0].timeout",
         ),
+        // session.revalidate_every
+        (
+            "revalidate_every of 0s",
+            with("keys = [", "revalidate_every = \"0s\"\nkeys = ["),
+            "session.revalidate_every",
+        ),
+        (
+            "revalidate_every not a duration",
+            with("keys = [", "revalidate_every = \"sometimes\"\nkeys = ["),
+            "session.revalidate_every",
+        ),
+        // token = "client"
+        (
+            "client token without client_scopes",
+            with_all(&[
+                ("client_id = \"bff\"", "client_id = \"bff\"\nclient_secret = \"s\""),
+                ("path = \"/api\"", "path = \"/api\"\ntoken = \"client\""),
+            ]),
+            "route[0].client_scopes",
+        ),
+        (
+            "client token with a scope holding a space",
+            with_all(&[
+                ("client_id = \"bff\"", "client_id = \"bff\"\nclient_secret = \"s\""),
+                ("path = \"/api\"", "path = \"/api\"\ntoken = \"client\"\nclient_scopes = [\"a b\"]"),
+            ]),
+            "route[0].client_scopes",
+        ),
+        (
+            "client token on a public route",
+            with_all(&[
+                ("client_id = \"bff\"", "client_id = \"bff\"\nclient_secret = \"s\""),
+                ("path = \"/api\"", "path = \"/api\"\ntoken = \"client\"\nclient_scopes = [\"a\"]\nauth = \"public\""),
+            ]),
+            "route[0].auth",
+        ),
+        (
+            "client token on an optional route",
+            with_all(&[
+                ("client_id = \"bff\"", "client_id = \"bff\"\nclient_secret = \"s\""),
+                ("path = \"/api\"", "path = \"/api\"\ntoken = \"client\"\nclient_scopes = [\"a\"]\nauth = \"optional\""),
+            ]),
+            "route[0].auth",
+        ),
+        (
+            "client token without a client secret",
+            with("path = \"/api\"", "path = \"/api\"\ntoken = \"client\"\nclient_scopes = [\"a\"]"),
+            "provider.machine.client_secret",
+        ),
+        (
+            "client token with a fragment resource",
+            with_all(&[
+                ("client_id = \"bff\"", "client_id = \"bff\"\nclient_secret = \"s\""),
+                ("path = \"/api\"", "path = \"/api\"\ntoken = \"client\"\nclient_scopes = [\"a\"]\nclient_resource = \"https://x.example/#f\""),
+            ]),
+            "route[0].client_resource",
+        ),
+        (
+            "client_scopes on an access-token route",
+            with("path = \"/api\"", "path = \"/api\"\nclient_scopes = [\"a\"]"),
+            "route[0].client_scopes",
+        ),
+        (
+            "machine client with an empty id",
+            format!("{}\n[provider.machine]\nclient_id = \"\"\nclient_secret = \"s\"\n", base()),
+            "provider.machine.client_id",
+        ),
+        (
+            "machine client_secret and client_secret_file",
+            format!("{}\n[provider.machine]\nclient_id = \"m\"\nclient_secret = \"s\"\nclient_secret_file = \"x\"\n", base()),
+            "provider.machine.client_secret_file",
+        ),
         // [spa]
         (
             "spa with dir and upstream",
@@ -612,4 +684,42 @@ fn leeway_is_bounded() {
         "client_id = \"bff\"\nleeway = \"5m\"",
     );
     load_from_str(&ok).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn revalidation_and_machine_clients_parse() {
+    // Off by default, "off" as well, a duration otherwise; shown back as written.
+    let c = load_from_str(&base()).unwrap();
+    assert_eq!(c.session.revalidate_every, None);
+    let c = load_from_str(&with("keys = [", "revalidate_every = \"off\"\nkeys = [")).unwrap();
+    assert_eq!(c.session.revalidate_every, None);
+    let c = load_from_str(&with("keys = [", "revalidate_every = \"5m\"\nkeys = [")).unwrap();
+    assert_eq!(c.session.revalidate_every, Some(Duration::from_secs(300)));
+    assert!(c.to_redacted_toml().contains("revalidate_every = \"5m\""));
+    // A machine client of its own (Cognito), or else the gateway's own.
+    let toml = with_all(&[
+        (
+            "client_id = \"bff\"",
+            "client_id = \"bff\"\nclient_secret = \"own\"",
+        ),
+        (
+            "path = \"/api\"",
+            "path = \"/api\"\ntoken = \"client\"\nclient_scopes = [\"orders/read\"]",
+        ),
+    ]);
+    let c = load_from_str(&toml).unwrap();
+    let (id, secret, method) = c.provider.machine_client();
+    assert_eq!((id.as_str(), secret.unwrap().expose()), ("bff", "own"));
+    assert_eq!(method, TokenEndpointAuth::ClientSecretBasic);
+    let c = load_from_str(&format!(
+        "{toml}\n[provider.machine]\nclient_id = \"m2m\"\nclient_secret = \"machine-s3cret\"\ntoken_endpoint_auth = \"client_secret_post\"\n"
+    ))
+    .unwrap();
+    let (id, secret, method) = c.provider.machine_client();
+    assert_eq!(
+        (id.as_str(), secret.unwrap().expose()),
+        ("m2m", "machine-s3cret")
+    );
+    assert_eq!(method, TokenEndpointAuth::ClientSecretPost);
+    assert!(!c.to_redacted_toml().contains("machine-s3cret"));
 }
