@@ -58,7 +58,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/*
 The keys of the Secret in use, as YAML: clientSecret, sessionKeys, redisUrl,
-redisPassword, each the key name or "" when that secret is not given.
+redisPassword, machineClientSecret, each the key name or "" when that secret
+is not given.
 */}}
 {{- define "oidc-bff.secretKeys" -}}
 {{- if .Values.existingSecret }}
@@ -67,12 +68,14 @@ clientSecret: {{ $k.clientSecret | default "" | quote }}
 sessionKeys: {{ $k.sessionKeys | default "" | quote }}
 redisUrl: {{ $k.redisUrl | default "" | quote }}
 redisPassword: {{ $k.redisPassword | default "" | quote }}
+machineClientSecret: {{ $k.machineClientSecret | default "" | quote }}
 {{- else }}
 {{- $s := .Values.secrets }}
 clientSecret: {{ ternary "client-secret" "" (not (empty $s.clientSecret)) | quote }}
 sessionKeys: {{ ternary "session-keys" "" (not (empty $s.sessionKeys)) | quote }}
 redisUrl: {{ ternary "redis-url" "" (not (empty $s.redisUrl)) | quote }}
 redisPassword: {{ ternary "redis-password" "" (not (empty $s.redisPassword)) | quote }}
+machineClientSecret: {{ ternary "machine-client-secret" "" (not (empty $s.machineClientSecret)) | quote }}
 {{- end }}
 {{- end }}
 
@@ -105,6 +108,17 @@ Included by the ConfigMap, so `helm template` and `helm install` stop here.
 {{- if hasKey $provider $k }}
 {{- fail (printf "config.provider.%s: the client secret does not belong in the ConfigMap; set secrets.clientSecret (or existingSecret)" $k) }}
 {{- end }}
+{{- end }}
+{{- range $k := list "client_secret" "client_secret_file" }}
+{{- if hasKey ($provider.machine | default dict) $k }}
+{{- fail (printf "config.provider.machine.%s: the machine client's secret does not belong in the ConfigMap; set secrets.machineClientSecret (or existingSecret)" $k) }}
+{{- end }}
+{{- end }}
+{{- if and $keys.machineClientSecret (not $provider.machine) }}
+{{- fail "secrets.machineClientSecret is set but config.provider.machine is not: set config.provider.machine.client_id (the app client for machine tokens)" }}
+{{- end }}
+{{- if and $provider.machine (not $keys.machineClientSecret) }}
+{{- fail "config.provider.machine needs its client's secret: set secrets.machineClientSecret (or existingSecret with existingSecretKeys.machineClientSecret)" }}
 {{- end }}
 {{- range $k := list "keys" "keys_file" }}
 {{- if hasKey $session $k }}
@@ -192,6 +206,9 @@ listeners and the secret files mounted from the Secret.
 {{- $_ := required "config.provider.client_id is required: the OAuth client id registered at the IdP" $provider.client_id }}
 {{- if $keys.clientSecret }}
 {{- $_ := set $provider "client_secret_file" (printf "%s/client-secret" $dir) }}
+{{- end }}
+{{- if and $provider.machine $keys.machineClientSecret }}
+{{- $_ := set $provider.machine "client_secret_file" (printf "%s/machine-client-secret" $dir) }}
 {{- end }}
 {{- $session := deepCopy ($c.session | default dict) }}
 {{- $_ := set $session "keys_file" (printf "%s/session-keys" $dir) }}
