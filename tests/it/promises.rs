@@ -1162,8 +1162,9 @@ async fn every_documented_metric_appears_with_its_labels() {
     let cut = cutting_upstream().await;
     let routes = format!(
         "[[route]]\npath = \"/api/\"\nupstream = \"{}\"\n\n\
-         [[route]]\npath = \"/cut/\"\nupstream = \"{cut}\"\nauth = \"public\"\n",
-        upstream.url
+         [[route]]\npath = \"/cut/\"\nupstream = \"{cut}\"\nauth = \"public\"\n\n\
+         [[route]]\npath = \"/m2m/\"\nupstream = \"{}\"\ntoken = \"client\"\nclient_scopes = [\"api:read\"]\n",
+        upstream.url, upstream.url
     );
     let toml = with(
         &config_toml(&url, &idp.issuer, &routes),
@@ -1194,6 +1195,7 @@ async fn every_documented_metric_appears_with_its_labels() {
     // A second session keeps the memory store's gauge above zero after logout.
     sign_in(&browser(), &gw.url, "carol", "/").await;
     assert_eq!(api(&b, &format!("{}/api/x", gw.url)).await.0, 200);
+    assert_eq!(api(&b, &format!("{}/m2m/x", gw.url)).await.0, 200);
     let refused = b.get(format!("{}/api/x", gw.url)).send().await.unwrap();
     assert_eq!(refused.status(), 403, "no X-CSRF");
     // The 2 s access token expires: the next call refreshes it.
@@ -1255,8 +1257,15 @@ async fn every_documented_metric_appears_with_its_labels() {
         ("oidc_bff_upstream_duration_seconds", &["route=\"/api/\""]),
         ("oidc_bff_logins_total", &["outcome=\"success\""]),
         ("oidc_bff_logouts_total", &["kind=\"user\""]),
-        ("oidc_bff_token_refreshes_total", &["outcome=\"success\""]),
+        (
+            "oidc_bff_token_refreshes_total",
+            &["outcome=\"success\"", "reason=\"expiry\""],
+        ),
         ("oidc_bff_token_refreshes_total", &["outcome=\"error\""]),
+        (
+            "oidc_bff_machine_token_requests_total",
+            &["outcome=\"success\""],
+        ),
         (
             "oidc_bff_jwt_verifications_total",
             &["kind=\"id_token\"", "outcome=\"valid\""],
