@@ -207,11 +207,20 @@ async fn decide(state: &AppState, req: &Parts) -> Result<Response, AppError> {
         websocket: false,
     };
     match gate::pass(state, access, ask).await {
-        Ok(passed) => Ok(allowed(
-            &passed.identity,
-            access.token,
-            state.config.provider.groups_claim(),
-        )),
+        Ok(passed) => {
+            let mut resp = allowed(
+                &passed.identity,
+                access.token,
+                state.config.provider.groups_claim(),
+            );
+            // A `token = "client"` route: the gateway's machine token, for the
+            // ingress to send on as it would the session's; never the user's.
+            if let Some(grant) = route.and_then(|r| r.machine.as_ref()) {
+                let value = state.machine.authorization(grant).await?;
+                resp.headers_mut().insert(header::AUTHORIZATION, value);
+            }
+            Ok(resp)
+        }
         Err(gate::Refused {
             error: AppError::Unauthenticated,
             ..

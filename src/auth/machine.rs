@@ -120,6 +120,19 @@ impl MachineTokens {
             .map_err(AppError::MachineToken)
     }
 
+    /// The machine token for `grant` as an `Authorization: Bearer` value
+    /// (marked sensitive: never logged by the HTTP stack).
+    pub async fn authorization(&self, grant: &MachineGrant) -> Result<http::HeaderValue, AppError> {
+        let token = self.token(grant).await?;
+        let mut value = http::HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+            AppError::MachineToken(
+                "the token endpoint issued a token that is no header value".into(),
+            )
+        })?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+
     /// The fetch in flight for `grant`, or a new one in a task of its own
     /// (it finishes and saves whoever still waits).
     fn join(&self, grant: &MachineGrant) -> Flight {

@@ -223,13 +223,9 @@ async fn machine_token(
     let Some(grant) = &route.machine else {
         return Ok(None);
     };
-    let token = state.machine.token(grant).await.inspect_err(|e| {
+    let value = state.machine.authorization(grant).await.inspect_err(|e| {
         tracing::warn!(route = %route.id, sub = user.unwrap_or("-"), error = %e, "no machine token for the upstream");
     })?;
-    let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-        AppError::MachineToken("the token endpoint issued a token that is no header value".into())
-    })?;
-    value.set_sensitive(true);
     Ok(Some(value))
 }
 

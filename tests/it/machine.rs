@@ -211,11 +211,66 @@ async fn fifty_requests_on_two_replicas_fetch_one_token() {
         1,
         "exactly one token request at the IdP across both replicas"
     );
-    // At rest in Redis the token is sealed: no JWT in the clear.
+    // At rest in Redis the token is sealed: neither it nor its claims in the clear.
+    let sent = upstream.last().header("authorization").unwrap().to_string();
+    let token = sent.strip_prefix("Bearer ").unwrap();
+    let payload = token.split('.').nth(1).unwrap();
     let saved = redis.dump("*machine-token*");
     assert!(!saved.is_empty(), "the token is shared through Redis");
     for (k, v) in saved {
         let text = String::from_utf8_lossy(&v);
-        assert!(!text.contains("eyJ"), "{k} holds a readable token");
+        assert!(
+            !text.contains(payload) && !text.contains("\"token\""),
+            "{k} holds a readable token: {text}"
+        );
     }
+}
+
+/// Forward-auth on a `token = "client"` route answers with the machine
+/// token for the ingress to send on, and the user's identity headers.
+#[tokio::test]
+async fn forward_auth_answers_with_the_machine_token() {
+    let reserved = reserve().await;
+    let url = reserved.url.clone();
+    let idp = Idp::for_gateway(&url, json!({}));
+    let upstream = Upstream::start(None).await;
+    let toml = with(
+        &config_toml(&url, &idp.issuer, &routes(&upstream.url)),
+        "server",
+        "trusted_proxies = [\"127.0.0.1/32\"]",
+    );
+    let gw = Gateway::start(reserved, &toml).await;
+    let b = browser();
+    sign_in(&b, &gw.url, "alice", "/").await;
+    let check = |uri: &'static str| {
+        b.get(format!("{}/auth/check", gw.url))
+            .header("x-forwarded-method", "GET")
+            .header("x-forwarded-proto", "http")
+            .header("x-forwarded-host", "127.0.0.1")
+            .header("x-forwarded-uri", uri)
+            .header("x-csrf", "1")
+    };
+    let r = check("/m2m/x").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let token = r.headers()["authorization"]
+        .to_str()
+        .unwrap()
+        .strip_prefix("Bearer ")
+        .unwrap()
+        .to_string();
+    let claims = verify_with_jwks(&format!("{}/jwks", idp.issuer), &token)
+        .await
+        .unwrap();
+    assert_eq!(claims["sub"], "bff");
+    assert_eq!(claims["client_id"], "bff");
+    assert!(r
+        .headers()
+        .values()
+        .any(|v| v.to_str().is_ok_and(|v| v == "alice")));
+    // The user's route answers with the user's token.
+    let r = check("/api/x").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let user_token = r.headers()["authorization"].to_str().unwrap().to_string();
+    assert_ne!(user_token, format!("Bearer {token}"));
+    assert_eq!(machine_grants(&idp).await, 1);
 }
