@@ -22,14 +22,19 @@ struct Echo {
 }
 
 /// The echo API's router.
-pub fn router(http: reqwest::Client, jwks_url: Url, issuer: String, client_id: String) -> Router {
+pub fn router(
+    http: reqwest::Client,
+    jwks_url: Url,
+    issuer: String,
+    client_ids: Vec<String>,
+) -> Router {
     let echo = Arc::new(Echo {
         jwks: JwksCache::new(Box::new(HttpJwksSource {
             http,
             url: jwks_url,
         })),
         issuer,
-        client_ids: vec![client_id],
+        client_ids,
     });
     Router::new().fallback(any(handle)).with_state(echo)
 }

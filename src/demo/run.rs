@@ -88,7 +88,12 @@ pub async fn start(
         .iter()
         .map(|u| (u.username.clone(), u.password.clone()))
         .collect();
-    let client_id = idp_config.clients[0].client_id.clone();
+    // The API accepts access tokens of every app client: the user's and the gateway's machine client's.
+    let client_ids = idp_config
+        .clients
+        .iter()
+        .map(|c| c.client_id.clone())
+        .collect();
     let idp_handle = dev_idp::start(idp_config, idp)
         .await
         .map_err(|e| DemoError::Start(format!("development IdP: {e}")))?;
@@ -122,7 +127,7 @@ pub async fn start(
         http,
         idp_handle.jwks_url(),
         idp_handle.issuer().to_string(),
-        client_id,
+        client_ids,
     );
     tokio::spawn(async move {
         if let Err(e) = axum::serve(api, echo_app).await {

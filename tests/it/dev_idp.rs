@@ -986,3 +986,122 @@ async fn garbage_gets_oauth_errors_never_a_crash() {
     let resp = idp.http.get(idp.url("/no/such/page")).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }
+
+/// A client-credentials request for `client` with `secret` and `form` extras.
+async fn machine_token(
+    idp: &Idp,
+    client: &str,
+    secret: &str,
+    extra: &[(&str, &str)],
+) -> (StatusCode, Value) {
+    let mut form = vec![("grant_type", "client_credentials")];
+    form.extend_from_slice(extra);
+    let resp = idp
+        .http
+        .post(idp.url("/oauth2/token"))
+        .basic_auth(client, Some(secret))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn the_machine_client_gets_cognito_m2m_tokens() {
+    let idp = start(demo_config()).await;
+    let (status, body) = machine_token(&idp, "demo-machine", "demo-machine-secret", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["token_type"], "Bearer");
+    assert!(body["expires_in"].as_u64().is_some_and(|n| n > 0));
+    assert!(body.get("id_token").is_none() && body.get("refresh_token").is_none());
+    let (claims, _) = idp
+        .verify(body["access_token"].as_str().unwrap(), None)
+        .await;
+    // Cognito's M2M shape: the client is the subject, no user at all.
+    assert_eq!(claims["sub"], "demo-machine");
+    assert_eq!(claims["client_id"], "demo-machine");
+    assert_eq!(claims["token_use"], "access");
+    assert_eq!(claims["scope"], "echo/read");
+    assert!(claims.get("aud").is_none());
+    for user_claim in ["username", "cognito:groups", "email", "cognito:username"] {
+        assert!(claims.get(user_claim).is_none(), "{user_claim} in {claims}");
+    }
+    // The scope asked for explicitly.
+    let (status, body) = machine_token(
+        &idp,
+        "demo-machine",
+        "demo-machine-secret",
+        &[("scope", "echo/read")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn client_credentials_refusals() {
+    let idp = start(demo_config()).await;
+    // The sign-in client may not (Cognito: not on a code-flow client).
+    let (status, body) = machine_token(&idp, CLIENT, SECRET, &[]).await;
+    assert_oauth_error(
+        status,
+        &body,
+        StatusCode::BAD_REQUEST,
+        "unauthorized_client",
+    );
+    // A wrong secret, a scope not granted, an empty scope.
+    let (status, body) = machine_token(&idp, "demo-machine", "wrong", &[]).await;
+    assert_oauth_error(status, &body, StatusCode::UNAUTHORIZED, "invalid_client");
+    for scope in ["echo/write", "openid", "echo/read openid", " "] {
+        let (status, body) = machine_token(
+            &idp,
+            "demo-machine",
+            "demo-machine-secret",
+            &[("scope", scope)],
+        )
+        .await;
+        assert_oauth_error(status, &body, StatusCode::BAD_REQUEST, "invalid_scope");
+    }
+    // The machine client cannot sign users in.
+    let mut params = idp.authorize_params();
+    for p in params.iter_mut() {
+        if p.0 == "client_id" {
+            p.1 = "demo-machine".into();
+        }
+    }
+    let r = idp.authorize(&params).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.headers().get(LOCATION).is_none(), "no redirect");
+}
+
+#[test]
+fn machine_clients_are_validated_as_cognito_would() {
+    let base = "[[client]]\nclient_id = \"m\"\n";
+    for (extra, want) in [
+        (
+            "client_secret = \"s\"\nallowed_flows = [\"code\", \"client_credentials\"]\nredirect_uris = [\"http://127.0.0.1/cb\"]\nallowed_scopes = [\"a/b\"]\n",
+            "allowed_flows",
+        ),
+        (
+            "allowed_flows = [\"client_credentials\"]\nallowed_scopes = [\"a/b\"]\n",
+            "client_secret",
+        ),
+        (
+            "client_secret = \"s\"\nallowed_flows = [\"client_credentials\"]\nallowed_scopes = [\"openid\"]\n",
+            "allowed_scopes",
+        ),
+        ("client_secret = \"s\"\nallowed_flows = [\"implicit\"]\n", "allowed_flows"),
+        ("client_secret = \"s\"\n", "redirect_uris"),
+    ] {
+        let err = DevIdpConfig::from_toml_str(&format!("{base}{extra}"))
+            .err()
+            .unwrap_or_else(|| panic!("accepted: {extra}"))
+            .to_string();
+        assert!(err.contains(&format!("client[0].{want}")), "{extra}: {err}");
+    }
+    let ok = DevIdpConfig::from_toml_str(&format!(
+        "{base}client_secret = \"s\"\nallowed_flows = [\"client_credentials\"]\nallowed_scopes = [\"a/b\"]\n"
+    ));
+    assert!(ok.is_ok(), "{:?}", ok.err().map(|e| e.to_string()));
+}

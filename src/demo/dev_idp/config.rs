@@ -59,12 +59,25 @@ pub struct DevClient {
     #[serde(default)]
     pub client_secret: Option<String>,
     /// Callback URLs; the `redirect_uri` must equal one of them exactly.
+    /// Needed with the `code` flow.
+    #[serde(default)]
     pub redirect_uris: Vec<String>,
     /// Sign-out URLs; `/logout`'s `logout_uri` must equal one of them exactly.
     #[serde(default)]
     pub logout_uris: Vec<String>,
     #[serde(default = "defaults::scopes")]
     pub allowed_scopes: Vec<String>,
+    /// Cognito's AllowedOAuthFlows: `["code"]` (sign-in, the default) or
+    /// `["client_credentials"]` (machine tokens); as at Cognito, not both.
+    #[serde(default = "defaults::flows")]
+    pub allowed_flows: Vec<String>,
+}
+
+impl DevClient {
+    /// Whether the client may use `flow` (`code` or `client_credentials`).
+    pub fn allows(&self, flow: &str) -> bool {
+        self.allowed_flows.iter().any(|f| f == flow)
+    }
 }
 
 /// A user of the pool.
@@ -100,6 +113,9 @@ mod defaults {
     }
     pub fn five_minutes() -> Duration {
         Duration::from_secs(300)
+    }
+    pub fn flows() -> Vec<String> {
+        vec!["code".into()]
     }
     pub fn scopes() -> Vec<String> {
         vec!["openid".into(), "email".into(), "profile".into()]
@@ -143,13 +159,26 @@ impl DevIdpConfig {
             insecure_listen_any: false,
             issuer: defaults::issuer(),
             public_url,
-            clients: vec![DevClient {
-                client_id: "demo-spa".into(),
-                client_secret: Some("demo-spa-secret".into()),
-                redirect_uris: vec![format!("{gateway}/auth/callback")],
-                logout_uris: vec![format!("{gateway}/auth/signed-out")],
-                allowed_scopes: defaults::scopes(),
-            }],
+            clients: vec![
+                DevClient {
+                    client_id: "demo-spa".into(),
+                    client_secret: Some("demo-spa-secret".into()),
+                    redirect_uris: vec![format!("{gateway}/auth/callback")],
+                    logout_uris: vec![format!("{gateway}/auth/signed-out")],
+                    allowed_scopes: defaults::scopes(),
+                    allowed_flows: defaults::flows(),
+                },
+                // The gateway's machine client (`token = "client"` routes):
+                // Cognito allows client_credentials only on a client of its own.
+                DevClient {
+                    client_id: "demo-machine".into(),
+                    client_secret: Some("demo-machine-secret".into()),
+                    redirect_uris: vec![],
+                    logout_uris: vec![],
+                    allowed_scopes: vec!["echo/read".into()],
+                    allowed_flows: vec!["client_credentials".into()],
+                },
+            ],
             users: vec![
                 DevUser {
                     username: "alice".into(),
@@ -233,8 +262,36 @@ impl DevIdpConfig {
                     "{at}.client_secret: empty (leave it out for a public client)"
                 ));
             }
-            if c.redirect_uris.is_empty() {
+            let code = c.allows("code");
+            let machine = c.allows("client_credentials");
+            if let Some(f) = c
+                .allowed_flows
+                .iter()
+                .find(|f| !matches!(f.as_str(), "code" | "client_credentials"))
+            {
+                problems.push(format!(
+                    "{at}.allowed_flows: `{f}` is not \"code\" or \"client_credentials\""
+                ));
+            }
+            if code == machine {
+                problems.push(format!(
+                    "{at}.allowed_flows: one of \"code\" and \"client_credentials\" (Cognito allows client_credentials only on a client of its own)"
+                ));
+            }
+            if code && c.redirect_uris.is_empty() {
                 problems.push(format!("{at}.redirect_uris: at least one is needed"));
+            }
+            if machine && c.client_secret.is_none() {
+                problems.push(format!(
+                    "{at}.client_secret: client_credentials needs a confidential client"
+                ));
+            }
+            if machine {
+                if let Some(s) = c.allowed_scopes.iter().find(|s| !s.contains('/')) {
+                    problems.push(format!(
+                        "{at}.allowed_scopes: `{s}` is no resource-server scope (`server/scope`): machine tokens carry custom scopes only"
+                    ));
+                }
             }
             for (key, uris) in [
                 ("redirect_uris", &c.redirect_uris),
@@ -318,6 +375,7 @@ impl fmt::Debug for DevClient {
             .field("redirect_uris", &self.redirect_uris)
             .field("logout_uris", &self.logout_uris)
             .field("allowed_scopes", &self.allowed_scopes)
+            .field("allowed_flows", &self.allowed_flows)
             .finish()
     }
 }

@@ -100,6 +100,11 @@ fn validate(s: &DevIdpState, p: &Params) -> Result<AuthorizeRequest, AuthorizeEr
     let Some(client) = s.config.client(client_id) else {
         return Err(page_error("The client_id is not a client of this IdP."));
     };
+    if !client.allows("code") {
+        return Err(page_error(
+            "This client may not sign users in (its allowed flow is client_credentials).",
+        ));
+    }
     let redirect_uri = match p.get("redirect_uri") {
         Ok(Some(r)) => r,
         Ok(None) => return Err(page_error("The request has no redirect_uri.")),

@@ -116,6 +116,12 @@ impl OAuthError {
         e.challenge = Some(r#"Basic realm="dev-idp""#.into());
         e
     }
+    pub fn unauthorized_client(description: impl Into<String>) -> OAuthError {
+        OAuthError::new(StatusCode::BAD_REQUEST, "unauthorized_client", description)
+    }
+    pub fn invalid_scope(description: impl Into<String>) -> OAuthError {
+        OAuthError::new(StatusCode::BAD_REQUEST, "invalid_scope", description)
+    }
     pub fn unsupported_grant_type(description: impl Into<String>) -> OAuthError {
         OAuthError::new(
             StatusCode::BAD_REQUEST,

@@ -54,6 +54,14 @@ $("call-api").addEventListener("click", async () => {
   $("api-result").textContent = JSON.stringify({ status: resp.status, claims: body.claims, headers: body.headers }, null, 2);
 });
 
+// A route with token = "client": the API receives the gateway's own
+// client-credentials token, and the user's identity in a header.
+$("call-machine").addEventListener("click", async () => {
+  const resp = await fetch("/api/machine/whoami", { headers: csrf });
+  const body = await resp.json().catch(() => ({}));
+  $("api-result").textContent = JSON.stringify({ status: resp.status, claims: body.claims, headers: body.headers }, null, 2);
+});
+
 $("sign-out").addEventListener("click", async () => {
   const resp = await fetch("/auth/logout", { method: "POST", headers: csrf });
   const body = await resp.json();
