@@ -121,3 +121,45 @@ test("oidc-provider: the same journey against the test IdP", async (t) => {
     },
   });
 });
+
+test("demo: a route with token = \"client\" sends the gateway's machine token", async (t) => {
+  const demo = await startDemo();
+  t.after(demo.stop);
+  const { browser, context } = await launch();
+  t.after(() => browser.close());
+  const page = await context.newPage();
+  const leaks = watchForTokens(page, demo.url);
+
+  await page.goto(demo.url);
+  await page.click("#sign-in");
+  await page.waitForSelector("input[name=username]");
+  await page.fill("input[name=username]", "alice");
+  await page.fill("input[name=password]", "alice-password");
+  await page.click("button[type=submit]");
+  await page.waitForSelector("#signed-in:visible");
+  const sub = (await page.textContent("#user-sub")).trim();
+
+  await page.click("#call-machine");
+  await page.waitForFunction(() => document.querySelector("#api-result").textContent.includes("claims"));
+  const api = JSON.parse(await page.textContent("#api-result"));
+  assert.equal(api.status, 200);
+  // The echo API verified a Cognito M2M token: the gateway's machine client, no user.
+  assert.equal(api.claims.sub, "demo-machine");
+  assert.equal(api.claims.client_id, "demo-machine");
+  assert.equal(api.claims.token_use, "access");
+  assert.equal(api.claims.scope, "echo/read");
+  assert.equal(api.claims.username, undefined);
+  // On whose behalf: the user, in a header the gateway set.
+  assert.equal(api.headers["x-forwarded-user"], sub);
+  await shot(page, "demo-6-machine-token");
+
+  // The user's own route still gets the user's token.
+  await page.click("#call-api");
+  await page.waitForFunction(() => !document.querySelector("#api-result").textContent.includes("demo-machine"));
+  const mine = JSON.parse(await page.textContent("#api-result"));
+  assert.equal(mine.claims.sub, sub);
+  assert.equal(mine.claims.client_id, "demo-spa");
+
+  assert.doesNotMatch(await page.content(), JWT_RE);
+  assert.deepEqual(leaks, [], "no response from the gateway carried a token");
+});

@@ -1,5 +1,6 @@
-//! The back channel: `/oauth2/token` (authorization_code with PKCE, and
-//! refresh_token without rotation, as Cognito does by default),
+//! The back channel: `/oauth2/token` (authorization_code with PKCE,
+//! refresh_token without rotation, as Cognito does by default, and
+//! client_credentials with Cognito's M2M token shape),
 //! `/oauth2/revoke` (RFC 7009) and `/oauth2/userInfo`. Errors are RFC 6749
 //! §5.2 JSON; a failed client authentication is 401 `invalid_client`.
 
@@ -327,6 +328,62 @@ fn refresh_token(s: &DevIdpState, client: &DevClient, p: &Params) -> Result<Valu
     Ok(token_response(s, access, id, None))
 }
 
+/// Machine tokens (RFC 6749 §4.4), shaped as Cognito's M2M access tokens:
+/// `sub` and `client_id` the client's id, `token_use: "access"`, `scope`
+/// the granted resource-server scopes, no user claims, no ID or refresh token.
+fn client_credentials(
+    s: &DevIdpState,
+    client: &DevClient,
+    p: &Params,
+) -> Result<Value, OAuthError> {
+    if !client.allows("client_credentials") || client.client_secret.is_none() {
+        return Err(OAuthError::unauthorized_client(
+            "this client may not use the client_credentials grant",
+        ));
+    }
+    // No `scope`: every scope the client is allowed (as Cognito does).
+    let scope: Vec<String> = match p.value("scope")? {
+        None => client.allowed_scopes.clone(),
+        Some(requested) => {
+            let requested: Vec<String> = requested
+                .split(' ')
+                .filter(|x| !x.is_empty())
+                .map(str::to_string)
+                .collect();
+            if requested.is_empty() {
+                return Err(OAuthError::invalid_scope("the scope is empty"));
+            }
+            if let Some(bad) = requested
+                .iter()
+                .find(|x| !client.allowed_scopes.contains(x))
+            {
+                return Err(OAuthError::invalid_scope(format!(
+                    "the scope {bad} is not allowed for this client"
+                )));
+            }
+            requested
+        }
+    };
+    let now = s.unix_now();
+    let access = json!({
+        "sub": client.client_id,
+        "token_use": "access",
+        "scope": scope.join(" "),
+        "auth_time": now,
+        "iss": s.config.issuer,
+        "exp": now + s.config.access_token_ttl.as_secs(),
+        "iat": now,
+        "version": 2,
+        "jti": uuid::Uuid::new_v4().to_string(),
+        "client_id": client.client_id,
+    });
+    let access = s
+        .access_key
+        .sign(&access)
+        .map_err(|e| OAuthError::server_error(e.to_string()))?;
+    Ok(token_response(s, access, None, None))
+}
+
 /// `POST /oauth2/token`.
 pub(super) async fn token(
     State(s): State<Arc<DevIdpState>>,
@@ -339,6 +396,7 @@ pub(super) async fn token(
         match p.required("grant_type")? {
             "authorization_code" => authorization_code(&s, client, &p),
             "refresh_token" => refresh_token(&s, client, &p),
+            "client_credentials" => client_credentials(&s, client, &p),
             other => Err(OAuthError::unsupported_grant_type(format!(
                 "grant_type {other} is not supported"
             ))),
