@@ -76,8 +76,50 @@ pub async fn client_credentials(
             answer.token_type()
         )));
     }
+    let access_token = answer.access_token().secret();
+    if !is_b64token(access_token) {
+        // Never cached, never sent: it could not be a header value, or would
+        // smuggle something into one.
+        return Err(OidcError::Protocol(
+            "the client-credentials answer's access_token is not RFC 6750 token text".into(),
+        ));
+    }
     Ok(IssuedToken {
-        access_token: answer.access_token().secret().clone(),
+        access_token: access_token.clone(),
         expires_in: answer.expires_in(),
     })
+}
+
+/// RFC 6750 §2.1 `b64token`: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" /
+/// "+" / "/" ) *"="`, what `Authorization: Bearer` can carry.
+pub fn is_b64token(t: &str) -> bool {
+    let body = t.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_b64token;
+
+    #[test]
+    fn bearer_token_text() {
+        for ok in ["abc", "eyJ.a-b_c~d+e/f", "abc==", "A1"] {
+            assert!(is_b64token(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "==",
+            "a b",
+            "a\r\nx-injected: 1",
+            "a=b",
+            "ä",
+            "a\"b",
+            "a,b",
+        ] {
+            assert!(!is_b64token(bad), "{bad:?}");
+        }
+    }
 }

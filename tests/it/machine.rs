@@ -274,3 +274,69 @@ async fn forward_auth_answers_with_the_machine_token() {
     assert_ne!(user_token, format!("Bearer {token}"));
     assert_eq!(machine_grants(&idp).await, 1);
 }
+
+/// Against an IdP whose answers the test writes: an API client (bearer) on a
+/// `token = "client"` route is not forwarded with its own token but with the
+/// machine token; answers that are no usable bearer token give 502 and
+/// reach no upstream.
+#[tokio::test]
+async fn hostile_or_broken_token_answers_never_reach_the_upstream() {
+    let idp = RogueIdp::start().await;
+    let upstream = Upstream::start(None).await;
+    let reserved = reserve().await;
+    let routes = format!(
+        "[[route]]\npath = \"/mm/\"\nupstream = \"{}\"\nauth = \"bearer\"\ntoken = \"client\"\nclient_scopes = [\"x/y\"]\n",
+        upstream.url
+    );
+    let toml = config_toml(&reserved.url, &idp.issuer, &routes).replace(
+        "insecure_allow_http = true",
+        "insecure_allow_http = true\naudiences = [\"urn:orders-api\"]",
+    );
+    let gw = Gateway::start(reserved, &toml).await;
+    let caller = idp.key.sign(&json!({
+        "iss": idp.issuer, "aud": "urn:orders-api", "sub": "client-7",
+        "iat": now(), "exp": now() + 300,
+    }));
+    let call = || async {
+        reqwest::Client::new()
+            .get(format!("{}/mm/x", gw.url))
+            .header("authorization", format!("Bearer {caller}"))
+            .send()
+            .await
+            .unwrap()
+    };
+    for (what, answer) in [
+        ("an error", None),
+        (
+            "a header injection",
+            Some(
+                json!({"access_token": "m\r\nx-injected: 1", "token_type": "Bearer", "expires_in": 300}),
+            ),
+        ),
+        (
+            "another token type",
+            Some(json!({"access_token": "m", "token_type": "mac", "expires_in": 300})),
+        ),
+        ("no access token", Some(json!({"token_type": "Bearer"}))),
+    ] {
+        if let Some(a) = answer {
+            idp.answer_with(a);
+        }
+        let r = call().await;
+        assert_eq!(r.status(), 502, "{what}");
+        assert_eq!(upstream.count(), 0, "{what}: nothing reached the upstream");
+    }
+    idp.answer_with(
+        json!({"access_token": "machine-xyz", "token_type": "Bearer", "expires_in": 300}),
+    );
+    let r = call().await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        upstream.last().header("authorization"),
+        Some("Bearer machine-xyz"),
+        "the machine token, not the caller's"
+    );
+    // Cached: the next call needs no answer from the IdP.
+    assert_eq!(call().await.status(), 200);
+    assert_eq!(upstream.count(), 2);
+}
