@@ -219,7 +219,7 @@ async fn a_failing_idp_is_asked_once_per_backoff_interval() {
         .unwrap();
     assert!(m.contains("oidc_bff_token_refresh_backoffs_total 2"), "{m}");
     assert!(
-        m.contains("oidc_bff_token_refreshes_total{outcome=\"error\"} 2"),
+        m.contains("oidc_bff_token_refreshes_total{outcome=\"error\",reason=\"expiry\"} 2"),
         "{m}"
     );
     assert!(
