@@ -13,8 +13,12 @@
 //!
 //! A token is replaced when less than [`margin`] of its life is left,
 //! judged by the state's clock. A failure at the token endpoint is the
-//! request's failure (502): the user's token is never sent instead.
+//! request's failure (502): the user's token is never sent instead. After a
+//! failure the grant backs off as a session's refresh does (5 s, doubling up
+//! to 60 s): meanwhile requests fail at once, so an IdP that refuses or is
+//! down is not asked once per request.
 
+use crate::auth::refresh::backoff_after;
 use crate::error::AppError;
 use crate::oidc::machine::{self, IssuedToken, MachineClient, MachineGrant};
 use crate::oidc::{OidcError, Provider};
@@ -74,6 +78,9 @@ struct Inner {
     wait: Duration,
     cache: Mutex<HashMap<MachineGrant, Arc<Cached>>>,
     flights: Mutex<HashMap<MachineGrant, Flight>>,
+    /// Grants whose last fetch failed: until when (the clock's instant) no
+    /// new fetch starts, and how many failed in a row.
+    backoff: Mutex<HashMap<MachineGrant, (Instant, u32)>>,
 }
 
 impl MachineTokens {
@@ -97,6 +104,7 @@ impl MachineTokens {
                 wait: config.http_timeout,
                 cache: Mutex::new(HashMap::new()),
                 flights: Mutex::new(HashMap::new()),
+                backoff: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -107,6 +115,14 @@ impl MachineTokens {
         let now = me.sessions.clock().now_secs();
         if let Some(c) = lock(&me.cache).get(grant).filter(|c| c.usable(now)) {
             return Ok(c.token.clone());
+        }
+        let backing_off = lock(&me.backoff)
+            .get(grant)
+            .is_some_and(|(until, _)| *until > me.sessions.clock().instant());
+        if backing_off {
+            return Err(AppError::MachineToken(
+                "the token endpoint failed lately; backing off".into(),
+            ));
         }
         let mut flight = self.join(grant);
         let deadline = me.wait + me.wait + LOCK_EXTRA;
@@ -148,8 +164,17 @@ impl MachineTokens {
         tokio::spawn(async move {
             let outcome = this.fly(&grant).await.map(Arc::new);
             let me = &this.inner;
-            if let Ok(c) = &outcome {
-                lock(&me.cache).insert(grant.clone(), c.clone());
+            match &outcome {
+                Ok(c) => {
+                    lock(&me.cache).insert(grant.clone(), c.clone());
+                    lock(&me.backoff).remove(&grant);
+                }
+                Err(_) => {
+                    let mut backoff = lock(&me.backoff);
+                    let failures = backoff.get(&grant).map_or(0, |b| b.1) + 1;
+                    let until = me.sessions.clock().instant() + backoff_after(failures);
+                    backoff.insert(grant.clone(), (until, failures));
+                }
             }
             let _ = tx.send(Some(outcome));
             lock(&me.flights).remove(&grant);

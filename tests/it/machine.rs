@@ -138,6 +138,16 @@ async fn a_failing_token_endpoint_gives_502_and_never_the_users_token() {
     assert_eq!(body["error"], "machine_token_unavailable");
     assert_eq!(upstream.count(), 0, "nothing reached the upstream");
     assert_eq!(idp.stats().await["token_error"]["client_credentials"], 1);
+    // It backs off: the next requests fail at once, without asking the IdP,
+    // until the backoff (5 s) has passed; then one more attempt.
+    for _ in 0..3 {
+        assert_eq!(call(&b, &format!("{}/m2m/x", gw.url)).await.0, 502);
+    }
+    assert_eq!(idp.stats().await["token_error"]["client_credentials"], 1);
+    gw.clock().advance(Duration::from_secs(6));
+    assert_eq!(call(&b, &format!("{}/m2m/x", gw.url)).await.0, 502);
+    assert_eq!(call(&b, &format!("{}/m2m/x", gw.url)).await.0, 502);
+    assert_eq!(idp.stats().await["token_error"]["client_credentials"], 2);
     // The user's own token still works on the user's route.
     assert_eq!(call(&b, &format!("{}/api/x", gw.url)).await.0, 200);
     assert_eq!(upstream.count(), 1);
@@ -325,6 +335,8 @@ async fn hostile_or_broken_token_answers_never_reach_the_upstream() {
         let r = call().await;
         assert_eq!(r.status(), 502, "{what}");
         assert_eq!(upstream.count(), 0, "{what}: nothing reached the upstream");
+        // Past the failure's backoff (at most 60 s), the next case is asked.
+        gw.clock().advance(Duration::from_secs(61));
     }
     idp.answer_with(
         json!({"access_token": "machine-xyz", "token_type": "Bearer", "expires_in": 300}),
