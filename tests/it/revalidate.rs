@@ -181,3 +181,78 @@ async fn a_live_grant_is_revalidated_once_per_window() {
         "{text}"
     );
 }
+
+/// Across two replicas sharing Redis, a revalidation is one refresh at the
+/// IdP, and a revoked grant ends the session on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revalidation_is_single_flight_across_replicas() {
+    use crate::lifecycle::redis_replica;
+    use oidc_bff::clock::TestClock;
+    let redis = RedisServer::start();
+    let bind = || async {
+        (
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        )
+    };
+    let (la, lb) = (bind().await, bind().await);
+    let url = |l: &(tokio::net::TcpListener, _)| format!("http://{}", l.0.local_addr().unwrap());
+    let (url_a, url_b) = (url(&la), url(&lb));
+    let mut cfg = long_tokens();
+    cfg["clients"] = json!([{
+        "client_id": "bff", "client_secret": "bff-secret",
+        "redirect_uris": [format!("{url_a}/auth/callback"), format!("{url_b}/auth/callback")],
+    }]);
+    let idp = Idp::start(cfg);
+    let upstream = Upstream::start(None).await;
+    let key = test_key();
+    let toml = |public_url: &str| {
+        format!(
+            "[server]\npublic_url = \"{public_url}\"\n[provider]\nissuer = \"{iss}\"\nclient_id = \"bff\"\nclient_secret = \"bff-secret\"\n\
+             scopes = [\"openid\", \"email\", \"offline_access\", \"api:read\"]\ninsecure_allow_http = true\n\
+             [session]\nstore = \"redis\"\nredis_url = \"{redis}\"\nredis_timeout = \"10s\"\nkeys = [\"{key}\"]\nrevalidate_every = \"5s\"\n\
+             [[route]]\npath = \"/api/\"\nupstream = \"{up}\"\n",
+            iss = idp.issuer,
+            redis = redis.url(),
+            up = upstream.url
+        )
+    };
+    let (clock_a, clock_b) = (TestClock::new(), TestClock::new());
+    let _a = redis_replica(la, &toml(&url_a), &clock_a).await;
+    let _b = redis_replica(lb, &toml(&url_b), &clock_b).await;
+    let b = browser();
+    sign_in(&b, &url_a, "alice", "/").await;
+    reset_stats(&idp).await;
+    let fifty = |want: u16| {
+        let b = b.clone();
+        let (url_a, url_b) = (url_a.clone(), url_b.clone());
+        async move {
+            let mut tasks = Vec::new();
+            for i in 0..50 {
+                let b = b.clone();
+                let url = format!("{}/api/call/{i}", [&url_a, &url_b][i % 2]);
+                tasks.push(tokio::spawn(async move {
+                    call(&b, &url).await.status().as_u16()
+                }));
+            }
+            for t in tasks {
+                assert_eq!(t.await.unwrap(), want);
+            }
+        }
+    };
+    advance(&idp, &[&clock_a, &clock_b], Duration::from_secs(6)).await;
+    fifty(200).await;
+    assert_eq!(
+        refreshes(&idp).await,
+        1,
+        "one revalidation across both replicas"
+    );
+    revoke(&idp, "alice").await;
+    advance(&idp, &[&clock_a, &clock_b], Duration::from_secs(6)).await;
+    fifty(401).await;
+    assert_eq!(
+        idp.stats().await["token_error"]["refresh_token"],
+        1,
+        "one refused revalidation ended it for both"
+    );
+}
