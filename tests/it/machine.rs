@@ -352,3 +352,36 @@ async fn hostile_or_broken_token_answers_never_reach_the_upstream() {
     assert_eq!(call().await.status(), 200);
     assert_eq!(upstream.count(), 2);
 }
+
+/// A WebSocket handshake on a `token = "client"` route carries the machine
+/// token upstream too (here the upstream declines the upgrade and answers
+/// as to any request, which shows what it received).
+#[tokio::test]
+async fn a_websocket_handshake_carries_the_machine_token() {
+    let reserved = reserve().await;
+    let url = reserved.url.clone();
+    let idp = Idp::for_gateway(&url, json!({}));
+    let upstream = Upstream::start(Some(format!("{}/jwks", idp.issuer))).await;
+    let routes = format!(
+        "[[route]]\npath = \"/live/\"\nupstream = \"{}\"\ntoken = \"client\"\nclient_scopes = [\"api:read\"]\nwebsocket = true\n",
+        upstream.url
+    );
+    let gw = Gateway::start(reserved, &config_toml(&url, &idp.issuer, &routes)).await;
+    let b = browser();
+    sign_in(&b, &gw.url, "alice", "/").await;
+    let r = b
+        .get(format!("{}/live/feed", gw.url))
+        .header("origin", &gw.url)
+        .header("upgrade", "websocket")
+        .header("connection", "Upgrade")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("sec-websocket-version", "13")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["verified"], true, "{body}");
+    assert_eq!(body["claims"]["sub"], "bff");
+    assert_eq!(upstream.last().header("upgrade"), Some("websocket"));
+}
