@@ -194,10 +194,15 @@ impl FromRequestParts<Arc<AppState>> for Authenticated {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, AppError> {
-        session_of(state, &parts.headers)
+        let session = session_of(state, &parts.headers)
             .await?
-            .map(Authenticated)
-            .ok_or(AppError::Unauthenticated)
+            .ok_or(AppError::Unauthenticated)?;
+        // Due for revalidation: revalidated here too, so `/auth/user` does
+        // not report a user whose grant the IdP has revoked.
+        if state.refresher.revalidation_due(&session.data) {
+            return Ok(Authenticated(state.refresher.ensure_fresh(session).await?));
+        }
+        Ok(Authenticated(session))
     }
 }
 

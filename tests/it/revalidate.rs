@@ -61,11 +61,12 @@ async fn metrics(gw: &Gateway) -> String {
 #[tokio::test]
 async fn a_revoked_grant_ends_the_session_within_the_window() {
     let (idp, _upstream, gw) = gateway("revalidate_every = \"5s\"").await;
-    let (xhr, nav, plain) = (browser(), browser(), browser());
+    let (xhr, nav, plain, app) = (browser(), browser(), browser(), browser());
     sign_in(&xhr, &gw.url, "alice", "/").await;
     sign_in(&nav, &gw.url, "alice", "/").await;
     sign_in(&plain, &gw.url, "alice", "/").await;
-    assert_eq!(gw.session_count(), 3);
+    sign_in(&app, &gw.url, "alice", "/").await;
+    assert_eq!(gw.session_count(), 4);
     assert_eq!(call(&xhr, &format!("{}/api/x", gw.url)).await.status(), 200);
 
     revoke(&idp, "alice").await;
@@ -90,6 +91,8 @@ async fn a_revoked_grant_ends_the_session_within_the_window() {
     assert_eq!(location(&r), "/auth/login?return_to=%2Fapp%2Fpage");
     let r = call(&plain, &format!("{}/plain/x", gw.url)).await;
     assert_eq!(r.status(), 401, "a token-less route revalidates too");
+    let r = call(&app, &format!("{}/auth/user", gw.url)).await;
+    assert_eq!(r.status(), 401, "the app's /auth/user says signed out too");
     assert_eq!(gw.session_count(), 0, "every session record is gone");
     // Still 401 after: no loop, no second call to the IdP for a dead session.
     let before = idp.stats().await["token_requests"].as_i64().unwrap();
@@ -104,8 +107,8 @@ async fn a_revoked_grant_ends_the_session_within_the_window() {
             .any(|l| l.starts_with("oidc_bff_token_refreshes_total")
                 && l.contains("outcome=\"invalid_grant\"")
                 && l.contains("reason=\"revalidate\"")
-                && l.ends_with(" 3")),
-        "three sessions ended by revalidation:\n{text}"
+                && l.ends_with(" 4")),
+        "four sessions ended by revalidation:\n{text}"
     );
 
     // Signing in again works: a new grant, a new session.
