@@ -18,6 +18,7 @@
 //!   only with the `dev` feature, which is on by default and off in the image).
 //!
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod clock;

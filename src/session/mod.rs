@@ -9,9 +9,12 @@
 //! guess of) who is signed in; lookups try every key of the ring, so rotation
 //! keeps sessions findable until the key that indexed them is removed.
 
+mod agent;
 mod crypto;
 pub mod redis;
 mod store;
+
+pub use agent::user_agent_summary;
 
 pub use crypto::{generate_key, CryptoError, KeyRing};
 pub use redis::{RedisOptions, RedisStore};
@@ -56,6 +59,27 @@ pub struct SessionData {
     /// Unix seconds of the last access-token refresh, if any.
     #[serde(default)]
     pub refreshed_at: Option<i64>,
+    /// What signed in, as [`user_agent_summary`] tells it ("Firefox 128 on
+    /// Linux"), for the admin API's listing; never the raw header. Records
+    /// written before this field existed load with `None`.
+    #[serde(default)]
+    pub user_agent: Option<String>,
+}
+
+/// One session as the admin API shows it: when it began, was last used and
+/// ends, and what signed in. No token, no session id, no store key: the
+/// `handle` names it for [`Sessions::delete_by_handle`] only (a keyed hash of
+/// the store key, which cannot be turned into a cookie).
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionSummary {
+    pub handle: String,
+    pub created_at: i64,
+    pub last_seen: i64,
+    /// The absolute end, whatever the activity.
+    pub expires_at: i64,
+    /// When it ends if it is not used again (the idle timeout).
+    pub idle_expires_at: i64,
+    pub user_agent: Option<String>,
 }
 
 impl std::fmt::Debug for SessionData {
@@ -283,21 +307,85 @@ impl Sessions {
 
     /// Ends a session: the record goes, and so do its index entries.
     pub async fn delete(&self, id: &SessionId) -> Result<(), SessionError> {
-        let key = id.store_key();
+        self.delete_key(&id.store_key()).await
+    }
+
+    async fn delete_key(&self, key: &str) -> Result<(), SessionError> {
         // Read first to learn which index sets name it (the caller may only
         // have the id); a record that no longer opens is simply deleted and
         // its index entries are dropped when next read.
         let data = self
             .store
-            .load(&key)
+            .load(key)
             .await?
-            .and_then(|sealed| self.open_record(&key, &sealed));
-        self.store.delete(&key).await?;
-        self.opened.invalidate(&key);
+            .and_then(|sealed| self.open_record(key, &sealed));
+        self.store.delete(key).await?;
+        self.opened.invalidate(key);
         if let Some(data) = data {
-            self.unindex(&key, &data).await;
+            self.unindex(key, &data).await;
         }
         Ok(())
+    }
+
+    /// The admin API's name of the session stored under `key`: a MAC of the
+    /// store key (its own purpose, so no other MAC of the ring collides),
+    /// shortened. Knowing it lets an operator end the session, not ride it.
+    fn handle_of(&self, key: &str) -> String {
+        let mut msg = b"oidc-bff admin handle\0".to_vec();
+        msg.extend_from_slice(key.as_bytes());
+        B64.encode(&self.ring.sign(&msg)[..16])
+    }
+
+    /// The live sessions of user `sub`, oldest first, as the admin API lists them.
+    pub async fn list_of_sub(&self, sub: &str) -> Result<Vec<SessionSummary>, SessionError> {
+        let now = self.now_secs();
+        let idle = self.idle.as_secs() as i64;
+        let mut out = Vec::new();
+        for (key, data) in self.records_of_sub(sub).await? {
+            let idle_expires_at = data.last_seen + idle;
+            if data.expires_at <= now || idle_expires_at <= now {
+                continue;
+            }
+            out.push(SessionSummary {
+                handle: self.handle_of(&key),
+                created_at: data.created_at,
+                last_seen: data.last_seen,
+                expires_at: data.expires_at,
+                idle_expires_at,
+                user_agent: data.user_agent,
+            });
+        }
+        out.sort_by(|a, b| (a.created_at, &a.handle).cmp(&(b.created_at, &b.handle)));
+        Ok(out)
+    }
+
+    /// Ends the session of user `sub` that `handle` names. `false` when no
+    /// live session of `sub` has that handle.
+    pub async fn delete_by_handle(&self, sub: &str, handle: &str) -> Result<bool, SessionError> {
+        let found = self
+            .records_of_sub(sub)
+            .await?
+            .into_iter()
+            .find(|(key, _)| self.handle_of(key) == handle);
+        let Some((key, _)) = found else {
+            return Ok(false);
+        };
+        self.delete_key(&key).await?;
+        Ok(true)
+    }
+
+    /// The records the `sub` index names that open and really are `sub`'s.
+    async fn records_of_sub(&self, sub: &str) -> Result<Vec<(String, SessionData)>, SessionError> {
+        let keys = self.lookup(IndexKind::Sub, sub).await?;
+        let loaded = try_join_all(keys.iter().map(|k| self.store.load(k))).await?;
+        Ok(keys
+            .into_iter()
+            .zip(loaded)
+            .filter_map(|(key, sealed)| {
+                let data = self.open_record(&key, &sealed?)?;
+                (data.sub == sub).then_some((key, data))
+            })
+            .collect())
     }
 
     /// Store keys of the live sessions of user `sub` (the hashes of their
@@ -507,6 +595,7 @@ mod tests {
             expires_at: now + expires_in,
             last_seen: now,
             refreshed_at: None,
+            user_agent: None,
         }
     }
 

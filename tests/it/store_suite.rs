@@ -276,6 +276,7 @@ fn data(sub: &str, sid: Option<&str>) -> SessionData {
         expires_at: now + 3600,
         last_seen: now,
         refreshed_at: None,
+        user_agent: None,
     }
 }
 
