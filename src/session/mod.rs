@@ -767,6 +767,60 @@ mod tests {
     }
 
     #[test]
+    fn records_written_before_user_agent_existed_still_load() {
+        let mut old = serde_json::to_value(data(60)).unwrap();
+        old.as_object_mut().unwrap().remove("user_agent");
+        let loaded: SessionData = serde_json::from_value(old).unwrap();
+        assert_eq!(loaded.user_agent, None);
+        assert_eq!(loaded.sub, "alice");
+    }
+
+    #[tokio::test]
+    async fn admin_listing_and_ending_by_handle() {
+        let store = Arc::new(MemoryStore::new(10));
+        let s = sessions(&[[7; 32]], store.clone());
+        let mut with_agent = data(3600);
+        with_agent.user_agent = Some("Firefox 128 on Linux".into());
+        let (id_a, cookie_a) = s.create(with_agent).await.unwrap();
+        let (_, cookie_b) = s.create(data(3600)).await.unwrap();
+        let mut bob = data(3600);
+        bob.sub = "bob".into();
+        let (_, cookie_bob) = s.create(bob).await.unwrap();
+
+        let listed = s.list_of_sub("alice").await.unwrap();
+        assert_eq!(listed.len(), 2);
+        let text = serde_json::to_string(&listed).unwrap();
+        for secret in ["SECRET", &cookie_a, &cookie_b, &id_a.store_key()] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        let a = listed
+            .iter()
+            .find(|l| l.user_agent.as_deref() == Some("Firefox 128 on Linux"))
+            .expect("alice's first session");
+        assert_eq!(a.handle, s.handle_of(&id_a.store_key()));
+        assert_eq!(a.handle.len(), 22);
+        assert!(
+            s.load(&a.handle).await.unwrap().is_none(),
+            "a handle is no cookie"
+        );
+
+        // Another user's sub, or an unknown handle: nothing ends.
+        assert!(!s.delete_by_handle("bob", &a.handle).await.unwrap());
+        assert!(!s.delete_by_handle("alice", "nope").await.unwrap());
+        assert!(s.load(&cookie_a).await.unwrap().is_some());
+        assert!(s.delete_by_handle("alice", &a.handle).await.unwrap());
+        assert!(s.load(&cookie_a).await.unwrap().is_none());
+        assert!(
+            !s.delete_by_handle("alice", &a.handle).await.unwrap(),
+            "once"
+        );
+        assert!(s.load(&cookie_b).await.unwrap().is_some());
+        assert!(s.load(&cookie_bob).await.unwrap().is_some());
+        assert_eq!(s.list_of_sub("alice").await.unwrap().len(), 1);
+        assert!(s.list_of_sub("nobody").await.unwrap().is_empty());
+    }
+
+    #[test]
     fn logout_token_is_per_session() {
         let s = sessions(&[[1; 32]], Arc::new(MemoryStore::new(1)));
         let a = SessionId([1; 32]);
