@@ -167,13 +167,14 @@ async fn end_one(
     Ok(Json(json!({ "sub": sub, "handle": handle, "ended": 1 })).into_response())
 }
 
-/// The audit line of an admin action. `sub` is written escaped (`?`): it is
-/// chosen by whoever calls, and must not forge log lines in text format.
+/// The audit line of an admin action. `sub` is written with control
+/// characters escaped: it is chosen by whoever calls, and must not forge log
+/// lines in text format.
 fn audit(action: &'static str, sub: &str, count: usize, headers: &HeaderMap) {
     tracing::info!(
         target: "oidc_bff::audit",
         action,
-        sub = ?sub,
+        sub = %sub.escape_debug(),
         count,
         request_id = %request_id(headers),
         "admin action"

@@ -539,7 +539,7 @@ async fn end_all_across_two_gateway_processes_sharing_redis() {
         .collect();
     assert_eq!(ended.len(), 1, "{log}");
     let line = ended[0];
-    assert_eq!(line["sub"], "\"alice\"", "{line}");
+    assert_eq!(line["sub"], "alice", "{line}");
     assert_eq!(line["count"], 2, "{line}");
     assert_eq!(line["request_id"], request_id.as_str(), "{line}");
     assert_eq!(line["level"], "INFO");
