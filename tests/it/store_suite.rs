@@ -79,6 +79,7 @@ async fn run_suite(b: &Backend) {
     sessions_are_indexed_by_sub_and_sid(b).await;
     rotation_keeps_sessions_findable(b).await;
     nothing_in_clear(b).await;
+    admin_lists_and_ends_by_handle(b).await;
 }
 
 #[tokio::test]
@@ -344,6 +345,45 @@ async fn sessions_are_indexed_by_sub_and_sid(b: &Backend) {
     let carol = s.load(&c4).await.unwrap().unwrap();
     s.delete(&carol.id).await.unwrap();
     assert!(s.sessions_of_sub("suite-carol").await.unwrap().is_empty());
+}
+
+/// The admin API's view: a user's sessions listed by handle (no token, id or
+/// store key), one ended by its handle, only for its own user; the record
+/// goes from the store and from the index.
+async fn admin_lists_and_ends_by_handle(b: &Backend) {
+    let s = sessions(b, &[[12; 32]]);
+    let sub = "suite-admin/ü+1";
+    let mut first = data(sub, Some("idp-sid-admin"));
+    first.user_agent = Some("Firefox 128 on Linux".into());
+    let (a1, c1) = s.create(first).await.unwrap();
+    let (_, c2) = s.create(data(sub, None)).await.unwrap();
+    let (_, other) = s.create(data("suite-admin-other", None)).await.unwrap();
+    let listed = s.list_of_sub(sub).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    let text = serde_json::to_string(&listed).unwrap();
+    for secret in ["token", &c1, &c2, &a1.store_key()] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+    let h1 = listed
+        .iter()
+        .find(|l| l.user_agent.is_some())
+        .unwrap()
+        .handle
+        .clone();
+    assert!(!s.delete_by_handle("suite-admin-other", &h1).await.unwrap());
+    assert!(s.delete_by_handle(sub, &h1).await.unwrap());
+    assert!(s.load(&c1).await.unwrap().is_none());
+    assert!(!(b.dump)().iter().any(|(k, _)| k.ends_with(&a1.store_key())));
+    assert!(s.sessions_of_sid("idp-sid-admin").await.unwrap().is_empty());
+    assert!(
+        !s.delete_by_handle(sub, &h1).await.unwrap(),
+        "404 the second time"
+    );
+    assert_eq!(s.list_of_sub(sub).await.unwrap().len(), 1);
+    assert!(s.load(&c2).await.unwrap().is_some());
+    assert_eq!(s.delete_all_of_sub(sub).await.unwrap(), 1);
+    assert!(s.load(&other).await.unwrap().is_some());
+    assert_eq!(s.delete_all_of_sub("suite-admin-other").await.unwrap(), 1);
 }
 
 async fn rotation_keeps_sessions_findable(b: &Backend) {
