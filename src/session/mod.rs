@@ -177,6 +177,13 @@ pub struct Sessions {
     clock: Clock,
 }
 
+/// A record written for a new session, or over the existing one only.
+#[derive(Clone, Copy)]
+enum Write {
+    Create,
+    Replace,
+}
+
 struct OpenedRecord {
     sealed: Vec<u8>,
     data: Arc<SessionData>,
@@ -230,7 +237,7 @@ impl Sessions {
     pub async fn create(&self, mut data: SessionData) -> Result<(SessionId, String), SessionError> {
         let id = SessionId::random();
         data.last_seen = self.now_secs();
-        self.write(&id, &data).await?;
+        self.write(&id, &data, Write::Create).await?;
         let cookie = self.cookie_value(&id);
         Ok((id, cookie))
     }
@@ -291,7 +298,11 @@ impl Sessions {
         if stale_key || now - session.data.last_seen >= touch_every {
             let mut data = (*session.data).clone();
             data.last_seen = now;
-            self.write(&session.id, &data).await?;
+            if !self.write(&session.id, &data, Write::Replace).await? {
+                // Ended (on any replica) since it was read a moment ago.
+                self.opened.invalidate(&key);
+                return Ok(None);
+            }
             return Ok(Some(Session {
                 data: Arc::new(data),
                 ..session
@@ -300,9 +311,16 @@ impl Sessions {
         Ok(Some(session))
     }
 
-    /// Writes `data` back (after a refresh, for example).
+    /// Writes `data` back (after a refresh, for example), unless the session
+    /// was ended meanwhile: an ended session is never brought back (a
+    /// refresh that was in flight while the admin API or a back-channel
+    /// logout ended it must not resurrect it). Then the caller's request
+    /// finishes, and the session's next request is refused.
     pub async fn save(&self, id: &SessionId, data: &SessionData) -> Result<(), SessionError> {
-        self.write(id, data).await
+        if !self.write(id, data, Write::Replace).await? {
+            tracing::info!(sub = %data.sub, "session ended while it was being rewritten; left ended");
+        }
+        Ok(())
     }
 
     /// Ends a session: the record goes, and so do its index entries.
@@ -516,7 +534,13 @@ impl Sessions {
         serde_json::from_slice(&opened.plaintext).ok()
     }
 
-    async fn write(&self, id: &SessionId, data: &SessionData) -> Result<(), SessionError> {
+    /// Writes a session's record; `false` when `Write::Replace` found none.
+    async fn write(
+        &self,
+        id: &SessionId,
+        data: &SessionData,
+        how: Write,
+    ) -> Result<bool, SessionError> {
         let key = id.store_key();
         let plain = serde_json::to_vec(data).expect("session data serializes");
         let sealed = self.ring.seal(&plain, key.as_bytes());
@@ -526,7 +550,10 @@ impl Sessions {
         // (the other order could leave one that logout-everywhere misses).
         let names = self.primary_index_names(data);
         try_join_all(names.iter().map(|n| self.store.index_add(n, &key, ttl))).await?;
-        Ok(self.store.save(&key, sealed, ttl).await?)
+        Ok(match how {
+            Write::Create => self.store.save(&key, sealed, ttl).await.map(|()| true)?,
+            Write::Replace => self.store.replace(&key, sealed, ttl).await?,
+        })
     }
 
     /// `base64url(id) . base64url(mac)`.
@@ -764,6 +791,35 @@ mod tests {
             rotated.primary_index_names(&d)[0],
             rotated.index_names(IndexKind::Sub, "alice")[0]
         );
+    }
+
+    #[tokio::test]
+    async fn an_ended_session_is_not_brought_back_by_a_late_write() {
+        let store = Arc::new(MemoryStore::new(10));
+        let time = crate::clock::TestClock::new();
+        let s = sessions(&[[7; 32]], store.clone()).with_clock(time.clock());
+        let (id, cookie) = s.create(data(3600)).await.unwrap();
+        // A refresh reads the session, the admin API ends it meanwhile, the
+        // refresh writes its new tokens back.
+        let read = s.load(&cookie).await.unwrap().expect("live");
+        assert_eq!(s.delete_all_of_sub("alice").await.unwrap(), 1);
+        s.save(&id, &read.data).await.unwrap();
+        assert!(store.raw(&id.store_key()).is_none(), "not recreated");
+        assert!(s.load(&cookie).await.unwrap().is_none());
+        assert!(s.list_of_sub("alice").await.unwrap().is_empty());
+        // The same for the idle-window touch of a read.
+        let (id, cookie) = s.create(data(3600)).await.unwrap();
+        time.advance(Duration::from_secs(120));
+        store.delete(&id.store_key()).await.unwrap();
+        assert!(s.load(&cookie).await.unwrap().is_none());
+        assert!(store.raw(&id.store_key()).is_none(), "not recreated");
+        // A live session is written as ever.
+        let (id, cookie) = s.create(data(3600)).await.unwrap();
+        let mut d = (*s.load(&cookie).await.unwrap().unwrap().data).clone();
+        d.access_token = "rotated-SECRET".into();
+        s.save(&id, &d).await.unwrap();
+        let loaded = s.load(&cookie).await.unwrap().unwrap();
+        assert_eq!(loaded.data.access_token, "rotated-SECRET");
     }
 
     #[test]

@@ -207,6 +207,20 @@ async fn records_round_trip_and_expire(b: &Backend) {
     s.delete("rec-a").await.unwrap(); // deleting twice is fine
     s.delete("rec-bin").await.unwrap();
     assert_eq!(s.load("rec-a").await.unwrap(), None);
+
+    // `replace` writes over a live record only: never over a deleted or
+    // expired one (an ended session must not come back).
+    let ttl = Duration::from_secs(60);
+    assert!(!s.replace("rec-a", b"back".to_vec(), ttl).await.unwrap());
+    assert!(!s.replace("rec-short", b"back".to_vec(), ttl).await.unwrap());
+    assert!(!s.replace("rec-never", b"new".to_vec(), ttl).await.unwrap());
+    for key in ["rec-a", "rec-short", "rec-never"] {
+        assert_eq!(s.load(key).await.unwrap(), None, "{key} brought back");
+    }
+    s.save("rec-r", b"one".to_vec(), ttl).await.unwrap();
+    assert!(s.replace("rec-r", b"two".to_vec(), ttl).await.unwrap());
+    assert_eq!(s.load("rec-r").await.unwrap().as_deref(), Some(&b"two"[..]));
+    s.delete("rec-r").await.unwrap();
 }
 
 async fn index_follows_its_members(b: &Backend) {
