@@ -494,7 +494,8 @@ mod layering {
         "request_path",
         "clock",
     ];
-    const UPPER: [&str; 8] = [
+    const UPPER: [&str; 9] = [
+        "admin",
         "app",
         "auth",
         "proxy",
