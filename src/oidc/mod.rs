@@ -6,6 +6,7 @@ pub mod client;
 pub mod flow;
 pub mod grant;
 pub mod hints;
+pub mod id_token;
 pub mod jwks;
 pub mod jwt;
 pub mod logout;
@@ -42,7 +43,7 @@ pub enum OidcError {
 
 /// The configured provider: metadata loaded once (retried until it loads), keys, credentials.
 pub struct Provider {
-    config: Arc<Config>,
+    pub(crate) config: Arc<Config>,
     http: reqwest::Client,
     metadata: OnceCell<Arc<ProviderMetadata>>,
     jwks: OnceCell<Arc<JwksCache>>,
@@ -123,30 +124,13 @@ impl Provider {
         self.jwks().await?.warm().await
     }
 
-    pub fn leeway(&self) -> Duration {
-        self.config.provider.leeway
+    /// Where the IdP sends the browser back (the token requests repeat it).
+    pub fn redirect_uri(&self) -> String {
+        self.config.redirect_uri()
     }
 
-    /// Verifies an ID token from the token endpoint (OIDC Core §3.1.3.7).
-    pub async fn verify_id_token(
-        &self,
-        token: &str,
-        nonce: Option<&str>,
-    ) -> Result<jwt::Claims, OidcError> {
-        let md = self.metadata().await?;
-        let jwks = self.jwks().await?;
-        let audience = [self.auth.client_id.clone()];
-        let expect = jwt::Expect {
-            issuer: &md.issuer,
-            audience: jwt::Audience::Any(&audience),
-            // Cognito marks its tokens; an access token must not pass as an ID token.
-            token_use: md.is_cognito.then_some("id"),
-            leeway: self.leeway(),
-            now: self.clock.now_secs(),
-        };
-        let claims = jwt::verify(&jwks, token, &expect).await?;
-        jwt::check_id_token(&claims, &self.auth.client_id, nonce)?;
-        Ok(claims)
+    pub fn leeway(&self) -> Duration {
+        self.config.provider.leeway
     }
 
     /// Verifies a bearer access token from an API client: signature, `iss`,
