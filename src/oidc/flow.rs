@@ -43,8 +43,8 @@ impl PendingLogin {
         // The crate's: 256-bit random state and nonce, a 256-bit PKCE verifier.
         let (_, verifier) = PkceCodeChallenge::new_random_sha256();
         PendingLogin {
-            state: CsrfToken::new_random().into_secret(),
-            nonce: Nonce::new_random().secret().clone(),
+            state: CsrfToken::new_random_len(32).into_secret(),
+            nonce: Nonce::new_random_len(32).secret().clone(),
             verifier: verifier.into_secret(),
             return_to,
             started: now,
