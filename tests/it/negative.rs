@@ -373,6 +373,87 @@ async fn forged_id_tokens_create_no_session() {
     }
 }
 
+/// What the ID-token checks gained with `openidconnect`: `at_hash` bound to
+/// the access token of the same answer, audiences we do not trust, and a JOSE
+/// `typ` that is not a JWT's (an access token's `at+jwt`); plus `azp` naming
+/// another client among several audiences. Each case has a control that signs in.
+#[tokio::test]
+async fn id_tokens_the_crate_refuses() {
+    let s = rogue_stack("").await;
+    let b = browser();
+    let header = s.idp.key.header();
+    let with_typ = |typ: &str| {
+        let mut h = header.clone();
+        h["typ"] = json!(typ);
+        h
+    };
+    let claims_with = |nonce: &str, extra: Value| {
+        let mut c = good_claims(&s.idp.issuer, nonce);
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    };
+    // Controls: a matching at_hash, and an explicit `typ: JWT`.
+    let (state, nonce) = start_login(&b, &s.gw.url, "/").await;
+    s.idp.answer_with_tokens(
+        &header,
+        &claims_with(&nonce, json!({"at_hash": at_hash("access-1")})),
+        "access-1",
+    );
+    let r = callback(&b, &s.gw.url, &format!("code=abc&state={state}")).await;
+    assert_eq!(landing_page(r).await, "/", "a matching at_hash signs in");
+    assert_eq!(s.gw.session_count(), 1);
+    let (state, nonce) = start_login(&b, &s.gw.url, "/").await;
+    s.idp
+        .answer_with_tokens(&with_typ("JWT"), &claims_with(&nonce, json!({})), "a");
+    let r = callback(&b, &s.gw.url, &format!("code=abc&state={state}")).await;
+    assert_eq!(landing_page(r).await, "/", "typ JWT signs in");
+
+    let cases: Vec<(&str, Value, Value, &str)> = vec![
+        (
+            "at_hash of another access token",
+            header.clone(),
+            json!({"at_hash": at_hash("access-2")}),
+            "access-1",
+        ),
+        (
+            "at_hash garbage",
+            header.clone(),
+            json!({"at_hash": "AAAAAAAAAAAAAAAAAAAAAA"}),
+            "access-1",
+        ),
+        (
+            "several audiences, azp another client",
+            header.clone(),
+            json!({"aud": ["bff", "other"], "azp": "other"}),
+            "a",
+        ),
+        (
+            "several audiences, azp ours, the other untrusted",
+            header.clone(),
+            json!({"aud": ["bff", "other"], "azp": "bff"}),
+            "a",
+        ),
+        ("typ of an access token", with_typ("at+jwt"), json!({}), "a"),
+        (
+            "typ of a logout token",
+            with_typ("logout+jwt"),
+            json!({}),
+            "a",
+        ),
+    ];
+    for (name, header, extra, access) in cases {
+        let before = s.gw.session_count();
+        let (state, nonce) = start_login(&b, &s.gw.url, "/").await;
+        s.idp
+            .answer_with_tokens(&header, &claims_with(&nonce, extra), access);
+        let r = callback(&b, &s.gw.url, &format!("code=abc&state={state}")).await;
+        assert_eq!(r.status(), 401, "{name}");
+        assert_eq!(s.gw.session_count(), before, "{name}");
+    }
+}
+
 #[tokio::test]
 async fn replayed_code_at_the_real_idp() {
     let reserved = reserve().await;
