@@ -140,7 +140,7 @@ async fn finish_login(
     let md = state.provider.metadata().await?;
     // RFC 9207: when the IdP names itself, it must be the one we asked (mix-up defence).
     if let Some(iss) = params.get("iss") {
-        if *iss != md.issuer {
+        if iss != md.issuer() {
             return Err(AppError::Login(LoginError::Idp("issuer_mismatch".into())));
         }
     }
@@ -390,7 +390,7 @@ async fn end_session(state: &AppState, session: Session) -> Result<String, AppEr
         // The IdP is unreachable: the local session is gone, which is what matters most.
         Err(_) => return Ok(after),
     };
-    if let Some(endpoint) = md.revocation_endpoint.clone() {
+    if let Some(endpoint) = md.revocation_endpoint().cloned() {
         use openidconnect::core::CoreRevocableToken;
         use openidconnect::{AccessToken, RefreshToken};
         let token = match &session.data.refresh_token {

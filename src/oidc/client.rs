@@ -210,7 +210,7 @@ impl ClientAuth {
         md: &ProviderMetadata,
         redirect_uri: &str,
     ) -> Result<OidcClient, OidcError> {
-        let issuer = IssuerUrl::new(md.issuer.clone())
+        let issuer = IssuerUrl::new(md.issuer().to_string())
             .map_err(|e| OidcError::Metadata(format!("issuer: {e}")))?;
         let redirect = RedirectUrl::new(redirect_uri.to_string())
             .map_err(|e| OidcError::Metadata(format!("redirect URI: {e}")))?;
@@ -219,8 +219,8 @@ impl ClientAuth {
             issuer,
             JsonWebKeySet::default(),
         )
-        .set_auth_uri(AuthUrl::from_url(md.authorization_endpoint.clone()))
-        .set_token_uri(TokenUrl::from_url(md.token_endpoint.clone()))
+        .set_auth_uri(AuthUrl::from_url(md.authorization_endpoint().clone()))
+        .set_token_uri(TokenUrl::from_url(md.token_endpoint()?.clone()))
         .set_redirect_uri(redirect)
         // `provider.scopes` holds `openid` already (validated); the crate would add a second.
         .disable_openid_scope()

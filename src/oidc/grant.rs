@@ -15,7 +15,7 @@ impl Provider {
         let jwks = self.jwks().await?;
         let client_id = [self.auth.client_id.clone()];
         let expect = jwt::Expect {
-            issuer: &md.issuer,
+            issuer: md.issuer(),
             // Cognito names the app client in `client_id`; it must be this one
             // even if some `aud` happened to match.
             audience: jwt::Audience::ClientId(&client_id),

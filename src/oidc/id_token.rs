@@ -221,7 +221,7 @@ impl Provider {
         let md = self.metadata().await?;
         let jwks = self.jwks().await?;
         let check = IdTokenCheck {
-            issuer: &md.issuer,
+            issuer: md.issuer(),
             client_id: &self.auth.client_id,
             trusted_audiences: &self.config.provider.audiences,
             nonce,

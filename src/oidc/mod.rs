@@ -88,7 +88,7 @@ impl Provider {
         self.metadata
             .get_or_try_init(|| async {
                 let md = metadata::resolve(&self.config.provider, &self.http).await?;
-                tracing::info!(issuer = %md.issuer, "identity provider metadata loaded");
+                tracing::info!(issuer = %md.issuer(), "identity provider metadata loaded");
                 Ok(Arc::new(md))
             })
             .await
@@ -103,7 +103,7 @@ impl Provider {
                     JwksCache::with_cooldown(
                         Box::new(HttpJwksSource {
                             http: self.http.clone(),
-                            url: md.jwks_uri.clone(),
+                            url: md.jwks_uri().clone(),
                         }),
                         self.config.provider.jwks_cooldown,
                     )
@@ -159,7 +159,7 @@ impl Provider {
             allowed.push(self.auth.client_id.clone());
         }
         let expect = jwt::Expect {
-            issuer: &md.issuer,
+            issuer: md.issuer(),
             audience: if md.is_cognito {
                 jwt::Audience::ClientId(&allowed)
             } else {

@@ -121,6 +121,9 @@ impl RogueIdp {
                         "authorization_endpoint": format!("{}/authorize", s.issuer),
                         "token_endpoint": format!("{}/token", s.issuer),
                         "jwks_uri": format!("{}/jwks", s.issuer),
+                        "response_types_supported": ["code"],
+                        "subject_types_supported": ["public"],
+                        "id_token_signing_alg_values_supported": ["ES256"],
                     }))
                 }),
             )
