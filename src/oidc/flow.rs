@@ -15,13 +15,6 @@ pub const MAX_PENDING: usize = 5;
 /// The sealed cookie value stays under this size, oldest entries dropped first.
 const MAX_COOKIE_BYTES: usize = 3000;
 
-/// RFC 7636 §4.2: `BASE64URL(SHA256(ASCII(code_verifier)))`.
-pub fn pkce_challenge(verifier: &str) -> String {
-    PkceCodeChallenge::from_code_verifier_sha256(&PkceCodeVerifier::new(verifier.to_string()))
-        .as_str()
-        .to_string()
-}
-
 /// One login in progress.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PendingLogin {
@@ -127,12 +120,52 @@ impl PendingLogins {
 mod tests {
     use super::*;
 
-    #[test]
-    fn pkce_matches_rfc7636_appendix_b() {
+    #[tokio::test]
+    async fn authorization_request_carries_the_login() {
+        let cfg: crate::config::ProviderConfig = toml::from_str(
+            r#"client_id = "bff"
+               cognito = { region = "eu-west-1", user_pool_id = "eu-west-1_A", domain = "app.auth.eu-west-1.amazoncognito.com" }"#,
+        )
+        .unwrap();
+        crate::install_crypto_provider();
+        let md = crate::oidc::metadata::resolve(&cfg, &reqwest::Client::new())
+            .await
+            .unwrap();
+        let auth = crate::oidc::client::ClientAuth {
+            client_id: "bff".into(),
+            secret: None,
+            method: crate::config::TokenEndpointAuth::ClientSecretBasic,
+        };
+        let client = auth
+            .client(&md, "https://app.example/auth/callback")
+            .unwrap();
+        let mut login = PendingLogin::new("/".into(), 0);
+        login.verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk".into();
+        let scopes = ["openid".to_string(), "email".to_string()];
+        let extra = [("identity_provider".to_string(), "Google".to_string())];
+        let url = authorization_url(&client, &login, &scopes, &extra);
+        assert!(url
+            .as_str()
+            .starts_with("https://app.auth.eu-west-1.amazoncognito.com/oauth2/authorize?"));
+        let q: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+        // RFC 7636 appendix B.
         assert_eq!(
-            pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            q["code_challenge"],
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
+        assert_eq!(q["code_challenge_method"], "S256");
+        assert_eq!(q["response_type"], "code");
+        assert_eq!(q["client_id"], "bff");
+        assert_eq!(q["redirect_uri"], "https://app.example/auth/callback");
+        assert_eq!(q["scope"], "openid email", "openid once, as configured");
+        assert_eq!(q["state"], login.state);
+        assert_eq!(q["nonce"], login.nonce);
+        assert_eq!(q["identity_provider"], "Google");
+        assert_eq!(url.query_pairs().count(), 9, "nothing else: {url}");
+        // 256 bits each, base64url.
+        for v in [&login.state, &login.nonce] {
+            assert_eq!(v.len(), 43);
+        }
     }
 
     #[test]
