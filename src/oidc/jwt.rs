@@ -1,12 +1,13 @@
-//! JWT verification: the header first (no `crit` extension we do not
-//! understand, RFC 7515 §4.1.11), the signature with a key from the JWKS cache
-//! and an algorithm that key allows (never `none`, never HMAC), then the
-//! claims: `iss`, `exp`/`nbf` with leeway and `iat` no further ahead than the
-//! leeway (all three at the caller's `now`, the gateway's clock), audience (`aud`, or for Cognito access tokens, which carry no
-//! `aud`, `client_id`), `token_use`, and for ID tokens `azp` and `nonce`
-//! (OpenID Connect Core 1.0 §3.1.3.7). Every JWT the gateway accepts (ID
-//! tokens, bearer access tokens, back-channel logout tokens) goes through
-//! [`verify`].
+//! JWT verification on jsonwebtoken for what `openidconnect` does not cover:
+//! bearer access tokens and back-channel logout tokens. The header first (no
+//! `crit` extension we do not understand, RFC 7515 §4.1.11), the signature
+//! with a key from the JWKS cache and an algorithm that key allows (never
+//! `none`, never HMAC), then the claims: `iss`, `exp`/`nbf` with leeway and
+//! `iat` no further ahead than the leeway (all three at the caller's `now`, the
+//! gateway's clock), audience (`aud`, or for Cognito access tokens, which
+//! carry no `aud`, `client_id`) and `token_use`. The header, time and
+//! `sub`/`azp` rules here also run after the crate's ID-token verifier
+//! (`id_token`), where they are stricter than it.
 
 use super::jwks::JwksCache;
 use super::OidcError;

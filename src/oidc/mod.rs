@@ -1,6 +1,10 @@
-//! Talking to the identity provider: metadata (discovery or Cognito), the JWKS
-//! cache and JWT verification, the login flow's PKCE/state/nonce, code
-//! exchange, refresh, revocation and logout URLs.
+//! Talking to the identity provider. The sign-in protocol is `openidconnect`'s
+//! (and `oauth2`'s): metadata types, the authorization request, code exchange,
+//! client authentication, ID-token verification, refresh and revocation. Ours
+//! is what is specific to a BFF and to Cognito: the JWKS cache that feeds both
+//! the crate and jsonwebtoken, bearer and logout-token verification, the
+//! pending-login cookie, the Cognito shorthand and logout, and the rules that
+//! are stricter than the crate's (docs/ARCHITECTURE.md has the table).
 
 pub mod client;
 pub mod flow;
