@@ -376,7 +376,8 @@ async fn forged_id_tokens_create_no_session() {
 /// What the ID-token checks gained with `openidconnect`: `at_hash` bound to
 /// the access token of the same answer, audiences we do not trust, and a JOSE
 /// `typ` that is not a JWT's (an access token's `at+jwt`); plus `azp` naming
-/// another client among several audiences. Each case has a control that signs in.
+/// another client among several audiences, and our rules the crate lacks
+/// (`iat` ahead, `crit: null`). The controls sign in with the same signing.
 #[tokio::test]
 async fn id_tokens_the_crate_refuses() {
     let s = rogue_stack("").await;
@@ -439,6 +440,23 @@ async fn id_tokens_the_crate_refuses() {
         (
             "typ of a logout token",
             with_typ("logout+jwt"),
+            json!({}),
+            "a",
+        ),
+        // Ours, kept next to the crate's verifier (stricter than it).
+        (
+            "iat a day ahead",
+            header.clone(),
+            json!({"iat": now() + 86_400}),
+            "a",
+        ),
+        (
+            "crit null (the crate lets it pass)",
+            {
+                let mut h = header.clone();
+                h["crit"] = Value::Null;
+                h
+            },
             json!({}),
             "a",
         ),
