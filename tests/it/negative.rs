@@ -717,3 +717,83 @@ async fn lax_sessions_land_with_a_plain_redirect() {
         .unwrap();
     assert!(cookie.contains("SameSite=Lax"), "{cookie}");
 }
+
+/// The crate's verifier runs on refreshed ID tokens too: one whose `at_hash`
+/// is not the new access token's, or that names an audience we do not trust,
+/// is refused, the access token that came with it is never used, and the
+/// session goes on with what it had. A genuine refresh before them is the control.
+#[tokio::test]
+async fn refreshed_id_tokens_meet_the_same_rules() {
+    let s = rogue_stack("").await;
+    let b = browser();
+    let header = s.idp.key.header();
+    // The gateway's clock is moved; claims are minted at its time.
+    let gw_now = || now() + s.gw.clock().offset().as_secs() as i64;
+    let claims = |extra: Value| {
+        let mut c = json!({"iss": s.idp.issuer, "aud": "bff", "sub": "user-1",
+            "iat": gw_now(), "exp": gw_now() + 600});
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    };
+    let answer = |access: &str, id_claims: &Value| {
+        json!({
+            "access_token": access, "token_type": "Bearer", "expires_in": 300,
+            "refresh_token": format!("refresh-for-{access}"),
+            "id_token": s.idp.key.sign_with_header(&header, id_claims),
+        })
+    };
+    let (state, nonce) = start_login(&b, &s.gw.url, "/").await;
+    s.idp
+        .answer_with(answer("access-1", &claims(json!({"nonce": nonce}))));
+    let r = callback(&b, &s.gw.url, &format!("code=abc&state={state}")).await;
+    assert_eq!(landing_page(r).await, "/");
+    let call = || async {
+        b.get(format!("{}/api/x", s.gw.url))
+            .header("x-csrf", "1")
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(call().await, 200);
+    assert_eq!(
+        s.upstream.last().header("authorization"),
+        Some("Bearer access-1")
+    );
+
+    // Control: past access-1's expiry, a refresh whose ID token is right.
+    s.gw.clock().advance(Duration::from_secs(301));
+    s.idp.answer_with(answer(
+        "access-2",
+        &claims(json!({"at_hash": at_hash("access-2")})),
+    ));
+    assert_eq!(call().await, 200);
+    assert_eq!(
+        s.upstream.last().header("authorization"),
+        Some("Bearer access-2")
+    );
+
+    for (name, access, extra) in [
+        (
+            "at_hash of another access token",
+            "access-3",
+            json!({"at_hash": at_hash("access-2")}),
+        ),
+        (
+            "an audience we do not trust",
+            "access-4",
+            json!({"aud": ["bff", "other"], "azp": "bff"}),
+        ),
+    ] {
+        // Past the expiry and any backoff of the failure before.
+        s.gw.clock().advance(Duration::from_secs(400));
+        s.idp.answer_with(answer(access, &claims(extra)));
+        let seen = s.upstream.count();
+        let status = call().await;
+        assert_ne!(status, 200, "{name}");
+        assert_eq!(s.upstream.count(), seen, "{name}: nothing went upstream");
+        assert_eq!(s.gw.session_count(), 1, "{name}: the session stays");
+    }
+}
