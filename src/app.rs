@@ -75,7 +75,10 @@ impl AppState {
                 {
                     tracing::warn!("session.redis_url is set but session.store = \"memory\": sessions are not shared between replicas");
                 }
-                Arc::new(MemoryStore::new(config.session.max_sessions))
+                Arc::new(MemoryStore::with_clock(
+                    config.session.max_sessions,
+                    clock.clone(),
+                ))
             }
             StoreKind::Redis => Arc::new(redis_store(&config)?),
         };

@@ -65,8 +65,8 @@ impl std::fmt::Debug for Clock {
 
 /// For tests: a clock that starts at the system time and moves forward when
 /// told to. Hand [`TestClock::clock`] to the state under test and keep this
-/// handle to move it.
-#[derive(Default)]
+/// handle to move it. Clones move together (replicas in one test share time).
+#[derive(Clone, Default)]
 pub struct TestClock {
     offset: Arc<AtomicU64>,
 }

@@ -8,6 +8,7 @@
 //! lives as long as its longest-lived member and that members whose record is
 //! gone are dropped when the index is read.
 
+use crate::clock::Clock;
 use async_trait::async_trait;
 use moka::sync::Cache;
 use std::collections::HashMap;
@@ -106,15 +107,27 @@ impl moka::Expiry<String, IndexEntry> for IndexDeadline {
 
 /// In-process store for a single replica: bounded (least-recently-used records
 /// are evicted past `max_sessions`) and purged as records expire.
+///
+/// Deadlines are instants of the store's [`Clock`] (the gateway's), so a
+/// test that moves the clock sees records, index entries and locks expire as
+/// Redis would let them; moka purges by real time, which only ever keeps an
+/// entry in memory longer than it is readable.
 pub struct MemoryStore {
     cache: Cache<String, Entry>,
     index: Cache<String, IndexEntry>,
     claims: Cache<String, Entry>,
+    clock: Clock,
 }
 
 impl MemoryStore {
     pub fn new(max_sessions: u64) -> Self {
+        Self::with_clock(max_sessions, Clock::system())
+    }
+
+    /// A store whose deadlines follow `clock`.
+    pub fn with_clock(max_sessions: u64, clock: Clock) -> Self {
         MemoryStore {
+            clock,
             // Plain LRU: moka's default admission policy may refuse a new
             // record when full, which would sign a user out right at sign-in.
             cache: Cache::builder()
@@ -138,18 +151,32 @@ impl MemoryStore {
         }
     }
 
+    fn now(&self) -> Instant {
+        self.clock.instant()
+    }
+
     fn record_live(&self, key: &str, now: Instant) -> bool {
         self.cache.get(key).is_some_and(|e| e.deadline > now)
     }
 
     /// The raw sealed bytes under `key`, for tests that inspect what is stored.
     pub fn raw(&self, key: &str) -> Option<Vec<u8>> {
-        self.cache.get(key).map(|e| e.value.to_vec())
+        let now = self.now();
+        self.cache
+            .get(key)
+            .filter(|e| e.deadline > now)
+            .map(|e| e.value.to_vec())
     }
 
-    /// Every key held, for tests that inspect what is stored.
+    /// Every key held (past its deadline is gone, as in Redis, even before
+    /// moka purges it), for tests that inspect what is stored.
     pub fn keys(&self) -> Vec<String> {
-        self.cache.iter().map(|(k, _)| k.as_ref().clone()).collect()
+        let now = self.now();
+        self.cache
+            .iter()
+            .filter(|(_, e)| e.deadline > now)
+            .map(|(k, _)| k.as_ref().clone())
+            .collect()
     }
 }
 
@@ -159,7 +186,7 @@ impl SessionStore for MemoryStore {
         Ok(self
             .cache
             .get(key)
-            .filter(|e| e.deadline > Instant::now())
+            .filter(|e| e.deadline > self.now())
             .map(|e| e.value.to_vec()))
     }
 
@@ -168,7 +195,7 @@ impl SessionStore for MemoryStore {
             key.to_string(),
             Entry {
                 value: value.into(),
-                deadline: Instant::now() + ttl,
+                deadline: self.now() + ttl,
             },
         );
         Ok(())
@@ -180,7 +207,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn index_add(&self, index: &str, member: &str, ttl: Duration) -> Result<(), StoreError> {
-        let now = Instant::now();
+        let now = self.now();
         // Atomic per index: concurrent adds for one user do not lose members.
         self.index.entry(index.to_string()).and_upsert_with(|old| {
             let mut members = old
@@ -201,7 +228,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn index_members(&self, index: &str) -> Result<Vec<String>, StoreError> {
-        let now = Instant::now();
+        let now = self.now();
         let Some(entry) = self.index.get(index) else {
             return Ok(Vec::new());
         };
@@ -239,7 +266,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn claim(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let now = Instant::now();
+        let now = self.now();
         let entry = self.claims.entry(key.to_string()).or_insert_with_if(
             || Entry {
                 value: owner.as_bytes().into(),
@@ -292,6 +319,30 @@ mod tests {
         assert_eq!(s.load("long").await.unwrap().as_deref(), Some(&b"b"[..]));
         s.delete("long").await.unwrap();
         assert_eq!(s.load("long").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn deadlines_follow_the_stores_clock() {
+        let clock = crate::clock::TestClock::new();
+        let s = MemoryStore::with_clock(10, clock.clock());
+        s.save("k", b"v".to_vec(), Duration::from_secs(60))
+            .await
+            .unwrap();
+        s.index_add("user", "k", Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(s.claim("lock", "a", Duration::from_secs(5)).await.unwrap());
+        clock.advance(Duration::from_secs(4));
+        assert!(!s.claim("lock", "b", Duration::from_secs(5)).await.unwrap());
+        clock.advance(Duration::from_secs(2));
+        assert!(
+            s.claim("lock", "b", Duration::from_secs(5)).await.unwrap(),
+            "a lock past its deadline is free"
+        );
+        assert_eq!(s.index_members("user").await.unwrap(), vec!["k"]);
+        clock.advance(Duration::from_secs(60));
+        assert_eq!(s.load("k").await.unwrap(), None);
+        assert!(s.index_members("user").await.unwrap().is_empty());
     }
 
     #[tokio::test]

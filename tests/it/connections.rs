@@ -441,25 +441,6 @@ async fn slow_upstream() -> String {
     url
 }
 
-/// The WebSocket's next message; a panic naming `what` if none comes within
-/// 10 s (a hung tunnel must fail the test, not hang it).
-async fn ws_next<S>(ws: &mut S, what: &str) -> tokio_tungstenite::tungstenite::Message
-where
-    S: futures_util::Stream<
-            Item = Result<
-                tokio_tungstenite::tungstenite::Message,
-                tokio_tungstenite::tungstenite::Error,
-            >,
-        > + Unpin,
-{
-    use futures_util::StreamExt;
-    tokio::time::timeout(Duration::from_secs(10), ws.next())
-        .await
-        .unwrap_or_else(|_| panic!("no WebSocket message within 10 s: {what}"))
-        .unwrap_or_else(|| panic!("the WebSocket ended: {what}"))
-        .unwrap_or_else(|e| panic!("WebSocket error ({e}): {what}"))
-}
-
 #[tokio::test]
 async fn long_requests_outlive_short_timeouts() {
     use futures_util::{SinkExt, StreamExt};

@@ -37,9 +37,8 @@ async fn calls(b: &reqwest::Client, gw: &str, n: usize) -> Vec<(u16, Duration)> 
     out
 }
 
-/// Waits until the session's access token has expired (the test IdP's
-/// tokens live 5 s), by asking `/auth/user` for its expiry.
-async fn until_token_expired(b: &reqwest::Client, gw: &str) {
+/// The session's access token expiry, as `/auth/user` tells it.
+async fn token_expiry(b: &reqwest::Client, gw: &str) -> i64 {
     let user: Value = b
         .get(format!("{gw}/auth/user"))
         .header("x-csrf", "1")
@@ -49,12 +48,17 @@ async fn until_token_expired(b: &reqwest::Client, gw: &str) {
         .json()
         .await
         .unwrap();
-    let exp = user["access_token_expires_at"]
+    user["access_token_expires_at"]
         .as_i64()
-        .unwrap_or_else(|| panic!("no access token expiry in {user}"));
-    while now() <= exp {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        .unwrap_or_else(|| panic!("no access token expiry in {user}"))
+}
+
+/// Moves the gateway's and the IdP's clocks past the session's access token
+/// expiry (no waiting for it).
+async fn expire_token(b: &reqwest::Client, gw: &Gateway, idp: &Idp) {
+    let exp = token_expiry(b, &gw.url).await;
+    let ahead = (exp + 1 - gw.clock().clock().now_secs()).max(0) as u64;
+    crate::lifecycle::advance(idp, &[gw.clock()], Duration::from_secs(ahead)).await;
 }
 
 #[tokio::test]
@@ -76,7 +80,7 @@ async fn a_stalled_idp_neither_queues_requests_nor_signs_the_user_out() {
     sign_in(&b, &gw.url, "alice", "/").await;
     assert!(calls(&b, &gw.url, 1).await.iter().all(|(s, _)| *s == 200));
     let before = refreshes(&idp).await;
-    until_token_expired(&b, &gw.url).await;
+    expire_token(&b, &gw, &idp).await;
 
     // The IdP stalls: it accepts connections and answers nothing.
     idp.pause();
@@ -118,7 +122,7 @@ async fn a_stalled_idp_neither_queues_requests_nor_signs_the_user_out() {
     );
     assert!(upstream.last().header("authorization").is_some());
     // The rotated refresh token works at the next expiry: nothing was lost.
-    until_token_expired(&b, &gw.url).await;
+    expire_token(&b, &gw, &idp).await;
     let answers = calls(&b, &gw.url, 10).await;
     assert!(answers.iter().all(|(s, _)| *s == 200), "{answers:?}");
     assert_eq!(refreshes(&idp).await - before, 2);
@@ -171,10 +175,10 @@ async fn a_failing_idp_is_asked_once_per_backoff_interval() {
     let gw = Gateway::start(reserved, &real).await;
     let b = browser();
     sign_in(&b, &gw.url, "alice", "/").await;
-    let failing_gw = Gateway::start_with_store(reserve().await, &failing, gw.store.clone()).await;
+    let failing_gw = Gateway::start_replica(reserve().await, &failing, &gw).await;
     // Cookies ignore ports: the browser sends its session cookie to both.
     let fb = b.clone();
-    until_token_expired(&b, &gw.url).await;
+    expire_token(&b, &gw, &idp).await;
 
     let answers = calls(&fb, &failing_gw.url, 20).await;
     assert!(
@@ -184,8 +188,7 @@ async fn a_failing_idp_is_asked_once_per_backoff_interval() {
         "{answers:?}"
     );
     assert_eq!(hits.load(Ordering::SeqCst), 1, "20 requests, one refresh");
-    let failed_at = Instant::now();
-    // During the backoff: answered at once, nothing sent to the IdP.
+    // During the backoff (5 s): answered at once, nothing sent to the IdP.
     let answers = calls(&fb, &failing_gw.url, 10).await;
     assert!(
         answers
@@ -193,23 +196,17 @@ async fn a_failing_idp_is_asked_once_per_backoff_interval() {
             .all(|(s, t)| *s == 502 && *t < Duration::from_millis(300)),
         "{answers:?}"
     );
+    gw.clock().advance(Duration::from_millis(4500));
+    calls(&fb, &failing_gw.url, 5).await;
     assert_eq!(
         hits.load(Ordering::SeqCst),
         1,
         "no refresh during the backoff"
     );
-    // After the backoff (5 s), one more attempt, and again only one.
-    let deadline = failed_at + Duration::from_secs(10);
-    while hits.load(Ordering::SeqCst) == 1 {
-        assert!(Instant::now() < deadline, "no attempt after the backoff");
-        calls(&fb, &failing_gw.url, 5).await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        failed_at.elapsed() >= Duration::from_millis(4500),
-        "the second attempt came {:?} after the first failure",
-        failed_at.elapsed()
-    );
+    // After the backoff, one more attempt, and again only one.
+    gw.clock().advance(Duration::from_millis(600));
+    let answers = calls(&fb, &failing_gw.url, 5).await;
+    assert!(answers.iter().all(|(s, _)| *s == 502), "{answers:?}");
     assert_eq!(hits.load(Ordering::SeqCst), 2);
     let m = reqwest::get(format!("{}/metrics", failing_gw.admin_url))
         .await
@@ -303,19 +300,30 @@ async fn metrics_and_logs_tell_faults_apart() {
     .await;
     a.wait_ready(Duration::from_secs(10)).await;
     gw_b.wait_ready(Duration::from_secs(10)).await;
-    let b = browser();
-    let (state, nonce) = crate::negative::start_login(&b, &a.url, "/").await;
-    let mut claims = crate::negative::good_claims(&idp.issuer, &nonce);
-    claims["sub"] = "alice".into();
-    idp.answer_with(serde_json::json!({
-        "access_token": "opaque-access",
-        "token_type": "Bearer",
-        "expires_in": 2,
-        "refresh_token": "refresh-1",
-        "id_token": idp.key.sign(&claims),
-    }));
-    let r = crate::negative::callback(&b, &a.url, &format!("code=abc&state={state}")).await;
-    assert_eq!(r.status(), 200);
+    // Alice signs in twice at A: one session's access token lives an hour,
+    // the other's has already expired (`expires_in` 0), so its next request
+    // needs a refresh, which B cannot get.
+    let sign_in_alice = |expires_in: u64| {
+        let (a, idp) = (&a, &idp);
+        async move {
+            let b = browser();
+            let (state, nonce) = crate::negative::start_login(&b, &a.url, "/").await;
+            let mut claims = crate::negative::good_claims(&idp.issuer, &nonce);
+            claims["sub"] = "alice".into();
+            idp.answer_with(serde_json::json!({
+                "access_token": "opaque-access",
+                "token_type": "Bearer",
+                "expires_in": expires_in,
+                "refresh_token": "refresh-1",
+                "id_token": idp.key.sign(&claims),
+            }));
+            let r = crate::negative::callback(&b, &a.url, &format!("code=abc&state={state}")).await;
+            assert_eq!(r.status(), 200);
+            b
+        }
+    };
+    let b = sign_in_alice(3600).await;
+    let expired = sign_in_alice(0).await;
     let call = |path: &'static str| {
         let (b, url) = (b.clone(), format!("{}{path}", gw_b.url));
         async move { b.get(url).header("x-csrf", "1").send().await.unwrap() }
@@ -328,9 +336,13 @@ async fn metrics_and_logs_tell_faults_apart() {
         r.bytes().await.is_err(),
         "a cut body is not passed off as complete"
     );
-    // The access token expires; the refresh cannot reach the IdP.
-    until_token_expired(&b, &gw_b.url).await;
-    let r = call("/api/x").await;
+    // An expired access token: the refresh cannot reach the IdP.
+    let r = expired
+        .get(format!("{}/api/x", gw_b.url))
+        .header("x-csrf", "1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 502);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "idp_unavailable");

@@ -11,7 +11,7 @@ use std::os::fd::AsFd;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const ROUTES: &str = r#"
+pub const ROUTES: &str = r#"
 [[route]]
 path = "/app/"
 upstream = "UPSTREAM"

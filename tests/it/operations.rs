@@ -254,16 +254,8 @@ async fn json_logs_never_hold_secrets() {
 
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_on_every_thread() {
-    let slow = {
-        let app = axum::Router::new().fallback(|| async {
-            tokio::time::sleep(Duration::from_secs(3)).await;
-            "done"
-        });
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", l.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-        url
-    };
+    // Requests stay in flight until the test lets them finish.
+    let slow = GatedUpstream::start().await;
     let ports = ProcessPorts::new();
     let idp = RogueIdp::start().await;
     // Three serving threads: the in-flight requests below come on six
@@ -274,6 +266,7 @@ async fn sigterm_drains_in_flight_requests_on_every_thread() {
         server = ports.server_toml(),
         iss = idp.issuer,
         key = test_key(),
+        slow = slow.url,
     );
     let mut gw = GatewayProcess::start(&ports, &toml).await;
     gw.wait_ready(Duration::from_secs(10)).await;
@@ -288,7 +281,7 @@ async fn sigterm_drains_in_flight_requests_on_every_thread() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    slow.until_arrived(6).await;
     let signalled = Instant::now();
     gw.signal("TERM");
     // Readiness fails first ...
@@ -301,13 +294,24 @@ async fn sigterm_drains_in_flight_requests_on_every_thread() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(not_ready, "/readyz did not fail right after SIGTERM");
-    // ... after the delay, new connections are refused ...
-    tokio::time::sleep(Duration::from_millis(1400).saturating_sub(signalled.elapsed())).await;
-    let refused = tokio::net::TcpStream::connect(("127.0.0.1", ports.port))
+    // ... after the delay (1 s, not before), new connections are refused ...
+    while tokio::net::TcpStream::connect(("127.0.0.1", ports.port))
         .await
-        .is_err();
-    assert!(refused, "new connections are refused after the delay");
+        .is_ok()
+    {
+        assert!(
+            signalled.elapsed() < Duration::from_secs(10),
+            "new connections are still accepted long after the delay"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        signalled.elapsed() >= Duration::from_millis(1000),
+        "connections refused {:?} after the signal, before the delay",
+        signalled.elapsed()
+    );
     // ... the requests in flight complete, and the process exits 0.
+    slow.open();
     for request in in_flight {
         let (status, body) = request.await.unwrap();
         assert_eq!((status, body.as_str()), (200, "done"));

@@ -620,15 +620,21 @@ async fn redis_over_tls_with_acl_user_from_the_config_file() {
         &redis_gateway_toml(&pb, &idp.issuer, &upstream.url, &session(&bad)),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(wrong.readyz().await, 503, "log:\n{}", wrong.log());
-    let body = reqwest::get(format!("{}/readyz", wrong.admin_url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(body.contains("session store"), "{body}");
+    // Not ready, and saying why, once its first attempt at Redis failed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = reqwest::get(format!("{}/readyz", wrong.admin_url))
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        assert_eq!(status, 503, "{body}; log:\n{}", wrong.log());
+        if body.contains("session store") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{body}; log:\n{}", wrong.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let r = sign_in(&browser(), &wrong.url, "bob", "/").await;
     assert_eq!(r.status(), 503, "no session without the store");
     let log = format!("{}{}", gw.log(), wrong.log());
@@ -1008,16 +1014,8 @@ async fn readyz_follows_the_idp_until_its_keys_are_loaded() {
 /// completes, and the process exits 0.
 #[tokio::test]
 async fn sigint_shuts_down_cleanly() {
-    let slow = {
-        let app = axum::Router::new().fallback(|| async {
-            tokio::time::sleep(Duration::from_millis(1500)).await;
-            "done"
-        });
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", l.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-        url
-    };
+    // The request stays in flight until the test lets it finish.
+    let slow = GatedUpstream::start().await;
     let fast = Upstream::start(None).await;
     let ports = ProcessPorts::new();
     let idp = RogueIdp::start().await;
@@ -1030,6 +1028,7 @@ async fn sigint_shuts_down_cleanly() {
         iss = idp.issuer,
         key = test_key(),
         fast = fast.url,
+        slow = slow.url,
     );
     let mut gw = GatewayProcess::start(&ports, &toml).await;
     gw.wait_ready(Duration::from_secs(10)).await;
@@ -1039,7 +1038,7 @@ async fn sigint_shuts_down_cleanly() {
         let r = reqwest::Client::new().get(url).send().await.unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    slow.until_arrived(1).await;
     let signalled = Instant::now();
     gw.signal("INT");
     let mut not_ready = false;
@@ -1058,6 +1057,7 @@ async fn sigint_shuts_down_cleanly() {
         Some("close"),
         "clients are told to go elsewhere"
     );
+    slow.open();
     let (status, body) = in_flight.await.unwrap();
     assert_eq!((status, body.as_str()), (200, "done"));
     let exit = gw

@@ -11,24 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const ROUTES: &str = r#"
-[[route]]
-path = "/app/"
-upstream = "UPSTREAM"
-csrf = false
-token = "access"
-
-[[route]]
-path = "/app/admin/"
-upstream = "UPSTREAM"
-csrf = false
-allow_groups = ["admins"]
-
-[[route]]
-path = "/public/"
-upstream = "UPSTREAM"
-auth = "public"
-"#;
+// The gateway's routes: the nginx forward-auth test's.
+use crate::forward_auth::ROUTES;
 
 /// The ```yaml block of the Traefik (ForwardAuth) example in docs/forward-auth.md.
 fn traefik_example() -> String {

@@ -65,19 +65,25 @@ keys = ["{key}"]
 
 impl Gateway {
     pub async fn start(reserved: Reserved, toml: &str) -> Gateway {
-        Self::start_with_store(reserved, toml, Arc::new(MemoryStore::new(1000))).await
+        let clock = oidc_bff::clock::TestClock::new();
+        let store = Arc::new(MemoryStore::with_clock(1000, clock.clock()));
+        Self::start_on(reserved, toml, store, clock).await
     }
 
-    /// A gateway on a given memory store (several gateways may share one, as
-    /// replicas share Redis).
-    pub async fn start_with_store(
+    /// A replica of `other`: it shares `other`'s memory store (as replicas
+    /// share Redis) and its clock (as replicas share the time of day).
+    pub async fn start_replica(reserved: Reserved, toml: &str, other: &Gateway) -> Gateway {
+        Self::start_on(reserved, toml, other.store.clone(), other.clock.clone()).await
+    }
+
+    async fn start_on(
         reserved: Reserved,
         toml: &str,
         store: Arc<MemoryStore>,
+        clock: oidc_bff::clock::TestClock,
     ) -> Gateway {
         let config = oidc_bff::config::load_from_str(toml)
             .unwrap_or_else(|e| panic!("test config invalid: {e}"));
-        let clock = oidc_bff::clock::TestClock::new();
         let state = AppState::with_store_and_clock(config, store.clone(), clock.clock()).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let running = oidc_bff::serve(state, reserved.listener, reserved.admin, async {

@@ -30,6 +30,7 @@ mod process;
 mod redis;
 mod rogue_idp;
 mod upstream;
+mod websocket;
 
 pub use browser::*;
 pub use certs::*;
@@ -39,6 +40,7 @@ pub use process::*;
 pub use redis::*;
 pub use rogue_idp::*;
 pub use upstream::*;
+pub use websocket::*;
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::process::CommandExt;

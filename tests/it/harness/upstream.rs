@@ -128,3 +128,50 @@ pub async fn verify_with_jwks(jwks_url: &str, token: &str) -> Result<Value, Stri
         .map(|d| d.claims)
         .map_err(|e| e.to_string())
 }
+
+/// An upstream whose answers ("done") are held until the test opens the gate:
+/// a request "in flight" for exactly as long as a test needs, with no sleep.
+pub struct GatedUpstream {
+    pub url: String,
+    open: tokio::sync::watch::Sender<bool>,
+    arrived: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl GatedUpstream {
+    pub async fn start() -> GatedUpstream {
+        let (open, opened) = tokio::sync::watch::channel(false);
+        let arrived = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = arrived.clone();
+        let app = Router::new().fallback(move || {
+            let (mut opened, counted) = (opened.clone(), counted.clone());
+            async move {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                // An error means the test is over: answer anyway.
+                let _ = opened.wait_for(|open| *open).await;
+                "done"
+            }
+        });
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+        GatedUpstream { url, open, arrived }
+    }
+
+    /// Waits (at most 10 s) until `n` requests are held at the gate.
+    pub async fn until_arrived(&self, n: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.arrived.load(std::sync::atomic::Ordering::SeqCst) < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} of {n} requests reached the upstream",
+                self.arrived.load(std::sync::atomic::Ordering::SeqCst)
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Lets every held request, and every later one, through.
+    pub fn open(&self) {
+        let _ = self.open.send(true);
+    }
+}
