@@ -85,7 +85,7 @@ pub async fn login(
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string())),
     );
-    let client = state.provider.auth.client(&md, &cfg.redirect_uri())?;
+    let client = state.provider.oidc_client(&md)?;
     let url = authorization_url(&client, &login, &cfg.provider.scopes, &extra);
     pending.push(login);
     let mut resp = redirect_response(StatusCode::FOUND, url.as_str(), &HeaderMap::new());
@@ -156,10 +156,7 @@ async fn finish_login(
     let code = params
         .get("code")
         .ok_or(AppError::Login(LoginError::MissingCode))?;
-    let oidc = state
-        .provider
-        .auth
-        .client(&md, &state.config.redirect_uri())?;
+    let oidc = state.provider.oidc_client(&md)?;
     let tokens = client::exchange_code(state.provider.http(), &oidc, code, &login.verifier).await?;
     let id_token = tokens.id_token_str().map(str::to_string).ok_or_else(|| {
         OidcError::Protocol(
@@ -390,7 +387,12 @@ async fn end_session(state: &AppState, session: Session) -> Result<String, AppEr
         // The IdP is unreachable: the local session is gone, which is what matters most.
         Err(_) => return Ok(after),
     };
-    if let Some(endpoint) = md.revocation_endpoint().cloned() {
+    // Revocation is best effort: nothing here may fail the logout.
+    let revocation = md
+        .revocation_endpoint()
+        .cloned()
+        .zip(state.provider.oidc_client(&md).ok());
+    if let Some((endpoint, oidc)) = revocation {
         use openidconnect::core::CoreRevocableToken;
         use openidconnect::{AccessToken, RefreshToken};
         let token = match &session.data.refresh_token {
@@ -398,10 +400,6 @@ async fn end_session(state: &AppState, session: Session) -> Result<String, AppEr
             None => CoreRevocableToken::from(AccessToken::new(session.data.access_token.clone())),
         };
         let http = state.provider.http().clone();
-        let oidc = state
-            .provider
-            .auth
-            .client(&md, &state.config.redirect_uri())?;
         tokio::spawn(async move {
             let call = client::revoke(&http, oidc, &endpoint, token);
             match tokio::time::timeout(Duration::from_secs(5), call).await {

@@ -295,7 +295,7 @@ impl Refresher {
         let sent_at = me.sessions.clock().now_secs();
         let called = async {
             let md = me.provider.metadata().await?;
-            let oidc = me.provider.auth.client(&md, &me.provider.redirect_uri())?;
+            let oidc = me.provider.oidc_client(&md)?;
             client::refresh(me.provider.http(), &oidc, &refresh_token, CALL_DEADLINE).await
         };
         let tokens = match called.await {

@@ -128,9 +128,9 @@ impl Provider {
         self.jwks().await?.warm().await
     }
 
-    /// Where the IdP sends the browser back (the token requests repeat it).
-    pub fn redirect_uri(&self) -> String {
-        self.config.redirect_uri()
+    /// The crate's client for this provider (see `client::ClientAuth::client`).
+    pub fn oidc_client(&self, md: &ProviderMetadata) -> Result<client::OidcClient, OidcError> {
+        self.auth.client(md, &self.config.redirect_uri())
     }
 
     pub fn leeway(&self) -> Duration {
