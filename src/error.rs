@@ -38,6 +38,9 @@ pub enum AppError {
     BearerRequired,
     #[error("invalid bearer token: {0}")]
     InvalidToken(crate::oidc::jwt::JwtError),
+    /// The admin API called without its bearer token, or with a wrong one.
+    #[error("admin token missing or wrong")]
+    AdminUnauthorized,
     #[error("the X-CSRF header is required")]
     CsrfMissing,
     #[error("forbidden: {0}")]
@@ -111,6 +114,12 @@ impl AppError {
                 StatusCode::UNAUTHORIZED,
                 "invalid_token",
                 "The access token is invalid or expired.",
+                false,
+            ),
+            AdminUnauthorized => r(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "The admin bearer token is missing or wrong.",
                 false,
             ),
             CsrfMissing => r(
@@ -234,6 +243,7 @@ impl IntoResponse for AppError {
         let challenge = match &self {
             AppError::BearerRequired => Some("Bearer"),
             AppError::InvalidToken(_) => Some("Bearer error=\"invalid_token\""),
+            AppError::AdminUnauthorized => Some("Bearer realm=\"oidc-bff admin\""),
             _ => None,
         };
         if let Some(c) = challenge {
@@ -277,6 +287,15 @@ impl ErrorRequest {
             html: wants_html(req.headers()),
             request_id: req.headers().get("x-request-id").cloned(),
             uri: req.uri().clone(),
+        }
+    }
+
+    /// The same for an API that answers JSON whatever the client accepts
+    /// (the admin listener).
+    pub fn json<B>(req: &http::Request<B>) -> Self {
+        ErrorRequest {
+            html: false,
+            ..Self::of(req)
         }
     }
 

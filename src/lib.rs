@@ -18,6 +18,7 @@
 //!   only with the `dev` feature, which is on by default and off in the image).
 //!
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod clock;
@@ -493,7 +494,8 @@ mod layering {
         "request_path",
         "clock",
     ];
-    const UPPER: [&str; 8] = [
+    const UPPER: [&str; 9] = [
+        "admin",
         "app",
         "auth",
         "proxy",

@@ -296,13 +296,17 @@ async fn jwks(State(state): State<Arc<AppState>>) -> Response {
     resp
 }
 
-/// The admin router: liveness and readiness, on its own listener.
+/// The admin router, on its own listener: liveness, readiness, metrics and,
+/// when `server.admin_token_file` is set, the admin sessions API
+/// ([`crate::admin`]). Never part of [`build`]: the public listener has none of it.
 pub fn admin(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        // Every response carries a request id, by the same rule as the main listener.
+        .merge(crate::admin::routes(&state))
+        // Every response carries a request id, by the same rule as the main
+        // listener, and an error its JSON body.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             admin_request_id,
@@ -317,7 +321,12 @@ async fn admin_request_id(
 ) -> Response {
     let trusted = crate::proxy::peer_is_trusted(&state, req.extensions());
     let id = request_id(req.headers_mut(), trusted);
-    let mut resp = next.run(req).await;
+    let errors = ErrorContext {
+        auth_prefix: state.config.server.auth_prefix.clone(),
+    };
+    let error_request = ErrorRequest::json(&req);
+    let resp = next.run(req).await;
+    let mut resp = error_request.finish(&errors, resp);
     resp.headers_mut().entry(X_REQUEST_ID).or_insert(id);
     resp
 }

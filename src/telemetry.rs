@@ -305,6 +305,15 @@ impl crate::session::SessionStore for InstrumentedStore {
     ) -> Result<(), crate::session::StoreError> {
         self.timed("save", self.inner.save(key, value, ttl)).await
     }
+    async fn replace(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<bool, crate::session::StoreError> {
+        self.timed("replace", self.inner.replace(key, value, ttl))
+            .await
+    }
     async fn delete(&self, key: &str) -> Result<(), crate::session::StoreError> {
         self.timed("delete", self.inner.delete(key)).await
     }

@@ -64,5 +64,6 @@ pub fn session_data(user: &str) -> SessionData {
         expires_at: now + 24 * 3600,
         last_seen: now,
         refreshed_at: None,
+        user_agent: None,
     }
 }

@@ -210,6 +210,9 @@ async fn finish_login(
         last_seen: now,
         scope: Some(scope),
         refreshed_at: None,
+        user_agent: Some(crate::session::user_agent_summary(
+            headers.get(header::USER_AGENT),
+        )),
     };
     let (_, cookie) = state.sessions.create(data).await?;
     tracing::info!(sub = %sub, "signed in");

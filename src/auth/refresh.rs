@@ -396,6 +396,7 @@ mod tests {
             last_seen: 0,
             scope: None,
             refreshed_at: None,
+            user_agent: None,
         }
     }
 

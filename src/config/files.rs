@@ -1,6 +1,6 @@
 //! Loading, second half: the files a config names are read here, relative to
 //! the config file, before validation looks at anything: `*_file` secrets
-//! (client secret, session keys, Redis password), the CA bundles, the
+//! (client secret, session keys, Redis password, admin token), the CA bundles, the
 //! assertion key and the SPA directory. Validation itself reads nothing.
 
 use super::{Config, Problem, Secret};
@@ -15,6 +15,16 @@ pub fn read_files(c: &mut Config, base: &Path) -> Vec<Problem> {
         match std::fs::read_to_string(&*path) {
             Ok(pem) => server.assertion_key_pem = Some(Secret::new(pem)),
             Err(e) => p.push(cannot_read("server.assertion_key_file", path, e)),
+        }
+    }
+    if let Some(path) = &mut server.admin_token_file {
+        *path = base.join(&*path);
+        match secret_file(base, path) {
+            Ok(t) if t.is_empty() => {
+                p.push(Problem::new("server.admin_token_file", "the file is empty"))
+            }
+            Ok(t) => server.admin_token = Some(Secret::new(t)),
+            Err(e) => p.push(Problem::new("server.admin_token_file", e)),
         }
     }
     if let Some(path) = &mut server.upstream_ca_file {

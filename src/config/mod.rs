@@ -120,6 +120,14 @@ pub struct ServerConfig {
     /// so probes and scrapes are answered while the main listener is full.
     #[serde(default = "defaults::admin_max_connections")]
     pub admin_max_connections: usize,
+    /// File holding the bearer token of the admin sessions API (at least 32
+    /// bytes; surrounding whitespace is trimmed). The API (`/admin/sessions`
+    /// on `admin_listen`) exists only when this is set.
+    #[serde(default)]
+    pub admin_token_file: Option<PathBuf>,
+    /// `admin_token_file`'s contents, read when the config is loaded.
+    #[serde(skip)]
+    pub admin_token: Option<Secret>,
 }
 
 impl ServerConfig {

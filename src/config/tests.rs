@@ -613,3 +613,62 @@ fn leeway_is_bounded() {
     );
     load_from_str(&ok).unwrap_or_else(|e| panic!("{e}"));
 }
+
+#[test]
+fn admin_token_file_is_read_trimmed_and_must_be_strong() {
+    let token = "0123456789abcdef0123456789abcdef";
+    let with_token_file = |path: &std::path::Path| {
+        with(
+            "public_url = \"https://app.example.com\"",
+            &format!(
+                "public_url = \"https://app.example.com\"\nadmin_token_file = {:?}",
+                path.display().to_string()
+            ),
+        )
+    };
+    // Editors and `kubectl create secret --from-file` leave a final newline.
+    let good = temp_file("admin-token", &format!("{token}\n"));
+    let c = load_from_str(&with_token_file(&good)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        c.server.admin_token.as_ref().map(Secret::expose),
+        Some(token)
+    );
+    assert!(
+        !format!("{c:?}").contains(token),
+        "the token shows in the config's Debug"
+    );
+    assert!(load_from_str(&base()).unwrap().server.admin_token.is_none());
+
+    let missing = std::env::temp_dir()
+        .join(format!("oidc-bff-missing-{}", uuid::Uuid::new_v4()))
+        .join("admin-token");
+    let empty = temp_file("admin-empty", "\n");
+    let short = temp_file("admin-short", &format!("{}\n", &token[..31]));
+    let spaced = temp_file("admin-spaced", "0123456789abcdef 0123456789abcdef");
+    let unicode = temp_file("admin-unicode", &"é".repeat(20));
+    for (what, path, says) in [
+        ("missing", &missing, "cannot read"),
+        ("empty", &empty, "empty"),
+        ("31 bytes", &short, "too short"),
+        ("a space inside", &spaced, "visible ASCII"),
+        ("not ASCII", &unicode, "visible ASCII"),
+    ] {
+        let p = problems(&with_token_file(path));
+        let problem = p
+            .iter()
+            .find(|p| p.key == "server.admin_token_file")
+            .unwrap_or_else(|| panic!("{what}: not refused by key: {p:?}"));
+        assert!(problem.message.contains(says), "{what}: {problem}");
+        assert_readable(problem);
+        assert!(!problem.message.contains(&token[..31]), "{what}: {problem}");
+    }
+    // Not settable inline: a token belongs in a file (a Secret), not the config.
+    let p = problems(&with(
+        "public_url = \"https://app.example.com\"",
+        &format!("public_url = \"https://app.example.com\"\nadmin_token = \"{token}\""),
+    ));
+    assert!(p.iter().any(|p| p.key == "server.admin_token"), "{p:?}");
+    for path in [good, empty, short, spaced, unicode] {
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+}

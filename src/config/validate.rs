@@ -19,6 +19,23 @@ pub fn validate(config: &mut Config) -> Vec<Problem> {
     p
 }
 
+/// Shortest admin token accepted: 32 bytes, e.g. `openssl rand -hex 32` (64).
+pub const ADMIN_TOKEN_MIN_BYTES: usize = 32;
+
+/// An admin token must be strong and sendable as a bearer token (RFC 6750
+/// `b64token` characters are a subset of visible ASCII without spaces).
+fn admin_token_ok(token: &str) -> Result<(), String> {
+    if token.len() < ADMIN_TOKEN_MIN_BYTES {
+        return Err(format!(
+            "the token is too short: at least {ADMIN_TOKEN_MIN_BYTES} bytes (e.g. `openssl rand -hex 32`)"
+        ));
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("the token must be visible ASCII without spaces (a bearer token)".into());
+    }
+    Ok(())
+}
+
 fn server(c: &Config, p: &mut Vec<Problem>) {
     let url = &c.server.public_url;
     if !matches!(url.scheme(), "http" | "https") {
@@ -64,6 +81,11 @@ fn server(c: &Config, p: &mut Vec<Problem>) {
             "server.admin_listen",
             "must differ from server.listen",
         ));
+    }
+    if let Some(token) = &c.server.admin_token {
+        if let Err(why) = admin_token_ok(token.expose()) {
+            p.push(Problem::new("server.admin_token_file", why));
+        }
     }
     if c.server.max_body_bytes == 0 {
         p.push(Problem::new(

@@ -9,9 +9,12 @@
 //! guess of) who is signed in; lookups try every key of the ring, so rotation
 //! keeps sessions findable until the key that indexed them is removed.
 
+mod agent;
 mod crypto;
 pub mod redis;
 mod store;
+
+pub use agent::user_agent_summary;
 
 pub use crypto::{generate_key, CryptoError, KeyRing};
 pub use redis::{RedisOptions, RedisStore};
@@ -56,6 +59,27 @@ pub struct SessionData {
     /// Unix seconds of the last access-token refresh, if any.
     #[serde(default)]
     pub refreshed_at: Option<i64>,
+    /// What signed in, as [`user_agent_summary`] tells it ("Firefox 128 on
+    /// Linux"), for the admin API's listing; never the raw header. Records
+    /// written before this field existed load with `None`.
+    #[serde(default)]
+    pub user_agent: Option<String>,
+}
+
+/// One session as the admin API shows it: when it began, was last used and
+/// ends, and what signed in. No token, no session id, no store key: the
+/// `handle` names it for [`Sessions::delete_by_handle`] only (a keyed hash of
+/// the store key, which cannot be turned into a cookie).
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionSummary {
+    pub handle: String,
+    pub created_at: i64,
+    pub last_seen: i64,
+    /// The absolute end, whatever the activity.
+    pub expires_at: i64,
+    /// When it ends if it is not used again (the idle timeout).
+    pub idle_expires_at: i64,
+    pub user_agent: Option<String>,
 }
 
 impl std::fmt::Debug for SessionData {
@@ -153,6 +177,13 @@ pub struct Sessions {
     clock: Clock,
 }
 
+/// A record written for a new session, or over the existing one only.
+#[derive(Clone, Copy)]
+enum Write {
+    Create,
+    Replace,
+}
+
 struct OpenedRecord {
     sealed: Vec<u8>,
     data: Arc<SessionData>,
@@ -206,7 +237,7 @@ impl Sessions {
     pub async fn create(&self, mut data: SessionData) -> Result<(SessionId, String), SessionError> {
         let id = SessionId::random();
         data.last_seen = self.now_secs();
-        self.write(&id, &data).await?;
+        self.write(&id, &data, Write::Create).await?;
         let cookie = self.cookie_value(&id);
         Ok((id, cookie))
     }
@@ -267,7 +298,11 @@ impl Sessions {
         if stale_key || now - session.data.last_seen >= touch_every {
             let mut data = (*session.data).clone();
             data.last_seen = now;
-            self.write(&session.id, &data).await?;
+            if !self.write(&session.id, &data, Write::Replace).await? {
+                // Ended (on any replica) since it was read a moment ago.
+                self.opened.invalidate(&key);
+                return Ok(None);
+            }
             return Ok(Some(Session {
                 data: Arc::new(data),
                 ..session
@@ -276,28 +311,99 @@ impl Sessions {
         Ok(Some(session))
     }
 
-    /// Writes `data` back (after a refresh, for example).
+    /// Writes `data` back (after a refresh, for example), unless the session
+    /// was ended meanwhile: an ended session is never brought back (a
+    /// refresh that was in flight while the admin API or a back-channel
+    /// logout ended it must not resurrect it). Then the caller's request
+    /// finishes, and the session's next request is refused.
     pub async fn save(&self, id: &SessionId, data: &SessionData) -> Result<(), SessionError> {
-        self.write(id, data).await
+        if !self.write(id, data, Write::Replace).await? {
+            tracing::info!(sub = %data.sub, "session ended while it was being rewritten; left ended");
+        }
+        Ok(())
     }
 
     /// Ends a session: the record goes, and so do its index entries.
     pub async fn delete(&self, id: &SessionId) -> Result<(), SessionError> {
-        let key = id.store_key();
+        self.delete_key(&id.store_key()).await
+    }
+
+    async fn delete_key(&self, key: &str) -> Result<(), SessionError> {
         // Read first to learn which index sets name it (the caller may only
         // have the id); a record that no longer opens is simply deleted and
         // its index entries are dropped when next read.
         let data = self
             .store
-            .load(&key)
+            .load(key)
             .await?
-            .and_then(|sealed| self.open_record(&key, &sealed));
-        self.store.delete(&key).await?;
-        self.opened.invalidate(&key);
+            .and_then(|sealed| self.open_record(key, &sealed));
+        self.store.delete(key).await?;
+        self.opened.invalidate(key);
         if let Some(data) = data {
-            self.unindex(&key, &data).await;
+            self.unindex(key, &data).await;
         }
         Ok(())
+    }
+
+    /// The admin API's name of the session stored under `key`: a MAC of the
+    /// store key (its own purpose, so no other MAC of the ring collides),
+    /// shortened. Knowing it lets an operator end the session, not ride it.
+    fn handle_of(&self, key: &str) -> String {
+        let mut msg = b"oidc-bff admin handle\0".to_vec();
+        msg.extend_from_slice(key.as_bytes());
+        B64.encode(&self.ring.sign(&msg)[..16])
+    }
+
+    /// The live sessions of user `sub`, oldest first, as the admin API lists them.
+    pub async fn list_of_sub(&self, sub: &str) -> Result<Vec<SessionSummary>, SessionError> {
+        let now = self.now_secs();
+        let idle = self.idle.as_secs() as i64;
+        let mut out = Vec::new();
+        for (key, data) in self.records_of_sub(sub).await? {
+            let idle_expires_at = data.last_seen + idle;
+            if data.expires_at <= now || idle_expires_at <= now {
+                continue;
+            }
+            out.push(SessionSummary {
+                handle: self.handle_of(&key),
+                created_at: data.created_at,
+                last_seen: data.last_seen,
+                expires_at: data.expires_at,
+                idle_expires_at,
+                user_agent: data.user_agent,
+            });
+        }
+        out.sort_by(|a, b| (a.created_at, &a.handle).cmp(&(b.created_at, &b.handle)));
+        Ok(out)
+    }
+
+    /// Ends the session of user `sub` that `handle` names. `false` when no
+    /// live session of `sub` has that handle.
+    pub async fn delete_by_handle(&self, sub: &str, handle: &str) -> Result<bool, SessionError> {
+        let found = self
+            .records_of_sub(sub)
+            .await?
+            .into_iter()
+            .find(|(key, _)| self.handle_of(key) == handle);
+        let Some((key, _)) = found else {
+            return Ok(false);
+        };
+        self.delete_key(&key).await?;
+        Ok(true)
+    }
+
+    /// The records the `sub` index names that open and really are `sub`'s.
+    async fn records_of_sub(&self, sub: &str) -> Result<Vec<(String, SessionData)>, SessionError> {
+        let keys = self.lookup(IndexKind::Sub, sub).await?;
+        let loaded = try_join_all(keys.iter().map(|k| self.store.load(k))).await?;
+        Ok(keys
+            .into_iter()
+            .zip(loaded)
+            .filter_map(|(key, sealed)| {
+                let data = self.open_record(&key, &sealed?)?;
+                (data.sub == sub).then_some((key, data))
+            })
+            .collect())
     }
 
     /// Store keys of the live sessions of user `sub` (the hashes of their
@@ -428,7 +534,13 @@ impl Sessions {
         serde_json::from_slice(&opened.plaintext).ok()
     }
 
-    async fn write(&self, id: &SessionId, data: &SessionData) -> Result<(), SessionError> {
+    /// Writes a session's record; `false` when `Write::Replace` found none.
+    async fn write(
+        &self,
+        id: &SessionId,
+        data: &SessionData,
+        how: Write,
+    ) -> Result<bool, SessionError> {
         let key = id.store_key();
         let plain = serde_json::to_vec(data).expect("session data serializes");
         let sealed = self.ring.seal(&plain, key.as_bytes());
@@ -438,7 +550,10 @@ impl Sessions {
         // (the other order could leave one that logout-everywhere misses).
         let names = self.primary_index_names(data);
         try_join_all(names.iter().map(|n| self.store.index_add(n, &key, ttl))).await?;
-        Ok(self.store.save(&key, sealed, ttl).await?)
+        Ok(match how {
+            Write::Create => self.store.save(&key, sealed, ttl).await.map(|()| true)?,
+            Write::Replace => self.store.replace(&key, sealed, ttl).await?,
+        })
     }
 
     /// `base64url(id) . base64url(mac)`.
@@ -507,6 +622,7 @@ mod tests {
             expires_at: now + expires_in,
             last_seen: now,
             refreshed_at: None,
+            user_agent: None,
         }
     }
 
@@ -675,6 +791,89 @@ mod tests {
             rotated.primary_index_names(&d)[0],
             rotated.index_names(IndexKind::Sub, "alice")[0]
         );
+    }
+
+    #[tokio::test]
+    async fn an_ended_session_is_not_brought_back_by_a_late_write() {
+        let store = Arc::new(MemoryStore::new(10));
+        let time = crate::clock::TestClock::new();
+        let s = sessions(&[[7; 32]], store.clone()).with_clock(time.clock());
+        let (id, cookie) = s.create(data(3600)).await.unwrap();
+        // A refresh reads the session, the admin API ends it meanwhile, the
+        // refresh writes its new tokens back.
+        let read = s.load(&cookie).await.unwrap().expect("live");
+        assert_eq!(s.delete_all_of_sub("alice").await.unwrap(), 1);
+        s.save(&id, &read.data).await.unwrap();
+        assert!(store.raw(&id.store_key()).is_none(), "not recreated");
+        assert!(s.load(&cookie).await.unwrap().is_none());
+        assert!(s.list_of_sub("alice").await.unwrap().is_empty());
+        // The same for the idle-window touch of a read.
+        let (id, cookie) = s.create(data(3600)).await.unwrap();
+        time.advance(Duration::from_secs(120));
+        store.delete(&id.store_key()).await.unwrap();
+        assert!(s.load(&cookie).await.unwrap().is_none());
+        assert!(store.raw(&id.store_key()).is_none(), "not recreated");
+        // A live session is written as ever.
+        let (id, cookie) = s.create(data(3600)).await.unwrap();
+        let mut d = (*s.load(&cookie).await.unwrap().unwrap().data).clone();
+        d.access_token = "rotated-SECRET".into();
+        s.save(&id, &d).await.unwrap();
+        let loaded = s.load(&cookie).await.unwrap().unwrap();
+        assert_eq!(loaded.data.access_token, "rotated-SECRET");
+    }
+
+    #[test]
+    fn records_written_before_user_agent_existed_still_load() {
+        let mut old = serde_json::to_value(data(60)).unwrap();
+        old.as_object_mut().unwrap().remove("user_agent");
+        let loaded: SessionData = serde_json::from_value(old).unwrap();
+        assert_eq!(loaded.user_agent, None);
+        assert_eq!(loaded.sub, "alice");
+    }
+
+    #[tokio::test]
+    async fn admin_listing_and_ending_by_handle() {
+        let store = Arc::new(MemoryStore::new(10));
+        let s = sessions(&[[7; 32]], store.clone());
+        let mut with_agent = data(3600);
+        with_agent.user_agent = Some("Firefox 128 on Linux".into());
+        let (id_a, cookie_a) = s.create(with_agent).await.unwrap();
+        let (_, cookie_b) = s.create(data(3600)).await.unwrap();
+        let mut bob = data(3600);
+        bob.sub = "bob".into();
+        let (_, cookie_bob) = s.create(bob).await.unwrap();
+
+        let listed = s.list_of_sub("alice").await.unwrap();
+        assert_eq!(listed.len(), 2);
+        let text = serde_json::to_string(&listed).unwrap();
+        for secret in ["SECRET", &cookie_a, &cookie_b, &id_a.store_key()] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        let a = listed
+            .iter()
+            .find(|l| l.user_agent.as_deref() == Some("Firefox 128 on Linux"))
+            .expect("alice's first session");
+        assert_eq!(a.handle, s.handle_of(&id_a.store_key()));
+        assert_eq!(a.handle.len(), 22);
+        assert!(
+            s.load(&a.handle).await.unwrap().is_none(),
+            "a handle is no cookie"
+        );
+
+        // Another user's sub, or an unknown handle: nothing ends.
+        assert!(!s.delete_by_handle("bob", &a.handle).await.unwrap());
+        assert!(!s.delete_by_handle("alice", "nope").await.unwrap());
+        assert!(s.load(&cookie_a).await.unwrap().is_some());
+        assert!(s.delete_by_handle("alice", &a.handle).await.unwrap());
+        assert!(s.load(&cookie_a).await.unwrap().is_none());
+        assert!(
+            !s.delete_by_handle("alice", &a.handle).await.unwrap(),
+            "once"
+        );
+        assert!(s.load(&cookie_b).await.unwrap().is_some());
+        assert!(s.load(&cookie_bob).await.unwrap().is_some());
+        assert_eq!(s.list_of_sub("alice").await.unwrap().len(), 1);
+        assert!(s.list_of_sub("nobody").await.unwrap().is_empty());
     }
 
     #[test]

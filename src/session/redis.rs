@@ -353,6 +353,24 @@ impl SessionStore for RedisStore {
         .await
     }
 
+    async fn replace(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<bool, StoreError> {
+        let c = self.client.with_options(&self.options);
+        let px = Expiration::PX(ttl.as_millis().max(1) as i64);
+        let set: Option<String> = self
+            .bounded(
+                "SET XX",
+                c.set(
+                    self.record_key(key),
+                    value,
+                    Some(px),
+                    Some(SetOptions::XX),
+                    false,
+                ),
+            )
+            .await?;
+        Ok(set.is_some())
+    }
+
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let c = self.client.with_options(&self.options);
         self.bounded("DEL", c.del::<i64, _>(self.record_key(key)))

@@ -27,6 +27,11 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn load(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Stores `value` so that it disappears after `ttl`.
     async fn save(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError>;
+    /// Like `save`, but only while `key` still holds a record: `false` (and
+    /// nothing written) when it is gone. A rewrite of a session that was
+    /// ended meanwhile (by logout, back-channel logout or the admin API, on
+    /// any replica) must not bring it back.
+    async fn replace(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<bool, StoreError>;
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
     /// Adds record key `member` to the set `index`, and keeps the set for at
     /// least `ttl` (the member record's own lifetime). Written before the
@@ -201,6 +206,26 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
+    async fn replace(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<bool, StoreError> {
+        use moka::ops::compute::Op;
+        let now = self.now();
+        let mut replaced = false;
+        // Atomic per key: a delete cannot slip between the check and the write.
+        self.cache
+            .entry(key.to_string())
+            .and_compute_with(|old| match old {
+                Some(e) if e.value().deadline > now => {
+                    replaced = true;
+                    Op::Put(Entry {
+                        value: value.into(),
+                        deadline: now + ttl,
+                    })
+                }
+                _ => Op::Nop,
+            });
+        Ok(replaced)
+    }
+
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.cache.invalidate(key);
         Ok(())
@@ -343,6 +368,26 @@ mod tests {
         clock.advance(Duration::from_secs(60));
         assert_eq!(s.load("k").await.unwrap(), None);
         assert!(s.index_members("user").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn replace_writes_only_over_a_live_record() {
+        let s = MemoryStore::new(10);
+        let ttl = Duration::from_secs(60);
+        assert!(!s.replace("k", b"a".to_vec(), ttl).await.unwrap());
+        assert_eq!(s.load("k").await.unwrap(), None, "not created");
+        s.save("k", b"a".to_vec(), ttl).await.unwrap();
+        assert!(s.replace("k", b"b".to_vec(), ttl).await.unwrap());
+        assert_eq!(s.load("k").await.unwrap().as_deref(), Some(&b"b"[..]));
+        s.delete("k").await.unwrap();
+        assert!(!s.replace("k", b"c".to_vec(), ttl).await.unwrap());
+        assert_eq!(s.load("k").await.unwrap(), None, "not brought back");
+        s.save("short", b"a".to_vec(), Duration::from_millis(20))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        assert!(!s.replace("short", b"b".to_vec(), ttl).await.unwrap());
+        assert_eq!(s.load("short").await.unwrap(), None, "expired stays gone");
     }
 
     #[tokio::test]

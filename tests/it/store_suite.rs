@@ -79,6 +79,7 @@ async fn run_suite(b: &Backend) {
     sessions_are_indexed_by_sub_and_sid(b).await;
     rotation_keeps_sessions_findable(b).await;
     nothing_in_clear(b).await;
+    admin_lists_and_ends_by_handle(b).await;
 }
 
 #[tokio::test]
@@ -206,6 +207,20 @@ async fn records_round_trip_and_expire(b: &Backend) {
     s.delete("rec-a").await.unwrap(); // deleting twice is fine
     s.delete("rec-bin").await.unwrap();
     assert_eq!(s.load("rec-a").await.unwrap(), None);
+
+    // `replace` writes over a live record only: never over a deleted or
+    // expired one (an ended session must not come back).
+    let ttl = Duration::from_secs(60);
+    assert!(!s.replace("rec-a", b"back".to_vec(), ttl).await.unwrap());
+    assert!(!s.replace("rec-short", b"back".to_vec(), ttl).await.unwrap());
+    assert!(!s.replace("rec-never", b"new".to_vec(), ttl).await.unwrap());
+    for key in ["rec-a", "rec-short", "rec-never"] {
+        assert_eq!(s.load(key).await.unwrap(), None, "{key} brought back");
+    }
+    s.save("rec-r", b"one".to_vec(), ttl).await.unwrap();
+    assert!(s.replace("rec-r", b"two".to_vec(), ttl).await.unwrap());
+    assert_eq!(s.load("rec-r").await.unwrap().as_deref(), Some(&b"two"[..]));
+    s.delete("rec-r").await.unwrap();
 }
 
 async fn index_follows_its_members(b: &Backend) {
@@ -276,6 +291,7 @@ fn data(sub: &str, sid: Option<&str>) -> SessionData {
         expires_at: now + 3600,
         last_seen: now,
         refreshed_at: None,
+        user_agent: None,
     }
 }
 
@@ -343,6 +359,45 @@ async fn sessions_are_indexed_by_sub_and_sid(b: &Backend) {
     let carol = s.load(&c4).await.unwrap().unwrap();
     s.delete(&carol.id).await.unwrap();
     assert!(s.sessions_of_sub("suite-carol").await.unwrap().is_empty());
+}
+
+/// The admin API's view: a user's sessions listed by handle (no token, id or
+/// store key), one ended by its handle, only for its own user; the record
+/// goes from the store and from the index.
+async fn admin_lists_and_ends_by_handle(b: &Backend) {
+    let s = sessions(b, &[[12; 32]]);
+    let sub = "suite-admin/ü+1";
+    let mut first = data(sub, Some("idp-sid-admin"));
+    first.user_agent = Some("Firefox 128 on Linux".into());
+    let (a1, c1) = s.create(first).await.unwrap();
+    let (_, c2) = s.create(data(sub, None)).await.unwrap();
+    let (_, other) = s.create(data("suite-admin-other", None)).await.unwrap();
+    let listed = s.list_of_sub(sub).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    let text = serde_json::to_string(&listed).unwrap();
+    for secret in ["token", &c1, &c2, &a1.store_key()] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+    let h1 = listed
+        .iter()
+        .find(|l| l.user_agent.is_some())
+        .unwrap()
+        .handle
+        .clone();
+    assert!(!s.delete_by_handle("suite-admin-other", &h1).await.unwrap());
+    assert!(s.delete_by_handle(sub, &h1).await.unwrap());
+    assert!(s.load(&c1).await.unwrap().is_none());
+    assert!(!(b.dump)().iter().any(|(k, _)| k.ends_with(&a1.store_key())));
+    assert!(s.sessions_of_sid("idp-sid-admin").await.unwrap().is_empty());
+    assert!(
+        !s.delete_by_handle(sub, &h1).await.unwrap(),
+        "404 the second time"
+    );
+    assert_eq!(s.list_of_sub(sub).await.unwrap().len(), 1);
+    assert!(s.load(&c2).await.unwrap().is_some());
+    assert_eq!(s.delete_all_of_sub(sub).await.unwrap(), 1);
+    assert!(s.load(&other).await.unwrap().is_some());
+    assert_eq!(s.delete_all_of_sub("suite-admin-other").await.unwrap(), 1);
 }
 
 async fn rotation_keeps_sessions_findable(b: &Backend) {

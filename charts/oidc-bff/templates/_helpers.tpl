@@ -58,7 +58,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/*
 The keys of the Secret in use, as YAML: clientSecret, sessionKeys, redisUrl,
-redisPassword, each the key name or "" when that secret is not given.
+redisPassword, adminToken, each the key name or "" when that secret is not given.
 */}}
 {{- define "oidc-bff.secretKeys" -}}
 {{- if .Values.existingSecret }}
@@ -67,12 +67,14 @@ clientSecret: {{ $k.clientSecret | default "" | quote }}
 sessionKeys: {{ $k.sessionKeys | default "" | quote }}
 redisUrl: {{ $k.redisUrl | default "" | quote }}
 redisPassword: {{ $k.redisPassword | default "" | quote }}
+adminToken: {{ $k.adminToken | default "" | quote }}
 {{- else }}
 {{- $s := .Values.secrets }}
 clientSecret: {{ ternary "client-secret" "" (not (empty $s.clientSecret)) | quote }}
 sessionKeys: {{ ternary "session-keys" "" (not (empty $s.sessionKeys)) | quote }}
 redisUrl: {{ ternary "redis-url" "" (not (empty $s.redisUrl)) | quote }}
 redisPassword: {{ ternary "redis-password" "" (not (empty $s.redisPassword)) | quote }}
+adminToken: {{ ternary "admin-token" "" (not (empty $s.adminToken)) | quote }}
 {{- end }}
 {{- end }}
 
@@ -100,6 +102,9 @@ Included by the ConfigMap, so `helm template` and `helm install` stop here.
 {{- if hasKey $server $k }}
 {{- fail (printf "config.server.%s is set by the chart from containerPorts (the probes, Service and NetworkPolicy use them); remove it" $k) }}
 {{- end }}
+{{- end }}
+{{- if hasKey $server "admin_token_file" }}
+{{- fail "config.server.admin_token_file is set by the chart; put the admin token in secrets.adminToken (or existingSecret with existingSecretKeys.adminToken)" }}
 {{- end }}
 {{- range $k := list "client_secret" "client_secret_file" }}
 {{- if hasKey $provider $k }}
@@ -187,6 +192,9 @@ listeners and the secret files mounted from the Secret.
 {{- $server := deepCopy ($c.server | default dict) }}
 {{- $_ := set $server "listen" (printf "0.0.0.0:%d" (int .Values.containerPorts.http)) }}
 {{- $_ := set $server "admin_listen" (printf "0.0.0.0:%d" (int .Values.containerPorts.admin)) }}
+{{- if $keys.adminToken }}
+{{- $_ := set $server "admin_token_file" (printf "%s/admin-token" $dir) }}
+{{- end }}
 {{- $_ := required "config.server.public_url is required: the origin the browser sees, e.g. https://app.example.com" $server.public_url }}
 {{- $provider := deepCopy ($c.provider | default dict) }}
 {{- $_ := required "config.provider.client_id is required: the OAuth client id registered at the IdP" $provider.client_id }}
