@@ -89,7 +89,7 @@ pub async fn backchannel_logout(
     let jwks = state.provider.jwks().await?;
     let audience = [state.config.provider.client_id.clone()];
     let expect = jwt::Expect {
-        issuer: &md.issuer,
+        issuer: md.issuer(),
         audience: jwt::Audience::Any(&audience),
         token_use: None,
         leeway: state.provider.leeway(),

@@ -10,7 +10,7 @@ use crate::config::SameSite;
 use crate::error::{
     html_response, json_response, redirect_response, wants_html, AppError, LoginError,
 };
-use crate::oidc::flow::{pkce_challenge, PendingLogin, PendingLogins};
+use crate::oidc::flow::{authorization_url, PendingLogin, PendingLogins};
 use crate::oidc::hints::LoginHints;
 use crate::oidc::return_to::{login_url, safe_return_to};
 use crate::oidc::{client, logout::logout_url, OidcError};
@@ -72,27 +72,21 @@ pub async fn login(
     pending.prune(now, cfg.provider.login_timeout.as_secs() as i64);
     let login = PendingLogin::new(return_to, now);
 
-    let mut url = md.authorization_endpoint.clone();
-    {
-        let mut q = url.query_pairs_mut();
-        for (k, v) in &cfg.provider.extra_auth_params {
-            // A hint on this login wins over the configured default.
-            if !hint_params.iter().any(|(h, _)| h == k) {
-                q.append_pair(k, v);
-            }
-        }
-        for (k, v) in &hint_params {
-            q.append_pair(k, v);
-        }
-        q.append_pair("response_type", "code")
-            .append_pair("client_id", &cfg.provider.client_id)
-            .append_pair("redirect_uri", &cfg.redirect_uri())
-            .append_pair("scope", &cfg.provider.scopes.join(" "))
-            .append_pair("state", &login.state)
-            .append_pair("nonce", &login.nonce)
-            .append_pair("code_challenge", &pkce_challenge(&login.verifier))
-            .append_pair("code_challenge_method", "S256");
-    }
+    // A hint on this login wins over the configured default.
+    let mut extra: Vec<(String, String)> = cfg
+        .provider
+        .extra_auth_params
+        .iter()
+        .filter(|(k, _)| !hint_params.iter().any(|(h, _)| h == k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    extra.extend(
+        hint_params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let client = state.provider.oidc_client(&md)?;
+    let url = authorization_url(&client, &login, &cfg.provider.scopes, &extra);
     pending.push(login);
     let mut resp = redirect_response(StatusCode::FOUND, url.as_str(), &HeaderMap::new());
     resp.headers_mut()
@@ -146,7 +140,7 @@ async fn finish_login(
     let md = state.provider.metadata().await?;
     // RFC 9207: when the IdP names itself, it must be the one we asked (mix-up defence).
     if let Some(iss) = params.get("iss") {
-        if *iss != md.issuer {
+        if iss != md.issuer() {
             return Err(AppError::Login(LoginError::Idp("issuer_mismatch".into())));
         }
     }
@@ -162,23 +156,20 @@ async fn finish_login(
     let code = params
         .get("code")
         .ok_or(AppError::Login(LoginError::MissingCode))?;
-    let tokens = client::exchange_code(
-        state.provider.http(),
-        &md.token_endpoint,
-        &state.provider.auth,
-        code,
-        &state.config.redirect_uri(),
-        &login.verifier,
-    )
-    .await?;
-    let id_token = tokens.id_token.clone().ok_or_else(|| {
+    let oidc = state.provider.oidc_client(&md)?;
+    let tokens = client::exchange_code(state.provider.http(), &oidc, code, &login.verifier).await?;
+    let id_token = tokens.id_token_str().map(str::to_string).ok_or_else(|| {
         OidcError::Protocol(
             "the token response has no id_token (is the openid scope granted?)".into(),
         )
     })?;
     let verified = state
         .provider
-        .verify_id_token(&id_token, Some(&login.nonce))
+        .verify_id_token(
+            &id_token,
+            Some(&login.nonce),
+            Some(tokens.access_token_str()),
+        )
         .await;
     let outcome = if verified.is_ok() { "valid" } else { "invalid" };
     state.metrics.count(
@@ -211,8 +202,8 @@ async fn finish_login(
         sid,
         claims,
         id_token,
-        access_token: tokens.access_token.clone(),
-        refresh_token: tokens.refresh_token.clone(),
+        access_token: tokens.access_token_str().to_string(),
+        refresh_token: tokens.refresh_token_str().map(str::to_string),
         access_expires_at: tokens.access_expires_at(now),
         created_at: now,
         expires_at: state.sessions.absolute_deadline(),
@@ -399,15 +390,21 @@ async fn end_session(state: &AppState, session: Session) -> Result<String, AppEr
         // The IdP is unreachable: the local session is gone, which is what matters most.
         Err(_) => return Ok(after),
     };
-    if let Some(endpoint) = md.revocation_endpoint.clone() {
-        let (token, hint) = match &session.data.refresh_token {
-            Some(rt) => (rt.clone(), "refresh_token"),
-            None => (session.data.access_token.clone(), "access_token"),
+    // Revocation is best effort: nothing here may fail the logout.
+    let revocation = md
+        .revocation_endpoint()
+        .cloned()
+        .zip(state.provider.oidc_client(&md).ok());
+    if let Some((endpoint, oidc)) = revocation {
+        use openidconnect::core::CoreRevocableToken;
+        use openidconnect::{AccessToken, RefreshToken};
+        let token = match &session.data.refresh_token {
+            Some(rt) => CoreRevocableToken::from(RefreshToken::new(rt.clone())),
+            None => CoreRevocableToken::from(AccessToken::new(session.data.access_token.clone())),
         };
         let http = state.provider.http().clone();
-        let auth = state.provider.auth.clone();
         tokio::spawn(async move {
-            let call = client::revoke(&http, &endpoint, &auth, &token, hint);
+            let call = client::revoke(&http, oidc, &endpoint, token);
             match tokio::time::timeout(Duration::from_secs(5), call).await {
                 Ok(Ok(())) => tracing::debug!("token revoked"),
                 Ok(Err(e)) => tracing::warn!(error = %e, "token revocation failed"),

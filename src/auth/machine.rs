@@ -252,7 +252,8 @@ impl MachineTokens {
         let obtained_at = me.sessions.clock().now_secs();
         let called = async {
             let md = me.provider.metadata().await?;
-            machine::client_credentials(me.provider.http(), &md.token_endpoint, client, grant).await
+            machine::client_credentials(me.provider.http(), md.token_endpoint()?, client, grant)
+                .await
         };
         let issued: IssuedToken = match called.await {
             Ok(t) => t,

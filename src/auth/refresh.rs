@@ -335,14 +335,8 @@ impl Refresher {
         };
         let called = async {
             let md = me.provider.metadata().await?;
-            client::refresh(
-                me.provider.http(),
-                &md.token_endpoint,
-                &me.provider.auth,
-                &refresh_token,
-                CALL_DEADLINE,
-            )
-            .await
+            let oidc = me.provider.oidc_client(&md)?;
+            client::refresh(me.provider.http(), &oidc, &refresh_token, CALL_DEADLINE).await
         };
         let tokens = match called.await {
             Ok(t) => t,
@@ -368,9 +362,13 @@ impl Refresher {
             }
         };
         let now = me.sessions.clock().now_secs();
-        if let Some(id_token) = &tokens.id_token {
+        if let Some(id_token) = tokens.id_token_str() {
             // OIDC Core §12.2: same iss, sub and aud; a refreshed ID token may carry no nonce.
-            let claims = match me.provider.verify_id_token(id_token, None).await {
+            let claims = match me
+                .provider
+                .verify_id_token(id_token, None, Some(tokens.access_token_str()))
+                .await
+            {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(sub = %data.sub, error = %e, "refreshed ID token refused");
@@ -382,18 +380,18 @@ impl Refresher {
                 let _ = me.sessions.delete(id).await;
                 return Outcome::Ended;
             }
-            data.id_token = id_token.clone();
+            data.id_token = id_token.to_string();
             data.claims = claims;
         }
-        data.access_token = tokens.access_token.clone();
+        data.access_token = tokens.access_token_str().to_string();
         data.access_expires_at = tokens.access_expires_at(sent_at);
         // Rotation: a new refresh token replaces the old one in the same write;
         // an answer without one keeps the old (RFC 6749 §6).
-        if let Some(rt) = &tokens.refresh_token {
-            data.refresh_token = Some(rt.clone());
+        if let Some(rt) = tokens.refresh_token_str() {
+            data.refresh_token = Some(rt.to_string());
         }
-        if tokens.scope.is_some() {
-            data.scope = tokens.scope.clone();
+        if let Some(scope) = tokens.scope() {
+            data.scope = Some(scope);
         }
         data.refreshed_at = Some(now);
         if let Err(e) = me.sessions.save(id, &data).await {

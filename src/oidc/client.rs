@@ -1,38 +1,179 @@
-//! Calls to the IdP's token and revocation endpoints (RFC 6749 §4.1.3 and §6,
-//! RFC 7009), with client authentication by `client_secret_basic` (percent-
-//! encoded per RFC 6749 §2.3.1) or `client_secret_post`, or none for public clients.
+//! The token and revocation endpoints (RFC 6749 §4.1.3 and §6, RFC 7009) on
+//! `openidconnect`'s client, which builds the requests, authenticates the
+//! client (`client_secret_basic` percent-encoded per RFC 6749 §2.3.1,
+//! `client_secret_post`, or `client_id` alone for public clients) and reads
+//! RFC 6749 §5.2 error answers. Ours: the HTTP hook over the gateway's own
+//! reqwest client (its timeouts, CA and no-redirect policy, and a per-call
+//! deadline for refreshes), a token-response type that takes `expires_in` as
+//! a string too (some IdPs send one; the crate's standard type refuses it),
+//! and the mapping of errors onto [`OidcError`].
 
-use super::OidcError;
+use super::id_token::{CognitoClaims, IdToken};
+use super::{OidcError, ProviderMetadata};
 use crate::config::{Secret, TokenEndpointAuth};
-use serde::Deserialize;
-use url::Url;
+use openidconnect::core::{
+    CoreAuthDisplay, CoreAuthPrompt, CoreErrorResponseType, CoreGenderClaim, CoreJsonWebKey,
+    CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm, CoreRevocableToken,
+    CoreRevocationErrorResponse, CoreTokenIntrospectionResponse, CoreTokenType,
+};
+use openidconnect::{
+    AccessToken, AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, EndpointNotSet,
+    EndpointSet, HttpRequest, HttpResponse, IssuerUrl, JsonWebKeySet, OAuth2TokenResponse,
+    PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError, RevocationUrl, Scope,
+    StandardErrorResponse, TokenUrl,
+};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
-/// A successful token response.
-#[derive(Deserialize)]
+/// The crate's client with our claim and token-response types: authorization
+/// and token endpoints set, revocation set when `R` is `EndpointSet`.
+pub type OidcClient<R = EndpointNotSet> = openidconnect::Client<
+    CognitoClaims,
+    CoreAuthDisplay,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJsonWebKey,
+    CoreAuthPrompt,
+    StandardErrorResponse<CoreErrorResponseType>,
+    TokenResponse,
+    CoreTokenIntrospectionResponse,
+    CoreRevocableToken,
+    CoreRevocationErrorResponse,
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    R,
+    EndpointSet,
+    EndpointNotSet,
+>;
+
+/// A successful token response (RFC 6749 §5.1, OIDC Core §3.1.3.3).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(from = "RawTokenResponse")]
 pub struct TokenResponse {
-    pub access_token: String,
-    #[serde(default)]
-    pub token_type: Option<String>,
-    #[serde(default)]
-    pub expires_in: Option<serde_json::Value>,
-    #[serde(default)]
-    pub refresh_token: Option<String>,
-    #[serde(default)]
-    pub id_token: Option<String>,
+    access_token: AccessToken,
+    token_type: CoreTokenType,
+    expires_in: Option<u64>,
+    refresh_token: Option<RefreshToken>,
     /// The granted scopes; RFC 6749 §5.1 lets the IdP leave it out when they
     /// are the ones requested (Cognito always does).
+    #[serde(rename = "scope")]
+    scopes: Option<Vec<Scope>>,
+    /// The ID token as sent: what the session keeps and `id_token_hint` carries.
+    #[serde(rename = "id_token")]
+    raw_id_token: Option<String>,
+    /// The same, parsed; `None` when it does not parse, which verification
+    /// reports as a malformed token (401), not as a broken answer (502).
+    #[serde(skip_serializing)]
+    id_token: Option<IdToken>,
+}
+
+#[derive(Deserialize)]
+struct RawTokenResponse {
+    access_token: AccessToken,
+    #[serde(default, deserialize_with = "token_type")]
+    token_type: Option<CoreTokenType>,
     #[serde(default)]
-    pub scope: Option<String>,
+    expires_in: Option<serde_json::Value>,
+    #[serde(default)]
+    refresh_token: Option<RefreshToken>,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    id_token: Option<String>,
+}
+
+/// `token_type` compared case-insensitively (RFC 6749 §5.1), kept when absent
+/// or unknown: the gateway sends the token as a bearer token either way.
+fn token_type<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<CoreTokenType>, D::Error> {
+    let raw: Option<String> = Option::deserialize(d)?;
+    Ok(raw.map(|t| match t.to_ascii_lowercase().as_str() {
+        "bearer" => CoreTokenType::Bearer,
+        "mac" => CoreTokenType::Mac,
+        other => CoreTokenType::Extension(other.to_string()),
+    }))
+}
+
+impl From<RawTokenResponse> for TokenResponse {
+    fn from(r: RawTokenResponse) -> Self {
+        // Some IdPs send `expires_in` as a string.
+        let expires_in = match r.expires_in {
+            Some(serde_json::Value::Number(n)) => n.as_u64(),
+            Some(serde_json::Value::String(s)) => s.parse().ok(),
+            _ => None,
+        };
+        TokenResponse {
+            access_token: r.access_token,
+            token_type: r.token_type.unwrap_or(CoreTokenType::Bearer),
+            expires_in,
+            refresh_token: r.refresh_token,
+            scopes: r
+                .scope
+                .map(|s| s.split_whitespace().map(|s| Scope::new(s.into())).collect()),
+            id_token: r.id_token.as_deref().and_then(|t| t.parse().ok()),
+            raw_id_token: r.id_token,
+        }
+    }
+}
+
+impl OAuth2TokenResponse for TokenResponse {
+    type TokenType = CoreTokenType;
+    fn access_token(&self) -> &AccessToken {
+        &self.access_token
+    }
+    fn token_type(&self) -> &CoreTokenType {
+        &self.token_type
+    }
+    fn expires_in(&self) -> Option<Duration> {
+        self.expires_in.map(Duration::from_secs)
+    }
+    fn refresh_token(&self) -> Option<&RefreshToken> {
+        self.refresh_token.as_ref()
+    }
+    fn scopes(&self) -> Option<&Vec<Scope>> {
+        self.scopes.as_ref()
+    }
+}
+
+impl
+    openidconnect::TokenResponse<
+        CognitoClaims,
+        CoreGenderClaim,
+        CoreJweContentEncryptionAlgorithm,
+        CoreJwsSigningAlgorithm,
+    > for TokenResponse
+{
+    fn id_token(&self) -> Option<&IdToken> {
+        self.id_token.as_ref()
+    }
 }
 
 impl TokenResponse {
-    /// `expires_in` as seconds; some IdPs send it as a string.
-    pub fn expires_in_secs(&self) -> Option<i64> {
-        match &self.expires_in {
-            Some(serde_json::Value::Number(n)) => n.as_i64(),
-            Some(serde_json::Value::String(s)) => s.parse().ok(),
-            _ => None,
-        }
+    /// The access token's value.
+    pub fn access_token_str(&self) -> &str {
+        self.access_token.secret()
+    }
+
+    /// The refresh token's value, when one came (a rotated one on refresh).
+    pub fn refresh_token_str(&self) -> Option<&str> {
+        self.refresh_token.as_ref().map(|t| t.secret().as_str())
+    }
+
+    /// The ID token as sent, when one came.
+    pub fn id_token_str(&self) -> Option<&str> {
+        self.raw_id_token.as_deref()
+    }
+
+    /// The ID token parsed, when one came and parses.
+    pub fn parsed_id_token(&self) -> Option<&IdToken> {
+        self.id_token.as_ref()
+    }
+
+    /// The granted scopes, space-separated, when the answer names them.
+    pub fn scope(&self) -> Option<String> {
+        self.scopes
+            .as_ref()
+            .map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" "))
     }
 
     /// When the access token expires: `expires_in` counted from `sent_at`
@@ -40,19 +181,17 @@ impl TokenResponse {
     /// stretch it), or the token's own `exp` when it is a JWT, whichever is
     /// sooner; either alone when only one is known.
     pub fn access_expires_at(&self, sent_at: i64) -> Option<i64> {
-        let by_expires_in = self.expires_in_secs().map(|s| sent_at + s);
-        let by_exp = crate::policy::trusted_jwt_payload(&self.access_token)
+        let by_expires_in = self
+            .expires_in
+            .and_then(|s| i64::try_from(s).ok())
+            .map(|s| sent_at.saturating_add(s));
+        let by_exp = crate::policy::trusted_jwt_payload(self.access_token_str())
             .and_then(|c| c.get("exp")?.as_i64());
         match (by_expires_in, by_exp) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
     }
-}
-
-#[derive(Deserialize)]
-struct ErrorResponse {
-    error: String,
 }
 
 /// The client's credentials at the token endpoint.
@@ -64,47 +203,140 @@ pub struct ClientAuth {
 }
 
 impl ClientAuth {
-    fn apply(
+    /// The crate's client for these endpoints. Its own key set stays empty:
+    /// ID tokens are verified with the JWKS cache's keys (see `id_token`).
+    pub fn client(
         &self,
-        req: reqwest::RequestBuilder,
-        form: &mut Vec<(&str, String)>,
-    ) -> reqwest::RequestBuilder {
-        match (&self.secret, self.method) {
-            (Some(secret), TokenEndpointAuth::ClientSecretBasic) => {
-                let enc = |s: &str| {
-                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
-                };
-                req.basic_auth(enc(&self.client_id), Some(enc(secret.expose())))
-            }
-            (Some(secret), TokenEndpointAuth::ClientSecretPost) => {
-                form.push(("client_id", self.client_id.clone()));
-                form.push(("client_secret", secret.expose().to_string()));
-                req
-            }
-            (None, _) => {
-                form.push(("client_id", self.client_id.clone()));
-                req
-            }
-        }
+        md: &ProviderMetadata,
+        redirect_uri: &str,
+    ) -> Result<OidcClient, OidcError> {
+        let issuer = IssuerUrl::new(md.issuer().to_string())
+            .map_err(|e| OidcError::Metadata(format!("issuer: {e}")))?;
+        let redirect = RedirectUrl::new(redirect_uri.to_string())
+            .map_err(|e| OidcError::Metadata(format!("redirect URI: {e}")))?;
+        let client: OidcClient = openidconnect::Client::new(
+            ClientId::new(self.client_id.clone()),
+            issuer,
+            JsonWebKeySet::default(),
+        )
+        .set_auth_uri(AuthUrl::from_url(md.authorization_endpoint().clone()))
+        .set_token_uri(TokenUrl::from_url(md.token_endpoint()?.clone()))
+        .set_redirect_uri(redirect)
+        // `provider.scopes` holds `openid` already (validated); the crate would add a second.
+        .disable_openid_scope()
+        .set_auth_type(match self.method {
+            TokenEndpointAuth::ClientSecretBasic => AuthType::BasicAuth,
+            TokenEndpointAuth::ClientSecretPost => AuthType::RequestBody,
+        });
+        Ok(match &self.secret {
+            Some(s) => client.set_client_secret(ClientSecret::new(s.expose().to_string())),
+            // A public client: the crate sends `client_id` in the body.
+            None => client,
+        })
     }
 }
 
-/// Redeems an authorization code (with its PKCE verifier).
+/// The crate's HTTP hook over the gateway's reqwest client (its timeouts,
+/// private CA, no redirects followed). `timeout` replaces the client's usual
+/// one for this call. `plain_http` is the configured `http://` twin of an
+/// `https://` URL the crate insists on (revocation, with
+/// `provider.insecure_allow_http` only): the request goes there instead.
+pub fn http_client(
+    http: &reqwest::Client,
+    timeout: Option<Duration>,
+    plain_http: Option<url::Url>,
+) -> impl Fn(
+    HttpRequest,
+) -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<HttpResponse, HttpError>> + Send + 'static>,
+> {
+    let http = http.clone();
+    move |request: HttpRequest| {
+        let http = http.clone();
+        let plain_http = plain_http.clone();
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let mut url = url::Url::parse(&parts.uri.to_string()).map_err(|_| HttpError::Url)?;
+            if let Some(plain) = plain_http {
+                let mut twin = plain.clone();
+                let _ = twin.set_scheme("https");
+                if twin == url {
+                    url = plain;
+                }
+            }
+            let mut req = http
+                .request(parts.method, url)
+                .headers(parts.headers)
+                .body(body);
+            if let Some(t) = timeout {
+                req = req.timeout(t);
+            }
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| HttpError::Send(e.without_url().to_string()))?;
+            let mut out = http::Response::builder().status(resp.status());
+            for (name, value) in resp.headers() {
+                out = out.header(name, value);
+            }
+            let body = resp
+                .bytes()
+                .await
+                .map_err(|e| HttpError::Send(e.without_url().to_string()))?;
+            out.body(body.to_vec()).map_err(|_| HttpError::Url)
+        })
+    }
+}
+
+/// Why the HTTP hook failed (no URL in it: it may carry a code or token).
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("{0}")]
+    Send(String),
+    #[error("the request could not be built")]
+    Url,
+}
+
+/// The crate's token-call errors as ours. RFC 6749 §5.2: the error code is
+/// safe to log; the description may echo input, so it is not kept.
+fn token_error<T>(what: &str, e: RequestTokenError<HttpError, T>) -> OidcError
+where
+    T: openidconnect::ErrorResponse + Serialize + 'static,
+{
+    match e {
+        RequestTokenError::ServerResponse(r) => {
+            let code = serde_json::to_value(&r)
+                .ok()
+                .and_then(|v| v.get("error")?.as_str().map(str::to_string))
+                .unwrap_or_else(|| "error".into());
+            if code == "invalid_grant" {
+                OidcError::InvalidGrant
+            } else {
+                OidcError::TokenEndpoint(code)
+            }
+        }
+        RequestTokenError::Request(e) => OidcError::Unreachable(format!("{what}: {e}")),
+        // An error status whose body is not RFC 6749 §5.2 JSON arrives here too.
+        RequestTokenError::Parse(..) => {
+            OidcError::Protocol(format!("{what} answered an unreadable body"))
+        }
+        RequestTokenError::Other(e) => OidcError::TokenEndpoint(e),
+    }
+}
+
+/// Redeems an authorization code with its PKCE verifier.
 pub async fn exchange_code(
     http: &reqwest::Client,
-    endpoint: &Url,
-    auth: &ClientAuth,
+    client: &OidcClient,
     code: &str,
-    redirect_uri: &str,
     verifier: &str,
 ) -> Result<TokenResponse, OidcError> {
-    let form = vec![
-        ("grant_type", "authorization_code".to_string()),
-        ("code", code.to_string()),
-        ("redirect_uri", redirect_uri.to_string()),
-        ("code_verifier", verifier.to_string()),
-    ];
-    token_request(http.post(endpoint.clone()), auth, form).await
+    client
+        .exchange_code(AuthorizationCode::new(code.to_string()))
+        .set_pkce_verifier(PkceCodeVerifier::new(verifier.to_string()))
+        .request_async(&http_client(http, None, None))
+        .await
+        .map_err(|e| token_error("token endpoint", e))
 }
 
 /// The refresh-token grant (RFC 6749 §6). `timeout` replaces the client's
@@ -112,76 +344,41 @@ pub async fn exchange_code(
 /// it have stopped waiting, so a rotated refresh token is not lost.
 pub async fn refresh(
     http: &reqwest::Client,
-    endpoint: &Url,
-    auth: &ClientAuth,
+    client: &OidcClient,
     refresh_token: &str,
-    timeout: std::time::Duration,
+    timeout: Duration,
 ) -> Result<TokenResponse, OidcError> {
-    let form = vec![
-        ("grant_type", "refresh_token".to_string()),
-        ("refresh_token", refresh_token.to_string()),
-    ];
-    token_request(http.post(endpoint.clone()).timeout(timeout), auth, form).await
+    let token = RefreshToken::new(refresh_token.to_string());
+    client
+        .exchange_refresh_token(&token)
+        .request_async(&http_client(http, Some(timeout), None))
+        .await
+        .map_err(|e| token_error("token endpoint", e))
 }
 
-async fn token_request(
-    req: reqwest::RequestBuilder,
-    auth: &ClientAuth,
-    mut form: Vec<(&str, String)>,
-) -> Result<TokenResponse, OidcError> {
-    let req = auth.apply(req, &mut form);
-    let resp = req
-        .header(http::header::ACCEPT, "application/json")
-        .form(&form)
-        .send()
-        .await
-        .map_err(|e| OidcError::Unreachable(format!("token endpoint: {}", e.without_url())))?;
-    let status = resp.status();
-    let body = resp
-        .bytes()
-        .await
-        .map_err(|e| OidcError::Unreachable(format!("token endpoint: {}", e.without_url())))?;
-    if status.is_success() {
-        return serde_json::from_slice(&body).map_err(|e| {
-            OidcError::Protocol(format!("token endpoint answered an unreadable body: {e}"))
-        });
-    }
-    // RFC 6749 §5.2: the error code is safe to log; the description may echo input, so it is not kept.
-    let code = serde_json::from_slice::<ErrorResponse>(&body)
-        .map(|e| e.error)
-        .unwrap_or_else(|_| format!("HTTP {status}"));
-    if code == "invalid_grant" {
-        Err(OidcError::InvalidGrant)
-    } else {
-        Err(OidcError::TokenEndpoint(code))
-    }
-}
-
-/// RFC 7009 revocation; the caller decides how long to wait.
+/// RFC 7009 revocation of a refresh token (or, without one, the access
+/// token); the caller decides how long to wait.
 pub async fn revoke(
     http: &reqwest::Client,
-    endpoint: &Url,
-    auth: &ClientAuth,
-    token: &str,
-    hint: &str,
+    client: OidcClient,
+    endpoint: &url::Url,
+    token: CoreRevocableToken,
 ) -> Result<(), OidcError> {
-    let mut form = vec![
-        ("token", token.to_string()),
-        ("token_type_hint", hint.to_string()),
-    ];
-    let req = auth.apply(http.post(endpoint.clone()), &mut form);
-    let resp =
-        req.form(&form).send().await.map_err(|e| {
-            OidcError::Unreachable(format!("revocation endpoint: {}", e.without_url()))
-        })?;
-    if resp.status().is_success() {
-        Ok(())
-    } else {
-        Err(OidcError::TokenEndpoint(format!(
-            "revocation: HTTP {}",
-            resp.status()
-        )))
-    }
+    // The crate sends revocations over TLS only (RFC 7009 §5); an `http://`
+    // endpoint exists only with `provider.insecure_allow_http`.
+    let plain = (endpoint.scheme() == "http").then(|| endpoint.clone());
+    let mut url = endpoint.clone();
+    let _ = url.set_scheme("https");
+    client
+        .set_revocation_url(RevocationUrl::from_url(url))
+        .revoke_token(token)
+        .map_err(|e| OidcError::TokenEndpoint(format!("revocation: {e}")))?
+        .request_async(&http_client(http, None, plain))
+        .await
+        .map_err(|e| match token_error("revocation endpoint", e) {
+            OidcError::InvalidGrant => OidcError::TokenEndpoint("revocation: invalid_grant".into()),
+            other => other,
+        })
 }
 
 #[cfg(test)]
@@ -191,14 +388,11 @@ mod expiry_tests {
     use base64::Engine;
 
     fn answer(access_token: &str, expires_in: Option<serde_json::Value>) -> TokenResponse {
-        TokenResponse {
-            access_token: access_token.into(),
-            token_type: None,
-            expires_in,
-            refresh_token: None,
-            id_token: None,
-            scope: None,
+        let mut body = serde_json::json!({"access_token": access_token, "token_type": "Bearer"});
+        if let Some(e) = expires_in {
+            body["expires_in"] = e;
         }
+        serde_json::from_value(body).unwrap()
     }
 
     #[test]
@@ -225,5 +419,22 @@ mod expiry_tests {
             Some(1300)
         );
         assert_eq!(answer(&jwt(1100), None).access_expires_at(1000), Some(1100));
+    }
+
+    #[test]
+    fn token_answers_are_read_leniently_where_idps_differ() {
+        let t: TokenResponse = serde_json::from_value(serde_json::json!({
+            "access_token": "a", "token_type": "bearer", "expires_in": "3600",
+            "scope": "openid  email", "id_token": "not.a.jwt", "refresh_token": "r"
+        }))
+        .unwrap();
+        assert_eq!(t.scope().as_deref(), Some("openid email"));
+        assert_eq!(t.id_token_str(), Some("not.a.jwt"));
+        assert!(
+            t.parsed_id_token().is_none(),
+            "kept raw, refused at verification"
+        );
+        assert_eq!(t.refresh_token_str(), Some("r"));
+        assert_eq!(t.access_expires_at(0), Some(3600));
     }
 }

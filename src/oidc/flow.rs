@@ -1,29 +1,19 @@
 //! The login flow's browser-bound state: PKCE (RFC 7636, S256 only), `state`
 //! and `nonce`, kept in one sealed, short-lived cookie that holds several
 //! pending logins (several tabs) and stays small (no cookie pile-up, no 431).
+//! The values and the authorization request itself are `openidconnect`'s; the
+//! cookie that carries them between login and callback is ours.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use base64::Engine;
-use rand::RngCore;
+use super::client::OidcClient;
+use openidconnect::core::CoreAuthenticationFlow;
+use openidconnect::{CsrfToken, Nonce, PkceCodeChallenge, PkceCodeVerifier, Scope};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use url::Url;
 
 /// At most this many logins may be pending in one browser at once.
 pub const MAX_PENDING: usize = 5;
 /// The sealed cookie value stays under this size, oldest entries dropped first.
 const MAX_COOKIE_BYTES: usize = 3000;
-
-/// 32 random bytes, base64url: 256 bits for state, nonce and the PKCE verifier.
-pub fn random_token() -> String {
-    let mut b = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut b);
-    B64.encode(b)
-}
-
-/// RFC 7636 §4.2: `BASE64URL(SHA256(ASCII(code_verifier)))`.
-pub fn pkce_challenge(verifier: &str) -> String {
-    B64.encode(Sha256::digest(verifier.as_bytes()))
-}
 
 /// One login in progress.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -43,14 +33,42 @@ pub struct PendingLogin {
 
 impl PendingLogin {
     pub fn new(return_to: String, now: i64) -> Self {
+        // The crate's: 256-bit random state and nonce, a 256-bit PKCE verifier.
+        let (_, verifier) = PkceCodeChallenge::new_random_sha256();
         PendingLogin {
-            state: random_token(),
-            nonce: random_token(),
-            verifier: random_token(),
+            state: CsrfToken::new_random_len(32).into_secret(),
+            nonce: Nonce::new_random_len(32).secret().clone(),
+            verifier: verifier.into_secret(),
             return_to,
             started: now,
         }
     }
+}
+
+/// The authorization request (OIDC Core §3.1.2.1) for `login`: code flow,
+/// `scopes`, state, nonce and PKCE S256, then `extra` (`identity_provider`,
+/// `lang`, `prompt`, … as configured or hinted).
+pub fn authorization_url(
+    client: &OidcClient,
+    login: &PendingLogin,
+    scopes: &[String],
+    extra: &[(String, String)],
+) -> Url {
+    let (state, nonce) = (login.state.clone(), login.nonce.clone());
+    let mut req = client
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            move || CsrfToken::new(state),
+            move || Nonce::new(nonce),
+        )
+        .add_scopes(scopes.iter().map(|s| Scope::new(s.clone())))
+        .set_pkce_challenge(PkceCodeChallenge::from_code_verifier_sha256(
+            &PkceCodeVerifier::new(login.verifier.clone()),
+        ));
+    for (k, v) in extra {
+        req = req.add_extra_param(k.clone(), v.clone());
+    }
+    req.url().0
 }
 
 /// The pending logins of one browser.
@@ -102,12 +120,52 @@ impl PendingLogins {
 mod tests {
     use super::*;
 
-    #[test]
-    fn pkce_matches_rfc7636_appendix_b() {
+    #[tokio::test]
+    async fn authorization_request_carries_the_login() {
+        let cfg: crate::config::ProviderConfig = toml::from_str(
+            r#"client_id = "bff"
+               cognito = { region = "eu-west-1", user_pool_id = "eu-west-1_A", domain = "app.auth.eu-west-1.amazoncognito.com" }"#,
+        )
+        .unwrap();
+        crate::install_crypto_provider();
+        let md = crate::oidc::metadata::resolve(&cfg, &reqwest::Client::new())
+            .await
+            .unwrap();
+        let auth = crate::oidc::client::ClientAuth {
+            client_id: "bff".into(),
+            secret: None,
+            method: crate::config::TokenEndpointAuth::ClientSecretBasic,
+        };
+        let client = auth
+            .client(&md, "https://app.example/auth/callback")
+            .unwrap();
+        let mut login = PendingLogin::new("/".into(), 0);
+        login.verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk".into();
+        let scopes = ["openid".to_string(), "email".to_string()];
+        let extra = [("identity_provider".to_string(), "Google".to_string())];
+        let url = authorization_url(&client, &login, &scopes, &extra);
+        assert!(url
+            .as_str()
+            .starts_with("https://app.auth.eu-west-1.amazoncognito.com/oauth2/authorize?"));
+        let q: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+        // RFC 7636 appendix B.
         assert_eq!(
-            pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            q["code_challenge"],
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
+        assert_eq!(q["code_challenge_method"], "S256");
+        assert_eq!(q["response_type"], "code");
+        assert_eq!(q["client_id"], "bff");
+        assert_eq!(q["redirect_uri"], "https://app.example/auth/callback");
+        assert_eq!(q["scope"], "openid email", "openid once, as configured");
+        assert_eq!(q["state"], login.state);
+        assert_eq!(q["nonce"], login.nonce);
+        assert_eq!(q["identity_provider"], "Google");
+        assert_eq!(url.query_pairs().count(), 9, "nothing else: {url}");
+        // 256 bits each, base64url.
+        for v in [&login.state, &login.nonce] {
+            assert_eq!(v.len(), 43);
+        }
     }
 
     #[test]
@@ -137,7 +195,10 @@ mod tests {
                 i as i64,
             ));
         }
-        let v = p.encode(|b| B64.encode(b));
+        let v = p.encode(|b| {
+            use base64::Engine;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+        });
         assert!(v.len() <= MAX_COOKIE_BYTES, "{}", v.len());
         assert!(!p.0.is_empty());
     }

@@ -15,7 +15,7 @@ impl Provider {
         let jwks = self.jwks().await?;
         let client_id = [self.auth.client_id.clone()];
         let expect = jwt::Expect {
-            issuer: &md.issuer,
+            issuer: md.issuer(),
             // Cognito names the app client in `client_id`; it must be this one
             // even if some `aud` happened to match.
             audience: jwt::Audience::ClientId(&client_id),
@@ -39,13 +39,15 @@ impl Provider {
     ) -> Result<String, OidcError> {
         let md = self.metadata().await?;
         if md.is_cognito {
-            let claims = self.verify_own_access_token(&tokens.access_token).await?;
+            let claims = self
+                .verify_own_access_token(tokens.access_token_str())
+                .await?;
             return Ok(crate::policy::scopes_from_claims(&claims).join(" "));
         }
-        if let Some(s) = &tokens.scope {
-            return Ok(s.split_whitespace().collect::<Vec<_>>().join(" "));
+        if let Some(s) = tokens.scope() {
+            return Ok(s);
         }
-        let from_jwt = crate::policy::trusted_jwt_payload(&tokens.access_token)
+        let from_jwt = crate::policy::trusted_jwt_payload(tokens.access_token_str())
             .map(|c| crate::policy::scopes_from_claims(&c))
             .filter(|s| !s.is_empty());
         Ok(from_jwt.unwrap_or_else(|| requested.to_vec()).join(" "))

@@ -1,6 +1,8 @@
 //! JWKS cache: verification keys by `kid`, each with the algorithms its key
 //! type allows. An unknown `kid` triggers one refetch (single-flight), then a
 //! cooldown, so a flood of bad tokens cannot turn into a flood of fetches.
+//! The one source of keys: jsonwebtoken's for bearer and logout tokens,
+//! `openidconnect`'s (the same JWK, parsed by the crate) for ID tokens.
 
 use super::OidcError;
 use async_trait::async_trait;
@@ -50,6 +52,8 @@ pub struct VerifyKey {
     pub kid: Option<String>,
     pub key: DecodingKey,
     pub algorithms: Vec<Algorithm>,
+    /// The same key as `openidconnect` reads it (ID-token verification).
+    pub oidc: Option<openidconnect::core::CoreJsonWebKey>,
 }
 
 #[derive(Default)]
@@ -213,6 +217,7 @@ pub fn parse_jwks(doc: &serde_json::Value) -> Vec<Arc<VerifyKey>> {
                 kid: jwk.common.key_id.clone(),
                 key,
                 algorithms,
+                oidc: serde_json::from_value(raw.clone()).ok(),
             }))
         })
         .collect()

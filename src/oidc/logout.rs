@@ -1,9 +1,13 @@
 //! RP-initiated logout URLs. Standard providers get OpenID Connect RP-Initiated
-//! Logout 1.0 (`id_token_hint`, `post_logout_redirect_uri`, `client_id`);
-//! Cognito gets its own `/logout?client_id=…&logout_uri=…`, since it rejects the
-//! standard parameters and returns no `state`.
+//! Logout 1.0 (`id_token_hint`, `client_id`, `post_logout_redirect_uri`) from
+//! `openidconnect`'s `LogoutRequest`; Cognito gets its own
+//! `/logout?client_id=…&logout_uri=…`, built here, since it rejects the
+//! standard parameters (the crate's request has no `logout_uri`) and returns
+//! no `state`.
 
+use super::id_token::IdToken;
 use super::metadata::LogoutStyle;
+use openidconnect::{ClientId, EndSessionUrl, LogoutRequest, PostLogoutRedirectUrl};
 
 /// Where to send the browser after the local session has ended.
 pub fn logout_url(
@@ -14,16 +18,16 @@ pub fn logout_url(
 ) -> String {
     match style {
         LogoutStyle::EndSession(endpoint) => {
-            let mut url = endpoint.clone();
-            {
-                let mut q = url.query_pairs_mut();
-                if let Some(t) = id_token {
-                    q.append_pair("id_token_hint", t);
-                }
-                q.append_pair("client_id", client_id);
-                q.append_pair("post_logout_redirect_uri", after);
+            let mut req = LogoutRequest::from(EndSessionUrl::from_url(endpoint.clone()));
+            // A stored ID token that does not parse (it always did at sign-in) goes without hint.
+            if let Some(t) = id_token.and_then(|t| t.parse::<IdToken>().ok()) {
+                req = req.set_id_token_hint(&t);
             }
-            url.to_string()
+            req = req.set_client_id(ClientId::new(client_id.to_string()));
+            if let Ok(u) = PostLogoutRedirectUrl::new(after.to_string()) {
+                req = req.set_post_logout_redirect_uri(u);
+            }
+            req.http_get_url().to_string()
         }
         LogoutStyle::Cognito(endpoint) => {
             let mut url = endpoint.clone();
@@ -53,9 +57,28 @@ mod tests {
         );
         let std =
             LogoutStyle::EndSession(Url::parse("https://idp.example.com/session/end").unwrap());
+        // An ID token as the crate reads one (the signature is not checked here).
+        let tok = {
+            use base64::Engine;
+            let b64 = |v: serde_json::Value| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+            };
+            let claims = serde_json::json!({"iss": "https://idp.example.com", "aud": "cid",
+                "sub": "u", "exp": 2_000_000_000, "iat": 1_700_000_000});
+            format!(
+                "{}.{}.c2ln",
+                b64(serde_json::json!({"alg": "RS256"})),
+                b64(claims)
+            )
+        };
         assert_eq!(
-            logout_url(&std, "cid", Some("tok"), after),
-            "https://idp.example.com/session/end?id_token_hint=tok&client_id=cid&post_logout_redirect_uri=https%3A%2F%2Fapp.example.com%2Fauth%2Fsigned-out"
+            logout_url(&std, "cid", Some(&tok), after),
+            format!("https://idp.example.com/session/end?id_token_hint={tok}&client_id=cid&post_logout_redirect_uri=https%3A%2F%2Fapp.example.com%2Fauth%2Fsigned-out")
+        );
+        assert_eq!(
+            logout_url(&std, "cid", Some("not-a-jwt"), after),
+            "https://idp.example.com/session/end?client_id=cid&post_logout_redirect_uri=https%3A%2F%2Fapp.example.com%2Fauth%2Fsigned-out",
+            "no hint rather than a broken one"
         );
         assert_eq!(logout_url(&LogoutStyle::None, "cid", None, after), after);
     }

@@ -38,7 +38,7 @@ pub struct IssuedToken {
 
 /// One client-credentials request at `token_endpoint`, authenticated as
 /// `client.method` says. `http` is the provider's client (no redirects,
-/// `provider.http_timeout`).
+/// `provider.http_timeout`), through the same HTTP hook as every other token call.
 pub async fn client_credentials(
     http: &reqwest::Client,
     token_endpoint: &Url,
@@ -59,7 +59,8 @@ pub async fn client_credentials(
     if let Some(resource) = &grant.resource {
         request = request.add_extra_param("resource", resource.clone());
     }
-    let answer = request.request_async(http).await.map_err(|e| match e {
+    let hook = super::client::http_client(http, None, None);
+    let answer = request.request_async(&hook).await.map_err(|e| match e {
         RequestTokenError::ServerResponse(err) => {
             OidcError::TokenEndpoint(err.error().as_ref().to_string())
         }

@@ -1,11 +1,16 @@
-//! Talking to the identity provider: metadata (discovery or Cognito), the JWKS
-//! cache and JWT verification, the login flow's PKCE/state/nonce, code
-//! exchange, refresh, revocation and logout URLs.
+//! Talking to the identity provider. The sign-in protocol is `openidconnect`'s
+//! (and `oauth2`'s): metadata types, the authorization request, code exchange,
+//! client authentication, ID-token verification, refresh and revocation. Ours
+//! is what is specific to a BFF and to Cognito: the JWKS cache that feeds both
+//! the crate and jsonwebtoken, bearer and logout-token verification, the
+//! pending-login cookie, the Cognito shorthand and logout, and the rules that
+//! are stricter than the crate's (docs/ARCHITECTURE.md has the table).
 
 pub mod client;
 pub mod flow;
 pub mod grant;
 pub mod hints;
+pub mod id_token;
 pub mod jwks;
 pub mod jwt;
 pub mod logout;
@@ -43,7 +48,7 @@ pub enum OidcError {
 
 /// The configured provider: metadata loaded once (retried until it loads), keys, credentials.
 pub struct Provider {
-    config: Arc<Config>,
+    pub(crate) config: Arc<Config>,
     http: reqwest::Client,
     metadata: OnceCell<Arc<ProviderMetadata>>,
     jwks: OnceCell<Arc<JwksCache>>,
@@ -88,7 +93,7 @@ impl Provider {
         self.metadata
             .get_or_try_init(|| async {
                 let md = metadata::resolve(&self.config.provider, &self.http).await?;
-                tracing::info!(issuer = %md.issuer, "identity provider metadata loaded");
+                tracing::info!(issuer = %md.issuer(), "identity provider metadata loaded");
                 Ok(Arc::new(md))
             })
             .await
@@ -103,7 +108,7 @@ impl Provider {
                     JwksCache::with_cooldown(
                         Box::new(HttpJwksSource {
                             http: self.http.clone(),
-                            url: md.jwks_uri.clone(),
+                            url: md.jwks_uri().clone(),
                         }),
                         self.config.provider.jwks_cooldown,
                     )
@@ -124,30 +129,13 @@ impl Provider {
         self.jwks().await?.warm().await
     }
 
-    pub fn leeway(&self) -> Duration {
-        self.config.provider.leeway
+    /// The crate's client for this provider (see `client::ClientAuth::client`).
+    pub fn oidc_client(&self, md: &ProviderMetadata) -> Result<client::OidcClient, OidcError> {
+        self.auth.client(md, &self.config.redirect_uri())
     }
 
-    /// Verifies an ID token from the token endpoint (OIDC Core §3.1.3.7).
-    pub async fn verify_id_token(
-        &self,
-        token: &str,
-        nonce: Option<&str>,
-    ) -> Result<jwt::Claims, OidcError> {
-        let md = self.metadata().await?;
-        let jwks = self.jwks().await?;
-        let audience = [self.auth.client_id.clone()];
-        let expect = jwt::Expect {
-            issuer: &md.issuer,
-            audience: jwt::Audience::Any(&audience),
-            // Cognito marks its tokens; an access token must not pass as an ID token.
-            token_use: md.is_cognito.then_some("id"),
-            leeway: self.leeway(),
-            now: self.clock.now_secs(),
-        };
-        let claims = jwt::verify(&jwks, token, &expect).await?;
-        jwt::check_id_token(&claims, &self.auth.client_id, nonce)?;
-        Ok(claims)
+    pub fn leeway(&self) -> Duration {
+        self.config.provider.leeway
     }
 
     /// Verifies a bearer access token from an API client: signature, `iss`,
@@ -176,7 +164,7 @@ impl Provider {
             allowed.push(self.auth.client_id.clone());
         }
         let expect = jwt::Expect {
-            issuer: &md.issuer,
+            issuer: md.issuer(),
             audience: if md.is_cognito {
                 jwt::Audience::ClientId(&allowed)
             } else {

@@ -373,6 +373,105 @@ async fn forged_id_tokens_create_no_session() {
     }
 }
 
+/// What the ID-token checks gained with `openidconnect`: `at_hash` bound to
+/// the access token of the same answer, audiences we do not trust, and a JOSE
+/// `typ` that is not a JWT's (an access token's `at+jwt`); plus `azp` naming
+/// another client among several audiences, and our rules the crate lacks
+/// (`iat` ahead, `crit: null`). The controls sign in with the same signing.
+#[tokio::test]
+async fn id_tokens_the_crate_refuses() {
+    let s = rogue_stack("").await;
+    let b = browser();
+    let header = s.idp.key.header();
+    let with_typ = |typ: &str| {
+        let mut h = header.clone();
+        h["typ"] = json!(typ);
+        h
+    };
+    let claims_with = |nonce: &str, extra: Value| {
+        let mut c = good_claims(&s.idp.issuer, nonce);
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    };
+    // Controls: a matching at_hash, and an explicit `typ: JWT`.
+    let (state, nonce) = start_login(&b, &s.gw.url, "/").await;
+    s.idp.answer_with_tokens(
+        &header,
+        &claims_with(&nonce, json!({"at_hash": at_hash("access-1")})),
+        "access-1",
+    );
+    let r = callback(&b, &s.gw.url, &format!("code=abc&state={state}")).await;
+    assert_eq!(landing_page(r).await, "/", "a matching at_hash signs in");
+    assert_eq!(s.gw.session_count(), 1);
+    let (state, nonce) = start_login(&b, &s.gw.url, "/").await;
+    s.idp
+        .answer_with_tokens(&with_typ("JWT"), &claims_with(&nonce, json!({})), "a");
+    let r = callback(&b, &s.gw.url, &format!("code=abc&state={state}")).await;
+    assert_eq!(landing_page(r).await, "/", "typ JWT signs in");
+
+    let cases: Vec<(&str, Value, Value, &str)> = vec![
+        (
+            "at_hash of another access token",
+            header.clone(),
+            json!({"at_hash": at_hash("access-2")}),
+            "access-1",
+        ),
+        (
+            "at_hash garbage",
+            header.clone(),
+            json!({"at_hash": "AAAAAAAAAAAAAAAAAAAAAA"}),
+            "access-1",
+        ),
+        (
+            "several audiences, azp another client",
+            header.clone(),
+            json!({"aud": ["bff", "other"], "azp": "other"}),
+            "a",
+        ),
+        (
+            "several audiences, azp ours, the other untrusted",
+            header.clone(),
+            json!({"aud": ["bff", "other"], "azp": "bff"}),
+            "a",
+        ),
+        ("typ of an access token", with_typ("at+jwt"), json!({}), "a"),
+        (
+            "typ of a logout token",
+            with_typ("logout+jwt"),
+            json!({}),
+            "a",
+        ),
+        // Ours, kept next to the crate's verifier (stricter than it).
+        (
+            "iat a day ahead",
+            header.clone(),
+            json!({"iat": now() + 86_400}),
+            "a",
+        ),
+        (
+            "crit null (the crate lets it pass)",
+            {
+                let mut h = header.clone();
+                h["crit"] = Value::Null;
+                h
+            },
+            json!({}),
+            "a",
+        ),
+    ];
+    for (name, header, extra, access) in cases {
+        let before = s.gw.session_count();
+        let (state, nonce) = start_login(&b, &s.gw.url, "/").await;
+        s.idp
+            .answer_with_tokens(&header, &claims_with(&nonce, extra), access);
+        let r = callback(&b, &s.gw.url, &format!("code=abc&state={state}")).await;
+        assert_eq!(r.status(), 401, "{name}");
+        assert_eq!(s.gw.session_count(), before, "{name}");
+    }
+}
+
 #[tokio::test]
 async fn replayed_code_at_the_real_idp() {
     let reserved = reserve().await;
@@ -617,4 +716,84 @@ async fn lax_sessions_land_with_a_plain_redirect() {
         .find(|c| c.starts_with("oidc_bff="))
         .unwrap();
     assert!(cookie.contains("SameSite=Lax"), "{cookie}");
+}
+
+/// The crate's verifier runs on refreshed ID tokens too: one whose `at_hash`
+/// is not the new access token's, or that names an audience we do not trust,
+/// is refused, the access token that came with it is never used, and the
+/// session goes on with what it had. A genuine refresh before them is the control.
+#[tokio::test]
+async fn refreshed_id_tokens_meet_the_same_rules() {
+    let s = rogue_stack("").await;
+    let b = browser();
+    let header = s.idp.key.header();
+    // The gateway's clock is moved; claims are minted at its time.
+    let gw_now = || now() + s.gw.clock().offset().as_secs() as i64;
+    let claims = |extra: Value| {
+        let mut c = json!({"iss": s.idp.issuer, "aud": "bff", "sub": "user-1",
+            "iat": gw_now(), "exp": gw_now() + 600});
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    };
+    let answer = |access: &str, id_claims: &Value| {
+        json!({
+            "access_token": access, "token_type": "Bearer", "expires_in": 300,
+            "refresh_token": format!("refresh-for-{access}"),
+            "id_token": s.idp.key.sign_with_header(&header, id_claims),
+        })
+    };
+    let (state, nonce) = start_login(&b, &s.gw.url, "/").await;
+    s.idp
+        .answer_with(answer("access-1", &claims(json!({"nonce": nonce}))));
+    let r = callback(&b, &s.gw.url, &format!("code=abc&state={state}")).await;
+    assert_eq!(landing_page(r).await, "/");
+    let call = || async {
+        b.get(format!("{}/api/x", s.gw.url))
+            .header("x-csrf", "1")
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(call().await, 200);
+    assert_eq!(
+        s.upstream.last().header("authorization"),
+        Some("Bearer access-1")
+    );
+
+    // Control: past access-1's expiry, a refresh whose ID token is right.
+    s.gw.clock().advance(Duration::from_secs(301));
+    s.idp.answer_with(answer(
+        "access-2",
+        &claims(json!({"at_hash": at_hash("access-2")})),
+    ));
+    assert_eq!(call().await, 200);
+    assert_eq!(
+        s.upstream.last().header("authorization"),
+        Some("Bearer access-2")
+    );
+
+    for (name, access, extra) in [
+        (
+            "at_hash of another access token",
+            "access-3",
+            json!({"at_hash": at_hash("access-2")}),
+        ),
+        (
+            "an audience we do not trust",
+            "access-4",
+            json!({"aud": ["bff", "other"], "azp": "bff"}),
+        ),
+    ] {
+        // Past the expiry and any backoff of the failure before.
+        s.gw.clock().advance(Duration::from_secs(400));
+        s.idp.answer_with(answer(access, &claims(extra)));
+        let seen = s.upstream.count();
+        let status = call().await;
+        assert_ne!(status, 200, "{name}");
+        assert_eq!(s.upstream.count(), seen, "{name}: nothing went upstream");
+        assert_eq!(s.gw.session_count(), 1, "{name}: the session stays");
+    }
 }

@@ -82,6 +82,13 @@ impl TestKey {
     }
 }
 
+/// OIDC Core §3.1.3.6 `at_hash` of `access_token` for an ES256 ID token: the
+/// left half of its SHA-256, base64url.
+pub fn at_hash(access_token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    B64.encode(&Sha256::digest(access_token.as_bytes())[..16])
+}
+
 #[derive(Clone)]
 struct RogueState {
     issuer: String,
@@ -114,6 +121,9 @@ impl RogueIdp {
                         "authorization_endpoint": format!("{}/authorize", s.issuer),
                         "token_endpoint": format!("{}/token", s.issuer),
                         "jwks_uri": format!("{}/jwks", s.issuer),
+                        "response_types_supported": ["code"],
+                        "subject_types_supported": ["public"],
+                        "id_token_signing_alg_values_supported": ["ES256"],
                     }))
                 }),
             )
@@ -164,6 +174,18 @@ impl RogueIdp {
         let token = self.key.sign(&claims);
         *self.next.lock().unwrap() = Some(json!({
             "access_token": "opaque-access",
+            "token_type": "Bearer",
+            "expires_in": 300,
+            "id_token": token,
+        }));
+    }
+
+    /// The next token request answers with `access_token` and an ID token of
+    /// these claims signed under a hand-written `header` (see `TestKey::header`).
+    pub fn answer_with_tokens(&self, header: &Value, claims: &Value, access_token: &str) {
+        let token = self.key.sign_with_header(header, claims);
+        *self.next.lock().unwrap() = Some(json!({
+            "access_token": access_token,
             "token_type": "Bearer",
             "expires_in": 300,
             "id_token": token,
