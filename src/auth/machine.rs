@@ -37,6 +37,10 @@ use tokio::sync::watch;
 const LOCK_EXTRA: Duration = Duration::from_secs(5);
 /// A token whose answer named no lifetime is kept this long.
 const DEFAULT_LIFETIME: i64 = 60;
+/// The longest a token is kept, whatever `expires_in` says: a day (Cognito's
+/// longest). An answer of years (or `u64::MAX`) would otherwise overflow
+/// the store's deadlines.
+const MAX_LIFETIME: i64 = 24 * 3600;
 
 /// A cached machine token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -271,7 +275,7 @@ impl MachineTokens {
             &[("outcome", "success")],
         );
         let lifetime = issued.expires_in.map_or(DEFAULT_LIFETIME, |d| {
-            d.as_secs().min(i64::MAX as u64) as i64
+            d.as_secs().min(MAX_LIFETIME as u64) as i64
         });
         let cached = Cached {
             token: issued.access_token,
