@@ -1,17 +1,26 @@
 //! WebSocket handshakes: recognised strictly (RFC 6455 §4.1), authenticated
 //! like any request by the caller, forwarded, and on 101 both upgraded
-//! connections spliced together for as long as they live.
+//! connections spliced together for as long as they live, and, for a tunnel
+//! opened on a session, no longer than the session: a tunnel would otherwise
+//! outlive a logout, the admin API ending the session, or a revoked grant.
 
 use super::headers::{clean_response, drop_gateway_cookies};
 use super::routes::Route;
 use super::{client_info, machine_token, rewrite, send, watch_body};
 use crate::app::AppState;
+use crate::auth::refresh::Refresher;
 use crate::auth::Identity;
 use crate::error::AppError;
+use crate::session::{Session, Sessions};
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
 use http::header;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often an open tunnel looks whether its session still exists.
+pub const SESSION_CHECK_EVERY: Duration = Duration::from_secs(10);
 
 /// Is this a WebSocket opening handshake (RFC 6455 §4.1: a GET with
 /// `Upgrade: websocket`, `Connection: upgrade` and a `Sec-WebSocket-Key`)?
@@ -74,6 +83,9 @@ pub(super) async fn forward_websocket(
     }
     let upstream_upgrade = hyper::upgrade::on(&mut resp);
     let route_id = route.id.clone();
+    let ended = identity
+        .session()
+        .map(|s| session_ended(state.sessions.clone(), state.refresher.clone(), s.clone()));
     state.tunnels.spawn(async move {
         // The tunnel holds its upstream slot until it closes.
         let _slot = slot;
@@ -81,8 +93,23 @@ pub(super) async fn forward_websocket(
             (Ok(c), Ok(u)) => {
                 let mut c = hyper_util::rt::TokioIo::new(c);
                 let mut u = hyper_util::rt::TokioIo::new(u);
-                if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
-                    tracing::debug!(route = %route_id, error = %e, "websocket tunnel closed");
+                let splice = tokio::io::copy_bidirectional(&mut c, &mut u);
+                // Both connections are dropped (closed) when the session ends.
+                let spliced = match ended {
+                    Some(ended) => tokio::select! {
+                        r = splice => Some(r),
+                        () = ended => None,
+                    },
+                    None => Some(splice.await),
+                };
+                match spliced {
+                    Some(Err(e)) => {
+                        tracing::debug!(route = %route_id, error = %e, "websocket tunnel closed")
+                    }
+                    None => {
+                        tracing::info!(route = %route_id, "websocket tunnel closed: its session ended")
+                    }
+                    Some(Ok(_)) => {}
                 }
             }
             (c, u) => {
@@ -95,4 +122,30 @@ pub(super) async fn forward_websocket(
     *out.headers_mut() = resp.headers().clone();
     drop_gateway_cookies(out.headers_mut(), &state.cookies.names());
     Ok(out)
+}
+
+/// Resolves when a tunnel's session has ended: its record is gone (logout,
+/// the admin API, back-channel logout, its idle or absolute timeout; on any
+/// replica sharing the store), or a revalidation (`session.revalidate_every`)
+/// found its grant revoked. A store or IdP that cannot answer ends nothing.
+async fn session_ended(sessions: Arc<Sessions>, refresher: Refresher, session: Session) {
+    let id = session.id;
+    loop {
+        tokio::time::sleep(SESSION_CHECK_EVERY).await;
+        let data = match sessions.reload(&id).await {
+            Ok(Some(data)) => data,
+            Ok(None) => return,
+            Err(_) => continue,
+        };
+        if refresher.revalidation_due(&data) {
+            let session = Session {
+                id: id.clone(),
+                data: Arc::new(data),
+                reissue_cookie: None,
+            };
+            if let Err(AppError::Unauthenticated) = refresher.ensure_fresh(session).await {
+                return;
+            }
+        }
+    }
 }

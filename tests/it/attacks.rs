@@ -91,3 +91,168 @@ async fn machine_token_expires_in_of_any_shape() {
         );
     }
 }
+
+const ADMIN_TOKEN: &str = "attack-admin-T0ken-0123456789abcdefghijklmnop";
+
+/// A WebSocket upstream that echoes text messages.
+async fn ws_echo() -> String {
+    use futures_util::{SinkExt, StreamExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                while let Some(Ok(m)) = ws.next().await {
+                    if m.is_text() && ws.send(m).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+/// A gateway in front of a [`RogueIdp`] with the admin API on, a WebSocket
+/// route and `session_lines` in `[session]`.
+async fn ws_gateway(session_lines: &str) -> (RogueIdp, Gateway, ScratchDir) {
+    let idp = RogueIdp::start().await;
+    let echo = ws_echo().await;
+    let reserved = reserve().await;
+    let dir = ScratchDir::new("attack-admin");
+    let token = dir.write("admin-token", ADMIN_TOKEN);
+    let routes = format!("[[route]]\npath = \"/live/\"\nupstream = \"{echo}\"\nwebsocket = true\n");
+    let mut toml = crate::promises::with(
+        &config_toml(&reserved.url, &idp.issuer, &routes),
+        "server",
+        &format!("admin_token_file = {:?}", token.display().to_string()),
+    );
+    if !session_lines.is_empty() {
+        toml = crate::promises::with(&toml, "session", session_lines);
+    }
+    let gw = Gateway::start(reserved, &toml).await;
+    (idp, gw, dir)
+}
+
+/// Signs `sub` in through the rogue IdP (with a refresh token); the session cookie.
+async fn sign_in_as(idp: &RogueIdp, gw: &Gateway, sub: &str) -> String {
+    let b = browser();
+    let (state, nonce) = crate::negative::start_login(&b, &gw.url, "/").await;
+    let mut claims = crate::negative::good_claims(&idp.issuer, &nonce);
+    claims["sub"] = sub.into();
+    idp.answer_with(json!({
+        "access_token": "opaque-access",
+        "token_type": "Bearer",
+        "expires_in": 3600,
+        "refresh_token": format!("refresh-{sub}"),
+        "id_token": idp.key.sign(&claims),
+    }));
+    let r = crate::negative::callback(&b, &gw.url, &format!("code=abc&state={state}")).await;
+    set_cookie_value(&r, "oidc_bff").expect("signed in")
+}
+
+async fn open_ws(
+    gw: &Gateway,
+    cookie: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+    let mut req = format!("{}/live/ws", gw.url.replace("http://", "ws://"))
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert("origin", gw.url.parse().unwrap());
+    req.headers_mut()
+        .insert("cookie", format!("oidc_bff={cookie}").parse().unwrap());
+    let (mut ws, resp) = ws_connect(req).await.expect("handshake");
+    assert_eq!(resp.status(), 101);
+    ws.send(Message::Text("hello".into())).await.unwrap();
+    assert_eq!(
+        ws_next(&mut ws, "echo").await,
+        Message::Text("hello".into())
+    );
+    ws
+}
+
+/// Whether the tunnel is closed within `within`: a message sent gets no echo
+/// and the stream ends (or errs).
+async fn ws_closed_within<S>(ws: &mut S, within: Duration) -> bool
+where
+    S: futures_util::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + futures_util::Sink<tokio_tungstenite::tungstenite::Message>
+        + Unpin,
+{
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if ws.send(Message::Text("ping".into())).await.is_err() {
+            return true;
+        }
+        match tokio::time::timeout(Duration::from_millis(500), ws.next()).await {
+            Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return true,
+            Ok(Some(Ok(_))) | Err(_) => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A session ended by the admin API (an offboarding, an incident) must not
+/// keep an open WebSocket tunnel: it is closed within the tunnel's session
+/// check interval; another user's tunnel is not.
+#[tokio::test]
+async fn ending_a_session_closes_its_websocket_tunnels() {
+    let (idp, gw, _dir) = ws_gateway("").await;
+    let alice = sign_in_as(&idp, &gw, "alice").await;
+    let bob = sign_in_as(&idp, &gw, "bob").await;
+    let mut ended = open_ws(&gw, &alice).await;
+    let mut live = open_ws(&gw, &bob).await;
+    let r = reqwest::Client::new()
+        .delete(format!("{}/admin/sessions?sub=alice", gw.admin_url))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        ws_closed_within(&mut ended, Duration::from_secs(20)).await,
+        "the tunnel of an ended session is still open"
+    );
+    assert!(
+        !ws_closed_within(&mut live, Duration::from_secs(2)).await,
+        "a live session's tunnel was closed"
+    );
+}
+
+/// With `revalidate_every`, a grant revoked at the IdP ends the session even
+/// when its only use is an open WebSocket (no request to revalidate on).
+#[tokio::test]
+async fn a_revoked_grant_closes_its_websocket_tunnel() {
+    let (idp, gw, _dir) = ws_gateway("revalidate_every = \"1m\"").await;
+    let alice = sign_in_as(&idp, &gw, "alice").await;
+    let mut ws = open_ws(&gw, &alice).await;
+    // Past the window: the next check refreshes, and the rogue IdP answers
+    // invalid_grant (revoked).
+    gw.clock().advance(Duration::from_secs(61));
+    assert!(
+        ws_closed_within(&mut ws, Duration::from_secs(20)).await,
+        "the tunnel of a revoked session is still open"
+    );
+    let r = reqwest::Client::new()
+        .get(format!("{}/admin/sessions?sub=alice", gw.admin_url))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let listing: Value = r.json().await.unwrap();
+    assert_eq!(listing["count"], 0, "{listing}");
+}
