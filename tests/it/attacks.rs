@@ -256,3 +256,104 @@ async fn a_revoked_grant_closes_its_websocket_tunnel() {
     let listing: Value = r.json().await.unwrap();
     assert_eq!(listing["count"], 0, "{listing}");
 }
+
+/// The machine token's record in the gateway's memory store.
+fn machine_record(gw: &Gateway) -> String {
+    let keys: Vec<String> = gw
+        .store
+        .keys()
+        .into_iter()
+        .filter(|k| k.starts_with("machine-token:"))
+        .collect();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    keys[0].clone()
+}
+
+/// What another replica (or an attacker with write access to the store) may
+/// leave under the machine token's key: a record that does not open is no
+/// token (never sent upstream, never a panic); a new one is fetched and
+/// saved over it. A lock left by a replica that crashed holds only for its TTL.
+#[tokio::test]
+async fn poisoned_machine_token_records_and_stuck_locks() {
+    use oidc_bff::session::SessionStore;
+    let (idp, upstream, gw, caller) = machine_gateway().await;
+    idp.answer_with(
+        json!({"access_token": "machine-0", "token_type": "Bearer", "expires_in": 300}),
+    );
+    assert_eq!(call_mm(&gw, &caller).await, 200);
+    let key = machine_record(&gw);
+    let good = gw.store.raw(&key).unwrap();
+    let session_record = {
+        // A genuine sealed record, of another purpose (a session's).
+        let b = browser();
+        let (state, nonce) = crate::negative::start_login(&b, &gw.url, "/").await;
+        idp.answer_with_id_token(crate::negative::good_claims(&idp.issuer, &nonce));
+        crate::negative::callback(&b, &gw.url, &format!("code=abc&state={state}")).await;
+        let k = gw
+            .store
+            .keys()
+            .into_iter()
+            .find(|k| !k.starts_with("machine-token:"))
+            .unwrap();
+        gw.store.raw(&k).unwrap()
+    };
+    let poisons: Vec<(&str, Vec<u8>)> = vec![
+        ("not UTF-8", vec![0xff, 0xfe, 0x00, 0x80]),
+        ("empty", vec![]),
+        ("truncated", good[..good.len() / 2].to_vec()),
+        ("one byte flipped", {
+            let mut g = good.clone();
+            let i = g.len() - 5;
+            g[i] = if g[i] == b'A' { b'B' } else { b'A' };
+            g
+        }),
+        ("another purpose's seal", session_record),
+        (
+            "a plaintext token",
+            br#"{"token":"planted","obtained_at":0,"expires_at":9999999999}"#.to_vec(),
+        ),
+        ("huge", vec![b'A'; 1 << 20]),
+    ];
+    for (i, (what, poison)) in poisons.into_iter().enumerate() {
+        // Past this process's cached copy: the next request reads the store.
+        gw.clock().advance(Duration::from_secs(280));
+        gw.store
+            .save(&key, poison, Duration::from_secs(3600))
+            .await
+            .unwrap();
+        let fresh = format!("machine-{}", i + 1);
+        idp.answer_with(json!({"access_token": fresh, "token_type": "Bearer", "expires_in": 300}));
+        assert_eq!(call_mm(&gw, &caller).await, 200, "{what}");
+        assert_eq!(
+            upstream.last().header("authorization"),
+            Some(format!("Bearer {fresh}").as_str()),
+            "{what}: a new token, not the poison"
+        );
+        assert_ne!(gw.store.raw(&key).unwrap(), good, "{what}: saved over");
+    }
+    // A lock a crashed replica left (2 s to live): waited out, then fetched.
+    gw.clock().advance(Duration::from_secs(280));
+    assert!(gw
+        .store
+        .claim(
+            &format!("{key}:lock"),
+            "crashed-replica",
+            Duration::from_secs(2)
+        )
+        .await
+        .unwrap());
+    gw.store.delete(&key).await.unwrap();
+    idp.answer_with(
+        json!({"access_token": "after-lock", "token_type": "Bearer", "expires_in": 300}),
+    );
+    let started = std::time::Instant::now();
+    assert_eq!(call_mm(&gw, &caller).await, 200);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "the lock was honoured"
+    );
+    assert_eq!(
+        upstream.last().header("authorization"),
+        Some("Bearer after-lock")
+    );
+}
