@@ -357,3 +357,117 @@ async fn poisoned_machine_token_records_and_stuck_locks() {
         Some("Bearer after-lock")
     );
 }
+
+/// The admin token sent every way a proxy or client library might mangle or
+/// an attacker might smuggle it, byte for byte on the admin listener; and
+/// the API asked for through the public listener with request-target and
+/// header tricks. Only the one clean header passes; nothing reaches the API
+/// from the public side; the session lives on.
+#[tokio::test]
+async fn admin_api_smuggling_and_header_tricks() {
+    let (idp, gw, _dir) = ws_gateway("").await;
+    let cookie = sign_in_as(&idp, &gw, "alice").await;
+    let admin_host = gw.admin_url.trim_start_matches("http://").to_string();
+    let public_host = gw.url.trim_start_matches("http://").to_string();
+    let t = ADMIN_TOKEN;
+    let raw = |target: &str, host: &str, headers: &str| {
+        format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n")
+            .into_bytes()
+    };
+    let listing = "/admin/sessions?sub=alice";
+    // On the admin listener: (what, extra header bytes, answered 200?).
+    let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+        (
+            "clean",
+            format!("Authorization: Bearer {t}\r\n").into_bytes(),
+            true,
+        ),
+        // Optional whitespace around a field value is not part of it (RFC 9110 §5.5).
+        (
+            "trailing OWS",
+            format!("Authorization: Bearer {t}  \r\n").into_bytes(),
+            true,
+        ),
+        (
+            "obs-fold",
+            format!("Authorization: Bearer\r\n {t}\r\n").into_bytes(),
+            false,
+        ),
+        (
+            "NUL inside",
+            format!("Authorization: Bearer {t}\0\r\n").into_bytes(),
+            false,
+        ),
+        (
+            "tab separator",
+            format!("Authorization: Bearer\t{t}\r\n").into_bytes(),
+            false,
+        ),
+        (
+            "prefix only",
+            format!("Authorization: Bearer {}\r\n", &t[..8]).into_bytes(),
+            false,
+        ),
+        (
+            "token as scheme",
+            format!("Authorization: {t}\r\n").into_bytes(),
+            false,
+        ),
+        (
+            "non-UTF-8 suffix",
+            [format!("Authorization: Bearer {t}").as_bytes(), b"\xff\r\n"].concat(),
+            false,
+        ),
+        (
+            "two names differing in case",
+            format!("Authorization: Bearer {t}\r\nAUTHORIZATION: Bearer nope\r\n").into_bytes(),
+            false,
+        ),
+        (
+            "X-Forwarded-Authorization",
+            format!("X-Forwarded-Authorization: Bearer {t}\r\n").into_bytes(),
+            false,
+        ),
+        (
+            "Proxy-Authorization",
+            format!("Proxy-Authorization: Bearer {t}\r\n").into_bytes(),
+            false,
+        ),
+    ];
+    for (what, headers, ok) in cases {
+        let mut req = raw(listing, &admin_host, "");
+        let at = req.len() - "Connection: close\r\n\r\n".len();
+        req.splice(at..at, headers);
+        let (status, text) = raw_exchange(&gw.admin_url, &req).await;
+        if ok {
+            assert_eq!(status, 200, "{what}: {text}");
+            assert!(text.contains("\"count\":1"), "{what}: {text}");
+        } else {
+            assert!(matches!(status, 400 | 401), "{what}: {status} {text}");
+            assert!(!text.contains("\"sessions\""), "{what}: {text}");
+        }
+    }
+    // On the public listener, with the right token: never the API.
+    let auth = format!("Authorization: Bearer {t}\r\n");
+    for (what, target, host, headers) in [
+        ("absolute-form at the admin address", format!("http://{admin_host}{listing}"), public_host.clone(), auth.clone()),
+        ("Host of the admin listener", listing.to_string(), admin_host.clone(), auth.clone()),
+        ("X-Original-URL", "/".to_string(), public_host.clone(), format!("{auth}X-Original-URL: {listing}\r\n")),
+        ("X-Rewrite-URL", "/".to_string(), public_host.clone(), format!("{auth}X-Rewrite-URL: {listing}\r\n")),
+        ("X-Forwarded-Prefix", listing.to_string(), public_host.clone(), format!("{auth}X-Forwarded-Prefix: /admin\r\n")),
+        ("forward-auth", "/auth/check".to_string(), public_host.clone(), format!("{auth}X-Forwarded-Uri: {listing}\r\nX-Forwarded-Method: DELETE\r\n")),
+        ("a WebSocket upgrade", listing.to_string(), public_host.clone(), format!("{auth}Upgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n")),
+        ("the live route's prefix", "/live/../admin/sessions?sub=alice".to_string(), public_host.clone(), auth.clone()),
+    ] {
+        let (status, text) = raw_exchange(&gw.url, &raw(&target, &host, &headers)).await;
+        assert!(
+            matches!(status, 400 | 401 | 403 | 404),
+            "{what}: {status} {text}"
+        );
+        assert!(!text.contains("\"sessions\""), "{what}: {text}");
+        assert!(!text.contains("\"ended\""), "{what}: {text}");
+    }
+    // alice is still signed in: nothing above ended anything.
+    let mut ws = open_ws(&gw, &cookie).await;
+    assert!(!ws_closed_within(&mut ws, Duration::from_millis(600)).await);
+}
