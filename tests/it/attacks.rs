@@ -471,3 +471,116 @@ async fn admin_api_smuggling_and_header_tricks() {
     let mut ws = open_ws(&gw, &cookie).await;
     assert!(!ws_closed_within(&mut ws, Duration::from_millis(600)).await);
 }
+
+/// With `revalidate_every`, a session whose grant the IdP revoked (the rogue
+/// IdP answers every refresh `invalid_grant`) gets through nowhere once the
+/// window has passed, whichever way it asks: a session route, `/auth/user`,
+/// an optional route (401 as for a session whose refresh ended it, never
+/// served with the stale identity), a `token = "client"` route (no
+/// machine token is fetched for it), forward-auth, a WebSocket handshake.
+/// Each is first shown to pass while the session is young.
+#[tokio::test]
+async fn a_revoked_grant_gets_through_nowhere() {
+    let idp = RogueIdp::start().await;
+    let upstream = Upstream::start(None).await;
+    let echo = ws_echo().await;
+    let reserved = reserve().await;
+    let dir = ScratchDir::new("attack-revalidate");
+    let token = dir.write("admin-token", ADMIN_TOKEN);
+    let up = &upstream.url;
+    let routes = format!(
+        "[[route]]\npath = \"/api/\"\nupstream = \"{up}\"\n\n\
+         [[route]]\npath = \"/opt/\"\nupstream = \"{up}\"\nauth = \"optional\"\n\
+         identity_headers = {{ user = \"X-Forwarded-User\" }}\n\n\
+         [[route]]\npath = \"/m2m/\"\nupstream = \"{up}\"\ntoken = \"client\"\nclient_scopes = [\"api:read\"]\n\n\
+         [[route]]\npath = \"/live/\"\nupstream = \"{echo}\"\nwebsocket = true\n"
+    );
+    let mut toml = crate::promises::with(
+        &config_toml(&reserved.url, &idp.issuer, &routes),
+        "server",
+        &format!(
+            "admin_token_file = {:?}\ntrusted_proxies = [\"127.0.0.1/32\"]",
+            token.display().to_string()
+        ),
+    );
+    toml = crate::promises::with(&toml, "session", "revalidate_every = \"1m\"");
+    let gw = Gateway::start(reserved, &toml).await;
+    let count = |sub: &str| {
+        let url = format!("{}/admin/sessions?sub={sub}", gw.admin_url);
+        async move {
+            let r = reqwest::Client::new()
+                .get(url)
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .unwrap();
+            r.json::<Value>().await.unwrap()["count"].as_u64().unwrap()
+        }
+    };
+    let ask = |what: &'static str, cookie: String| {
+        let gw_url = gw.url.clone();
+        async move {
+            let c = reqwest::Client::new();
+            let cookie = format!("oidc_bff={cookie}");
+            let r = match what {
+                "session route" => c.get(format!("{gw_url}/api/x")),
+                "/auth/user" => c.get(format!("{gw_url}/auth/user")),
+                "optional route" => c.get(format!("{gw_url}/opt/x")),
+                "machine route" => c.get(format!("{gw_url}/m2m/x")),
+                "forward-auth" => c
+                    .get(format!("{gw_url}/auth/check"))
+                    .header("x-forwarded-method", "GET")
+                    .header("x-forwarded-proto", "http")
+                    .header("x-forwarded-host", "127.0.0.1")
+                    .header("x-forwarded-uri", "/api/x"),
+                "websocket handshake" => c
+                    .get(format!("{gw_url}/live/ws"))
+                    .header("origin", &gw_url)
+                    .header("upgrade", "websocket")
+                    .header("connection", "Upgrade")
+                    .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+                    .header("sec-websocket-version", "13"),
+                _ => unreachable!(),
+            };
+            r.header("cookie", cookie)
+                .header("x-csrf", "1")
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for (i, (what, young, revoked)) in [
+        ("session route", 200, 401),
+        ("/auth/user", 200, 401),
+        ("optional route", 200, 401),
+        ("machine route", 502, 401),
+        ("forward-auth", 200, 401),
+        ("websocket handshake", 101, 401),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let sub = format!("user-{i}");
+        let cookie = sign_in_as(&idp, &gw, &sub).await;
+        // Young: passes (the machine route's token request is refused by the
+        // rogue IdP: 502, which shows the gate let the session through).
+        let r = ask(what, cookie.clone()).await;
+        assert_eq!(r.status().as_u16(), young, "{what}, young");
+        if what == "optional route" {
+            assert_eq!(
+                upstream.last().header("x-forwarded-user"),
+                Some(sub.as_str())
+            );
+        }
+        gw.clock().advance(Duration::from_secs(61));
+        let seen = upstream.count();
+        let r = ask(what, cookie).await;
+        assert_eq!(r.status().as_u16(), revoked, "{what}, revoked");
+        assert_eq!(
+            upstream.count(),
+            seen,
+            "{what}: nothing reached the upstream"
+        );
+        assert_eq!(count(&sub).await, 0, "{what}: the session is ended");
+    }
+}
