@@ -279,13 +279,35 @@ pub fn http_client(
             for (name, value) in resp.headers() {
                 out = out.header(name, value);
             }
-            let body = resp
-                .bytes()
-                .await
-                .map_err(|e| HttpError::Send(e.without_url().to_string()))?;
-            out.body(body.to_vec()).map_err(|_| HttpError::Url)
+            let body = read_limited(resp, MAX_ANSWER_BYTES).await?;
+            out.body(body).map_err(|_| HttpError::Url)
         })
     }
+}
+
+/// The largest token-endpoint answer read (tokens with many groups run to
+/// tens of kilobytes): a hostile or broken endpoint must not make the
+/// gateway buffer whatever it sends.
+pub const MAX_ANSWER_BYTES: usize = 1 << 20;
+
+/// The body of `resp`, refused once it passes `limit` bytes.
+async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, HttpError> {
+    let too_large = || HttpError::Send(format!("the answer is larger than {limit} bytes"));
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| HttpError::Send(e.without_url().to_string()))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// Why the HTTP hook failed (no URL in it: it may carry a code or token).

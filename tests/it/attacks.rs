@@ -584,3 +584,28 @@ async fn a_revoked_grant_gets_through_nowhere() {
         assert_eq!(count(&sub).await, 0, "{what}: the session is ended");
     }
 }
+
+/// A token endpoint that answers with a huge body (a hostile or broken IdP,
+/// a captive proxy) is refused once the answer passes the limit, not read
+/// into memory whole: 502, nothing upstream; a normal answer afterwards works.
+#[tokio::test]
+async fn a_huge_token_answer_is_refused() {
+    let (idp, upstream, gw, caller) = machine_gateway().await;
+    idp.answer_with(json!({
+        "access_token": "machine-huge",
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "padding": "x".repeat(4 << 20),
+    }));
+    assert_eq!(call_mm(&gw, &caller).await, 502);
+    assert_eq!(upstream.count(), 0);
+    gw.clock().advance(Duration::from_secs(61));
+    idp.answer_with(
+        json!({"access_token": "machine-ok", "token_type": "Bearer", "expires_in": 300}),
+    );
+    assert_eq!(call_mm(&gw, &caller).await, 200);
+    assert_eq!(
+        upstream.last().header("authorization"),
+        Some("Bearer machine-ok")
+    );
+}
