@@ -609,3 +609,78 @@ async fn a_huge_token_answer_is_refused() {
         Some("Bearer machine-ok")
     );
 }
+
+/// The admin API ends a session while its revalidation refresh is in flight
+/// at a stalled IdP: when the IdP answers (new tokens, a rotated refresh
+/// token), the late write does not bring the session back, on the next
+/// request or in the listing.
+#[tokio::test]
+async fn admin_end_during_an_in_flight_refresh_stays_ended() {
+    let reserved = reserve().await;
+    let url = reserved.url.clone();
+    let idp = Idp::for_gateway(
+        &url,
+        json!({ "access_token_ttl": 3600, "rotate_refresh_tokens": true }),
+    );
+    // No token check upstream: it would ask the paused IdP for keys.
+    let upstream = Upstream::start(None).await;
+    let dir = ScratchDir::new("attack-inflight");
+    let token = dir.write("admin-token", ADMIN_TOKEN);
+    let routes = format!(
+        "[[route]]\npath = \"/api/\"\nupstream = \"{}\"\n",
+        upstream.url
+    );
+    let mut toml = crate::promises::with(
+        &config_toml(&url, &idp.issuer, &routes),
+        "server",
+        &format!("admin_token_file = {:?}", token.display().to_string()),
+    );
+    toml = crate::promises::with(&toml, "session", "revalidate_every = \"5s\"");
+    toml = crate::promises::with(&toml, "provider", "http_timeout = \"2s\"");
+    let gw = Gateway::start(reserved, &toml).await;
+    let admin = |method: reqwest::Method| {
+        reqwest::Client::new()
+            .request(method, format!("{}/admin/sessions?sub=alice", gw.admin_url))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+    };
+    let b = browser();
+    sign_in(&b, &gw.url, "alice", "/").await;
+    let api = || {
+        b.get(format!("{}/api/x", gw.url))
+            .header("x-csrf", "1")
+            .send()
+    };
+    assert_eq!(api().await.unwrap().status(), 200);
+    let before = crate::lifecycle::refreshes(&idp).await;
+
+    crate::lifecycle::advance(&idp, &[gw.clock()], Duration::from_secs(6)).await;
+    idp.pause();
+    // Due for revalidation: the refresh starts and hangs at the IdP; the
+    // request gives up waiting after http_timeout and goes on with its
+    // still-valid token.
+    assert_eq!(api().await.unwrap().status(), 200);
+    let r = admin(reqwest::Method::DELETE).await.unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["ended"], 1);
+    idp.resume();
+    // The refresh completes at the IdP ...
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while crate::lifecycle::refreshes(&idp).await == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refresh never reached the IdP"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // ... and its write found no session to write over.
+    assert_eq!(gw.session_count(), 0, "resurrected by the late write");
+    let listing: Value = admin(reqwest::Method::GET)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listing["count"], 0, "{listing}");
+    assert_eq!(api().await.unwrap().status(), 401);
+}
