@@ -195,9 +195,9 @@ where
         if ws.send(Message::Text("ping".into())).await.is_err() {
             return true;
         }
-        match tokio::time::timeout(Duration::from_millis(500), ws.next()).await {
-            Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return true,
-            Ok(Some(Ok(_))) | Err(_) => {}
+        let next = tokio::time::timeout(Duration::from_millis(500), ws.next()).await;
+        if let Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) = next {
+            return true;
         }
         if tokio::time::Instant::now() >= deadline {
             return false;
