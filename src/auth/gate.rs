@@ -11,7 +11,8 @@
 //! 5. refresh: a session's access token is renewed when due, when the route
 //!    sends the user's token on; and on any route, a session due for
 //!    revalidation (`session.revalidate_every`) is refreshed, so a revoked
-//!    grant ends it.
+//!    grant ends it. Refreshed tokens are authorized again (step 3): their
+//!    claims may have changed.
 //!
 //! The route was found from the canonical path ([`crate::request_path`]), so
 //! the gate judges exactly the path the upstream will receive. Callers decide
@@ -64,22 +65,7 @@ pub async fn pass(state: &AppState, access: &Access, ask: Ask<'_>) -> Result<Pas
     // Step 2: authenticate.
     let identity = authenticate(state, access.auth, &access.audiences, ask.headers).await?;
     // Step 3: authorize.
-    let groups_claim = state.config.provider.groups_claim();
-    let caller = match &identity {
-        Identity::Anonymous => None,
-        Identity::Bearer(b) => Some(policy::bearer_caller(&b.claims)),
-        Identity::Session(s) => Some(policy::session_caller(
-            &s.data.claims,
-            &s.data.access_token,
-            s.data.scope.as_deref(),
-            groups_claim,
-        )),
-    };
-    match policy::authorize(access.policy.as_ref(), caller, groups_claim) {
-        Ok(()) => {}
-        Err(policy::Denial::Anonymous) => return Err(AppError::Unauthenticated.into()),
-        Err(policy::Denial::Missing(what)) => return Err(AppError::Forbidden(what).into()),
-    }
+    authorize(state, access, &identity)?;
     // Step 4: cross-site defence.
     let session = identity.session();
     if ask.websocket {
@@ -116,17 +102,44 @@ pub async fn pass(state: &AppState, access: &Access, ask: Ask<'_>) -> Result<Pas
                 || state.refresher.revalidation_due(&s.data) =>
         {
             let user = s.data.sub.clone();
-            match state.refresher.ensure_fresh(*s).await {
-                Ok(s) => Identity::Session(Box::new(s)),
-                Err(error) => {
-                    return Err(Refused {
-                        error,
-                        user: Some(user),
-                    })
+            let before = s.data.clone();
+            let refused = |error| Refused {
+                error,
+                user: Some(user.clone()),
+            };
+            let s = state.refresher.ensure_fresh(*s).await.map_err(refused)?;
+            let refreshed = Identity::Session(Box::new(s));
+            // New tokens may carry other claims (a group taken away at the
+            // IdP is what revalidation is for): this request is judged by them.
+            if let Identity::Session(s) = &refreshed {
+                if !std::sync::Arc::ptr_eq(&before, &s.data) {
+                    authorize(state, access, &refreshed).map_err(|r| refused(r.error))?;
                 }
             }
+            refreshed
         }
         other => other,
     };
     Ok(Passed { identity, reissue })
+}
+
+/// Step 3: the route's `allow_groups`, `require_scopes`, `require_claims`
+/// for `identity`.
+fn authorize(state: &AppState, access: &Access, identity: &Identity) -> Result<(), Refused> {
+    let groups_claim = state.config.provider.groups_claim();
+    let caller = match identity {
+        Identity::Anonymous => None,
+        Identity::Bearer(b) => Some(policy::bearer_caller(&b.claims)),
+        Identity::Session(s) => Some(policy::session_caller(
+            &s.data.claims,
+            &s.data.access_token,
+            s.data.scope.as_deref(),
+            groups_claim,
+        )),
+    };
+    match policy::authorize(access.policy.as_ref(), caller, groups_claim) {
+        Ok(()) => Ok(()),
+        Err(policy::Denial::Anonymous) => Err(AppError::Unauthenticated.into()),
+        Err(policy::Denial::Missing(what)) => Err(AppError::Forbidden(what).into()),
+    }
 }

@@ -684,3 +684,62 @@ async fn admin_end_during_an_in_flight_refresh_stays_ended() {
     assert_eq!(listing["count"], 0, "{listing}");
     assert_eq!(api().await.unwrap().status(), 401);
 }
+
+/// Revalidation is also how a changed grant shows: a user removed from the
+/// route's group at the IdP is refused on the very request whose
+/// revalidation learned it, not let through once more on the claims of the
+/// refresh token's past.
+#[tokio::test]
+async fn the_revalidating_request_is_judged_by_the_new_claims() {
+    let idp = RogueIdp::start().await;
+    let upstream = Upstream::start(None).await;
+    let reserved = reserve().await;
+    let routes = format!(
+        "[[route]]\npath = \"/ops/\"\nupstream = \"{}\"\nallow_groups = [\"ops\"]\n",
+        upstream.url
+    );
+    let toml = crate::promises::with(
+        &config_toml(&reserved.url, &idp.issuer, &routes),
+        "session",
+        "revalidate_every = \"1m\"",
+    );
+    let gw = Gateway::start(reserved, &toml).await;
+    let b = browser();
+    let (state, nonce) = crate::negative::start_login(&b, &gw.url, "/").await;
+    let mut claims = crate::negative::good_claims(&idp.issuer, &nonce);
+    claims["groups"] = json!(["ops"]);
+    idp.answer_with(json!({
+        "access_token": "opaque-access",
+        "token_type": "Bearer",
+        "expires_in": 3600,
+        "refresh_token": "refresh-1",
+        "id_token": idp.key.sign(&claims),
+    }));
+    let r = crate::negative::callback(&b, &gw.url, &format!("code=abc&state={state}")).await;
+    assert_eq!(r.status(), 200);
+    let ops = || {
+        b.get(format!("{}/ops/x", gw.url))
+            .header("x-csrf", "1")
+            .send()
+    };
+    assert_eq!(ops().await.unwrap().status(), 200);
+    assert_eq!(upstream.count(), 1);
+
+    // Removed from "ops" at the IdP; the window passes; the next refresh
+    // brings an ID token without the group.
+    gw.clock().advance(Duration::from_secs(61));
+    let now = now() + 61;
+    idp.answer_with(json!({
+        "access_token": "opaque-access-2",
+        "token_type": "Bearer",
+        "expires_in": 3600,
+        "id_token": idp.key.sign(&json!({
+            "iss": idp.issuer, "aud": "bff", "sub": "user-1",
+            "iat": now, "exp": now + 300, "groups": ["staff"],
+        })),
+    }));
+    let r = ops().await.unwrap();
+    assert_eq!(r.status(), 403, "let through on the old groups");
+    assert_eq!(upstream.count(), 1, "nothing reached the upstream");
+    assert_eq!(ops().await.unwrap().status(), 403);
+}
