@@ -743,3 +743,73 @@ async fn the_revalidating_request_is_judged_by_the_new_claims() {
     assert_eq!(upstream.count(), 1, "nothing reached the upstream");
     assert_eq!(ops().await.unwrap().status(), 403);
 }
+
+/// A revoked grant while the IdP is down: the session is not ended (the
+/// gateway cannot know), but it lives no longer than its access token; past
+/// that every request fails (502), and once the IdP answers again the
+/// revalidation ends it. Never 200 on an expired token, never forever.
+#[tokio::test]
+async fn a_revoked_grant_during_an_idp_outage_lives_no_longer_than_its_token() {
+    let reserved = reserve().await;
+    let url = reserved.url.clone();
+    let idp = Idp::for_gateway(&url, json!({ "access_token_ttl": 120 }));
+    let upstream = Upstream::start(None).await;
+    let routes = format!(
+        "[[route]]\npath = \"/plain/\"\nupstream = \"{}\"\ntoken = \"none\"\n",
+        upstream.url
+    );
+    let mut toml = crate::promises::with(
+        &config_toml(&url, &idp.issuer, &routes),
+        "session",
+        "revalidate_every = \"5s\"",
+    );
+    toml = crate::promises::with(&toml, "provider", "http_timeout = \"1s\"");
+    let gw = Gateway::start(reserved, &toml).await;
+    let b = browser();
+    sign_in(&b, &gw.url, "alice", "/").await;
+    let call = || async {
+        b.get(format!("{}/plain/x", gw.url))
+            .header("x-csrf", "1")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(call().await, 200);
+    let r = reqwest::Client::new()
+        .post(format!("{}/test/revoke-grants?sub=alice", idp.issuer))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    crate::lifecycle::advance(&idp, &[gw.clock()], Duration::from_secs(6)).await;
+    idp.pause();
+    // Inside the token's life: on, as documented (the IdP cannot be asked).
+    assert_eq!(call().await, 200);
+    // Past it: refused, whatever the backoff says, as often as asked.
+    gw.clock().advance(Duration::from_secs(120));
+    for _ in 0..3 {
+        assert_eq!(call().await, 502);
+    }
+    let seen = upstream.count();
+    idp.resume();
+    // The IdP is back: past the backoff, the revalidation ends the session.
+    gw.clock().advance(Duration::from_secs(61));
+    let deadline = std::time::Instant::now() + Duration::from_secs(70);
+    let status = loop {
+        let s = call().await;
+        if s != 502 || std::time::Instant::now() > deadline {
+            break s;
+        }
+        gw.clock().advance(Duration::from_secs(61));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status, 401);
+    assert_eq!(
+        upstream.count(),
+        seen,
+        "no request of the revoked session got through"
+    );
+    assert_eq!(gw.session_count(), 0);
+}
