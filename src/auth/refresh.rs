@@ -58,8 +58,9 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
 pub fn refresh_due(data: &SessionData, before: Duration, now: i64) -> bool {
     data.access_expires_at.is_some_and(|exp| {
         let issued = data.refreshed_at.unwrap_or(data.created_at);
-        let margin = (before.as_secs() as i64).min((exp - issued).max(0) / 2);
-        exp - margin <= now
+        // Saturating: `exp` is the IdP's (an access token's claim), any i64.
+        let margin = (before.as_secs() as i64).min(exp.saturating_sub(issued).max(0) / 2);
+        exp.saturating_sub(margin) <= now
     })
 }
 
@@ -461,6 +462,22 @@ mod tests {
         assert!(!refresh_due(&short, b, 1001));
         assert!(!refresh_due(&short, b, 1004));
         assert!(refresh_due(&short, b, 1005));
+    }
+
+    #[test]
+    fn hostile_expiry_times_never_overflow() {
+        let b = Duration::from_secs(60);
+        for exp in [i64::MIN, i64::MIN + 1, -1, 0, i64::MAX] {
+            for issued in [i64::MIN, 0, 1_700_000_000, i64::MAX] {
+                let d = data_issued(Some(exp), issued);
+                // Due exactly when the expiry is not in the far future.
+                assert_eq!(
+                    refresh_due(&d, b, 1_700_000_000),
+                    exp != i64::MAX,
+                    "{exp} {issued}"
+                );
+            }
+        }
     }
 
     #[test]
