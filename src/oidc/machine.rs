@@ -7,10 +7,32 @@
 
 use super::OidcError;
 use crate::config::{Secret, TokenEndpointAuth};
-use oauth2::basic::{BasicClient, BasicTokenType};
-use oauth2::{AuthType, ClientId, ClientSecret, RequestTokenError, Scope, TokenResponse, TokenUrl};
+use oauth2::basic::{
+    BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
+};
+use oauth2::{
+    AuthType, ClientId, ClientSecret, EndpointNotSet, EndpointSet, RequestTokenError, Scope,
+    StandardRevocableToken, TokenResponse, TokenUrl,
+};
+use openidconnect::core::CoreTokenType;
 use std::time::Duration;
 use url::Url;
+
+/// The `oauth2` client with the gateway's token-response type, which reads
+/// answers as leniently as the sign-in's do (`expires_in` as a string, as
+/// some IdPs send it; `token_type` in any case).
+type CredentialsClient = oauth2::Client<
+    BasicErrorResponse,
+    super::client::TokenResponse,
+    BasicTokenIntrospectionResponse,
+    StandardRevocableToken,
+    BasicRevocationErrorResponse,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointSet,
+>;
 
 /// The client that asks for machine tokens.
 #[derive(Debug, Clone)]
@@ -49,7 +71,7 @@ pub async fn client_credentials(
         TokenEndpointAuth::ClientSecretBasic => AuthType::BasicAuth,
         TokenEndpointAuth::ClientSecretPost => AuthType::RequestBody,
     };
-    let oauth = BasicClient::new(ClientId::new(client.client_id.clone()))
+    let oauth: CredentialsClient = oauth2::Client::new(ClientId::new(client.client_id.clone()))
         .set_client_secret(ClientSecret::new(client.secret.expose().to_string()))
         .set_auth_type(auth_type)
         .set_token_uri(TokenUrl::from_url(token_endpoint.clone()));
@@ -71,7 +93,7 @@ pub async fn client_credentials(
         RequestTokenError::Other(e) => OidcError::Protocol(format!("client-credentials: {e}")),
     })?;
     // RFC 6750: only a bearer token can be sent as `Authorization: Bearer`.
-    if *answer.token_type() != BasicTokenType::Bearer {
+    if *answer.token_type() != CoreTokenType::Bearer {
         return Err(OidcError::Protocol(format!(
             "client-credentials answer has token_type {:?}, not Bearer",
             answer.token_type()
