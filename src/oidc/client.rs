@@ -279,13 +279,38 @@ pub fn http_client(
             for (name, value) in resp.headers() {
                 out = out.header(name, value);
             }
-            let body = resp
-                .bytes()
+            let body = read_body(resp, MAX_IDP_BODY)
                 .await
-                .map_err(|e| HttpError::Send(e.without_url().to_string()))?;
-            out.body(body.to_vec()).map_err(|_| HttpError::Url)
+                .map_err(HttpError::Send)?;
+            out.body(body).map_err(|_| HttpError::Url)
         })
     }
+}
+
+/// The most read of one IdP answer (token, revocation, discovery, JWKS): far
+/// above any real one (a token answer with a big ID token is a few tens of KB),
+/// and a bound on what a rogue or compromised IdP can make the gateway hold.
+pub const MAX_IDP_BODY: usize = 1024 * 1024;
+
+/// Reads an answer's body, refusing one over `max` bytes, whether announced by
+/// `Content-Length` or only found while reading (chunked).
+pub async fn read_body(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
+    let too_big = || format!("the answer is larger than {max} bytes");
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(too_big());
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| e.without_url().to_string())?
+    {
+        if out.len() + chunk.len() > max {
+            return Err(too_big());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
 }
 
 /// Why the HTTP hook failed (no URL in it: it may carry a code or token).

@@ -4,6 +4,7 @@
 mod harness;
 
 mod admin;
+mod attacks;
 mod bearer;
 mod cli;
 mod cognito;

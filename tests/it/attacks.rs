@@ -1,0 +1,181 @@
+//! An attacker's round on the sign-in protocol (issue #16's move onto
+//! `openidconnect`/`oauth2`): a rogue IdP shaping token-endpoint answers,
+//! leaving `iss` off the callback, and swapping users on refresh. Each case
+//! asserts the exact outcome and that no session was created (or switched).
+
+use crate::harness::*;
+use crate::negative::{callback, good_claims, rogue_stack, start_login, Rogue};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+fn token_body(s: &Rogue, nonce: &str) -> Value {
+    json!({
+        "access_token": "access-1", "token_type": "Bearer", "expires_in": 300,
+        "id_token": s.idp.key.sign(&good_claims(&s.idp.issuer, nonce)),
+    })
+}
+
+fn json_answer(status: u16, body: Vec<u8>) -> RawAnswer {
+    RawAnswer {
+        status,
+        headers: vec![("content-type", "application/json".into())],
+        body,
+    }
+}
+
+/// Token-endpoint answers a rogue IdP can shape: a success status other
+/// than 200, a redirect (never followed), a body past the size bound, the
+/// wrong media type, duplicated fields. None signs anyone in.
+#[tokio::test]
+async fn shaped_token_answers_sign_no_one_in() {
+    let s = rogue_stack("").await;
+    let b = browser();
+    type Shape = fn(Vec<u8>) -> RawAnswer;
+    let control: Shape = |body| json_answer(200, body);
+    let (state, nonce) = start_login(&b, &s.gw.url, "/").await;
+    s.idp
+        .answer_raw(control(token_body(&s, &nonce).to_string().into_bytes()));
+    let r = callback(&b, &s.gw.url, &format!("code=abc&state={state}")).await;
+    assert_eq!(landing_page(r).await, "/", "control: a plain 200 signs in");
+    assert_eq!(s.gw.session_count(), 1);
+
+    let cases: Vec<(&str, Shape)> = vec![
+        ("201 with a token body", |body| json_answer(201, body)),
+        ("204 with a token body", |body| json_answer(204, body)),
+        ("302 to elsewhere", |_| RawAnswer {
+            status: 302,
+            headers: vec![("location", "http://127.0.0.1:9/token".into())],
+            body: vec![],
+        }),
+        ("text/html", |body| RawAnswer {
+            status: 200,
+            headers: vec![("content-type", "text/html".into())],
+            body,
+        }),
+        ("a valid answer padded past 1 MiB", |body| {
+            let mut padded = b" ".repeat(2 * 1024 * 1024);
+            padded.extend(body);
+            json_answer(200, padded)
+        }),
+        ("access_token twice", |body| {
+            let text = String::from_utf8(body).unwrap();
+            let dup = text.replacen('{', "{\"access_token\":\"other\",", 1);
+            json_answer(200, dup.into_bytes())
+        }),
+        ("id_token twice", |body| {
+            let text = String::from_utf8(body).unwrap();
+            let dup = text.replacen('{', "{\"id_token\":\"a.b.c\",", 1);
+            json_answer(200, dup.into_bytes())
+        }),
+    ];
+    for (name, shape) in cases {
+        let (state, nonce) = start_login(&b, &s.gw.url, "/").await;
+        s.idp
+            .answer_raw(shape(token_body(&s, &nonce).to_string().into_bytes()));
+        let r = callback(&b, &s.gw.url, &format!("code=abc&state={state}")).await;
+        let status = r.status().as_u16();
+        assert!(matches!(status, 401 | 502), "{name}: {status}");
+        assert_eq!(s.gw.session_count(), 1, "{name}: no new session");
+    }
+}
+
+/// RFC 9207: an IdP that advertises `authorization_response_iss_parameter_supported`
+/// always names itself on the callback; one without `iss` (a mix-up attack's
+/// answer from another IdP) or with another issuer redeems no code.
+#[tokio::test]
+async fn callbacks_without_the_advertised_iss_are_refused() {
+    let idp =
+        RogueIdp::start_with(json!({"authorization_response_iss_parameter_supported": true})).await;
+    let reserved = reserve().await;
+    let toml = config_toml(&reserved.url, &idp.issuer, "");
+    let gw = Gateway::start(reserved, &toml).await;
+    let b = browser();
+    let iss = urlencode(&idp.issuer);
+    for (name, query) in [
+        ("no iss", String::new()),
+        ("iss with a trailing slash", format!("&iss={iss}%2F")),
+        (
+            "iss of another IdP",
+            "&iss=https%3A%2F%2Fevil.example".into(),
+        ),
+        ("iss empty", "&iss=".into()),
+    ] {
+        let (state, nonce) = start_login(&b, &gw.url, "/").await;
+        idp.answer_with_id_token(good_claims(&idp.issuer, &nonce));
+        let r = callback(&b, &gw.url, &format!("code=abc&state={state}{query}")).await;
+        assert_eq!(r.status(), 400, "{name}");
+        assert_eq!(gw.session_count(), 0, "{name}");
+        // The code was not redeemed: the queued answer is still there; drop it.
+        idp.answer_with(json!({}));
+    }
+    let (state, nonce) = start_login(&b, &gw.url, "/").await;
+    idp.answer_with_id_token(good_claims(&idp.issuer, &nonce));
+    let r = callback(&b, &gw.url, &format!("code=abc&state={state}&iss={iss}")).await;
+    assert_eq!(
+        landing_page(r).await,
+        "/",
+        "control: the right iss signs in"
+    );
+    assert_eq!(gw.session_count(), 1);
+}
+
+/// Refresh answers a rogue IdP can shape: an ID token of another `sub` ends
+/// the session (never switches users); one without `id_token` or without a
+/// rotated refresh token keeps the user and the refresh token it has.
+#[tokio::test]
+async fn refresh_never_switches_users_and_keeps_the_refresh_token() {
+    let s = rogue_stack("").await;
+    let b = browser();
+    let gw_now = || now() + s.gw.clock().offset().as_secs() as i64;
+    let id = |sub: &str| {
+        s.idp
+            .key
+            .sign(&json!({"iss": s.idp.issuer, "aud": "bff", "sub": sub,
+            "iat": gw_now(), "exp": gw_now() + 600}))
+    };
+    let (state, nonce) = start_login(&b, &s.gw.url, "/").await;
+    s.idp.answer_with(json!({
+        "access_token": "access-1", "token_type": "Bearer", "expires_in": 300,
+        "refresh_token": "refresh-1",
+        "id_token": s.idp.key.sign(&good_claims(&s.idp.issuer, &nonce)),
+    }));
+    let r = callback(&b, &s.gw.url, &format!("code=abc&state={state}")).await;
+    assert_eq!(landing_page(r).await, "/");
+    let call = || async {
+        b.get(format!("{}/api/x", s.gw.url))
+            .header("x-csrf", "1")
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    // No id_token and no refresh_token in the answer: same user, old refresh token kept.
+    s.gw.clock().advance(Duration::from_secs(301));
+    s.idp.answer_with(
+        json!({"access_token": "access-2", "token_type": "Bearer", "expires_in": 300}),
+    );
+    assert_eq!(call().await, 200);
+    assert_eq!(
+        s.upstream.last().header("authorization"),
+        Some("Bearer access-2")
+    );
+    assert_eq!(
+        s.idp.last_token_param("refresh_token").as_deref(),
+        Some("refresh-1")
+    );
+    // Another user's ID token: the session ends, nothing goes upstream as them.
+    s.gw.clock().advance(Duration::from_secs(301));
+    s.idp.answer_with(json!({
+        "access_token": "access-3", "token_type": "Bearer", "expires_in": 300,
+        "refresh_token": "refresh-3", "id_token": id("user-2"),
+    }));
+    let seen = s.upstream.count();
+    assert_eq!(call().await, 401);
+    assert_eq!(
+        s.idp.last_token_param("refresh_token").as_deref(),
+        Some("refresh-1"),
+        "the old refresh token was kept, not lost to a non-rotating answer"
+    );
+    assert_eq!(s.upstream.count(), seen);
+    assert_eq!(s.gw.session_count(), 0, "ended, not switched");
+}
