@@ -79,6 +79,52 @@ async fn shaped_token_answers_sign_no_one_in() {
     }
 }
 
+/// Bodies that never end or never stop: a chunked answer past the size
+/// bound (no `Content-Length` to refuse it by), and a valid answer that
+/// trickles in for longer than `provider.http_timeout`.
+#[tokio::test]
+async fn endless_and_slow_token_answers_are_cut_off() {
+    let idp = RogueIdp::start().await;
+    let reserved = reserve().await;
+    let toml = config_toml(&reserved.url, &idp.issuer, "").replace(
+        "insecure_allow_http = true",
+        "insecure_allow_http = true\nhttp_timeout = \"1s\"",
+    );
+    let gw = Gateway::start(reserved, &toml).await;
+    let b = browser();
+    let body = |nonce: &str| {
+        json!({"access_token": "a", "token_type": "Bearer",
+            "id_token": idp.key.sign(&good_claims(&idp.issuer, nonce))})
+        .to_string()
+        .into_bytes()
+    };
+    // Control: the same valid answer, chunked and quick, signs in.
+    let (state, nonce) = start_login(&b, &gw.url, "/").await;
+    idp.answer_trickled(json_answer(200, body(&nonce)), Duration::ZERO);
+    let r = callback(&b, &gw.url, &format!("code=abc&state={state}")).await;
+    assert_eq!(landing_page(r).await, "/", "control");
+    let (state, nonce) = start_login(&b, &gw.url, "/").await;
+    let mut big = b" ".repeat(2 * 1024 * 1024);
+    big.extend(body(&nonce));
+    idp.answer_trickled(json_answer(200, big), Duration::ZERO);
+    let r = callback(&b, &gw.url, &format!("code=abc&state={state}")).await;
+    assert_eq!(r.status(), 502, "chunked past 1 MiB");
+    // 5 chunks of whitespace 400 ms apart, then the answer: over 2 s in all.
+    let (state, nonce) = start_login(&b, &gw.url, "/").await;
+    let mut slow = b" ".repeat(5 * 64 * 1024);
+    slow.extend(body(&nonce));
+    idp.answer_trickled(json_answer(200, slow), Duration::from_millis(400));
+    let start = std::time::Instant::now();
+    let r = callback(&b, &gw.url, &format!("code=abc&state={state}")).await;
+    assert_eq!(r.status(), 502, "trickled past http_timeout");
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(gw.session_count(), 1, "only the control's");
+}
+
 /// RFC 9207: an IdP that advertises `authorization_response_iss_parameter_supported`
 /// always names itself on the callback; one without `iss` (a mix-up attack's
 /// answer from another IdP) or with another issuer redeems no code.
@@ -178,4 +224,41 @@ async fn refresh_never_switches_users_and_keeps_the_refresh_token() {
     );
     assert_eq!(s.upstream.count(), seen);
     assert_eq!(s.gw.session_count(), 0, "ended, not switched");
+}
+
+/// PKCE downgrade: an IdP that offers only `plain` still gets S256, and the
+/// verifier the code is redeemed with is the one the challenge commits to.
+#[tokio::test]
+async fn pkce_stays_s256_whatever_the_idp_offers() {
+    let idp = RogueIdp::start_with(json!({"code_challenge_methods_supported": ["plain"]})).await;
+    let reserved = reserve().await;
+    let toml = config_toml(&reserved.url, &idp.issuer, "");
+    let gw = Gateway::start(reserved, &toml).await;
+    let b = browser();
+    let r = b
+        .get(format!("{}/auth/login", gw.url))
+        .send()
+        .await
+        .unwrap();
+    let loc = location(&r);
+    assert_eq!(
+        param(&loc, "code_challenge_method").as_deref(),
+        Some("S256")
+    );
+    let challenge = param(&loc, "code_challenge").unwrap();
+    let (state, nonce) = (param(&loc, "state").unwrap(), param(&loc, "nonce").unwrap());
+    idp.answer_with_id_token(good_claims(&idp.issuer, &nonce));
+    let r = callback(&b, &gw.url, &format!("code=abc&state={state}")).await;
+    assert_eq!(landing_page(r).await, "/");
+    let verifier = idp.last_token_param("code_verifier").unwrap();
+    use base64::Engine;
+    use sha2::Digest;
+    let want = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(verifier.as_bytes()));
+    assert_eq!(challenge, want);
+    assert_ne!(challenge, verifier, "not plain");
+    assert_eq!(
+        idp.last_token_param("grant_type").as_deref(),
+        Some("authorization_code")
+    );
 }

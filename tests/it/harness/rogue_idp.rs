@@ -22,7 +22,7 @@ pub struct RogueIdp {
     jwks: Arc<Mutex<Value>>,
     /// How many times its JWKS was fetched.
     pub jwks_hits: Arc<std::sync::atomic::AtomicUsize>,
-    raw: Arc<Mutex<Option<RawAnswer>>>,
+    raw: Arc<Mutex<Option<(RawAnswer, Option<std::time::Duration>)>>>,
     last_form: Arc<Mutex<Option<String>>>,
 }
 
@@ -98,7 +98,7 @@ struct RogueState {
     next: Arc<Mutex<Option<Value>>>,
     jwks_hits: Arc<std::sync::atomic::AtomicUsize>,
     discovery_extra: Value,
-    raw: Arc<Mutex<Option<RawAnswer>>>,
+    raw: Arc<Mutex<Option<(RawAnswer, Option<std::time::Duration>)>>>,
     last_form: Arc<Mutex<Option<String>>>,
 }
 
@@ -171,12 +171,29 @@ impl RogueIdp {
                 "/token",
                 post(|State(s): State<RogueState>, form: String| async move {
                     *s.last_form.lock().unwrap() = Some(form);
-                    if let Some(raw) = s.raw.lock().unwrap().take() {
+                    let raw = s.raw.lock().unwrap().take();
+                    if let Some((raw, trickle)) = raw {
                         let mut r = http::Response::builder().status(raw.status);
                         for (k, v) in raw.headers {
                             r = r.header(k, v);
                         }
-                        return r.body(axum::body::Body::from(raw.body)).unwrap();
+                        let body = match trickle {
+                            None => axum::body::Body::from(raw.body),
+                            // Chunked, 64 KiB at a time, `every` apart.
+                            Some(every) => {
+                                let chunks: Vec<Vec<u8>> =
+                                    raw.body.chunks(64 * 1024).map(<[u8]>::to_vec).collect();
+                                axum::body::Body::from_stream(futures_util::stream::unfold(
+                                    chunks.into_iter(),
+                                    move |mut rest| async move {
+                                        let next = rest.next()?;
+                                        tokio::time::sleep(every).await;
+                                        Some((Ok::<_, std::io::Error>(next), rest))
+                                    },
+                                ))
+                            }
+                        };
+                        return r.body(body).unwrap();
                     }
                     match s.next.lock().unwrap().take() {
                         Some(body) => Json(body).into_response(),
@@ -247,6 +264,12 @@ impl RogueIdp {
 
     /// The next token request gets this answer, byte for byte.
     pub fn answer_raw(&self, raw: RawAnswer) {
-        *self.raw.lock().unwrap() = Some(raw);
+        *self.raw.lock().unwrap() = Some((raw, None));
+    }
+
+    /// The same, its body sent chunked (no `Content-Length`), 64 KiB every
+    /// `every`.
+    pub fn answer_trickled(&self, raw: RawAnswer, every: std::time::Duration) {
+        *self.raw.lock().unwrap() = Some((raw, Some(every)));
     }
 }
