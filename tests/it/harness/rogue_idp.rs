@@ -22,7 +22,7 @@ pub struct RogueIdp {
     jwks: Arc<Mutex<Value>>,
     /// How many times its JWKS was fetched.
     pub jwks_hits: Arc<std::sync::atomic::AtomicUsize>,
-    raw: Arc<Mutex<Option<(RawAnswer, Option<std::time::Duration>)>>>,
+    raw: Arc<Mutex<Option<Queued>>>,
     last_form: Arc<Mutex<Option<String>>>,
 }
 
@@ -98,9 +98,12 @@ struct RogueState {
     next: Arc<Mutex<Option<Value>>>,
     jwks_hits: Arc<std::sync::atomic::AtomicUsize>,
     discovery_extra: Value,
-    raw: Arc<Mutex<Option<(RawAnswer, Option<std::time::Duration>)>>>,
+    raw: Arc<Mutex<Option<Queued>>>,
     last_form: Arc<Mutex<Option<String>>>,
 }
+
+/// A raw answer waiting for the next token request, and how to trickle it.
+type Queued = (RawAnswer, Option<std::time::Duration>);
 
 /// A token-endpoint answer written by hand: status, headers and body bytes.
 #[derive(Clone)]
