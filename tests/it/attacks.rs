@@ -262,3 +262,65 @@ async fn pkce_stays_s256_whatever_the_idp_offers() {
         Some("authorization_code")
     );
 }
+
+/// Revocation at sign-out (best effort, in the background) with an `http://`
+/// endpoint (`provider.insecure_allow_http`): the request goes to that
+/// endpoint, and a redirect from it to an internal host is not followed.
+#[tokio::test]
+async fn revocation_follows_no_redirect_to_internal_hosts() {
+    use axum::routing::post;
+    use std::sync::{Arc, Mutex};
+    let internal = Upstream::start(None).await;
+    let got: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = got.clone();
+    let to = format!("{}/internal-admin", internal.url);
+    let app = axum::Router::new().route(
+        "/revoke",
+        post(move |form: String| {
+            let seen = seen.clone();
+            let to = to.clone();
+            async move {
+                seen.lock().unwrap().push(form);
+                (http::StatusCode::TEMPORARY_REDIRECT, [("location", to)])
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let revoke = format!("http://{}/revoke", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let idp = RogueIdp::start_with(json!({ "revocation_endpoint": revoke })).await;
+    let reserved = reserve().await;
+    let toml = config_toml(&reserved.url, &idp.issuer, "");
+    let gw = Gateway::start(reserved, &toml).await;
+    let b = browser();
+    let (state, nonce) = start_login(&b, &gw.url, "/").await;
+    idp.answer_with(json!({
+        "access_token": "access-1", "token_type": "Bearer", "refresh_token": "refresh-1",
+        "id_token": idp.key.sign(&good_claims(&idp.issuer, &nonce)),
+    }));
+    let r = callback(&b, &gw.url, &format!("code=abc&state={state}")).await;
+    assert_eq!(landing_page(r).await, "/");
+    let r = b
+        .post(format!("{}/auth/logout", gw.url))
+        .header("x-csrf", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the logout does not wait on revocation");
+    for _ in 0..50 {
+        if !got.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let forms = got.lock().unwrap().clone();
+    assert_eq!(
+        forms.len(),
+        1,
+        "one revocation, at the http endpoint: {forms:?}"
+    );
+    assert!(forms[0].contains("token=refresh-1"), "{}", forms[0]);
+    assert_eq!(internal.count(), 0, "the redirect was not followed");
+    assert_eq!(gw.session_count(), 0);
+}
