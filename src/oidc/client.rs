@@ -83,8 +83,8 @@ struct RawTokenResponse {
     id_token: Option<String>,
 }
 
-/// `token_type` compared case-insensitively (RFC 6749 §5.1), kept when absent
-/// or unknown: the gateway sends the token as a bearer token either way.
+/// `token_type` compared case-insensitively (RFC 6749 §5.1); Bearer when
+/// absent. Another type is kept here and refused by [`usable`].
 fn token_type<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<CoreTokenType>, D::Error> {
     let raw: Option<String> = Option::deserialize(d)?;
     Ok(raw.map(|t| match t.to_ascii_lowercase().as_str() {
@@ -349,6 +349,26 @@ where
     }
 }
 
+/// What the gateway can use from a token answer, as machine tokens are held
+/// to: a Bearer token (RFC 6750; `token_type` left out is taken as Bearer,
+/// a DPoP- or MAC-bound one could not be sent on as one) whose value is
+/// RFC 6750 §2.1 token text, so it can neither break nor smuggle anything
+/// into the `Authorization` header it is sent upstream in.
+fn usable(t: TokenResponse) -> Result<TokenResponse, OidcError> {
+    if *t.token_type() != CoreTokenType::Bearer {
+        return Err(OidcError::Protocol(format!(
+            "the token answer has token_type {:?}, not Bearer",
+            t.token_type()
+        )));
+    }
+    if !super::machine::is_b64token(t.access_token_str()) {
+        return Err(OidcError::Protocol(
+            "the token answer's access_token is not RFC 6750 token text".into(),
+        ));
+    }
+    Ok(t)
+}
+
 /// Redeems an authorization code with its PKCE verifier.
 pub async fn exchange_code(
     http: &reqwest::Client,
@@ -362,6 +382,7 @@ pub async fn exchange_code(
         .request_async(&http_client(http, None, None))
         .await
         .map_err(|e| token_error("token endpoint", e))
+        .and_then(usable)
 }
 
 /// The refresh-token grant (RFC 6749 §6). `timeout` replaces the client's
@@ -379,6 +400,7 @@ pub async fn refresh(
         .request_async(&http_client(http, Some(timeout), None))
         .await
         .map_err(|e| token_error("token endpoint", e))
+        .and_then(usable)
 }
 
 /// RFC 7009 revocation of a refresh token (or, without one, the access

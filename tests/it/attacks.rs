@@ -324,3 +324,62 @@ async fn revocation_follows_no_redirect_to_internal_hosts() {
     assert_eq!(internal.count(), 0, "the redirect was not followed");
     assert_eq!(gw.session_count(), 0);
 }
+
+/// An access token the gateway could not send on as `Authorization: Bearer`
+/// text (RFC 6750 §2.1 `b64token`), or not a Bearer token at all: refused at
+/// sign-in and at refresh, as machine tokens are, rather than sent on broken,
+/// dropped from requests, or sent as what it is not.
+#[tokio::test]
+async fn access_tokens_that_are_not_bearer_tokens_sign_no_one_in() {
+    let s = rogue_stack("").await;
+    let b = browser();
+    for bad in ["", "a b", "a\r\nX-Evil: 1", "a,Bearer b", "\u{e9}"] {
+        let (state, nonce) = start_login(&b, &s.gw.url, "/").await;
+        s.idp.answer_with(json!({
+            "access_token": bad, "token_type": "Bearer", "expires_in": 300,
+            "id_token": s.idp.key.sign(&good_claims(&s.idp.issuer, &nonce)),
+        }));
+        let r = callback(&b, &s.gw.url, &format!("code=abc&state={state}")).await;
+        assert_eq!(r.status(), 502, "{bad:?}");
+        assert_eq!(s.gw.session_count(), 0, "{bad:?}");
+    }
+    // Not a Bearer token (the answer is otherwise fine).
+    for token_type in ["DPoP", "mac", "N_A"] {
+        let (state, nonce) = start_login(&b, &s.gw.url, "/").await;
+        s.idp.answer_with(json!({
+            "access_token": "a", "token_type": token_type, "expires_in": 300,
+            "id_token": s.idp.key.sign(&good_claims(&s.idp.issuer, &nonce)),
+        }));
+        let r = callback(&b, &s.gw.url, &format!("code=abc&state={state}")).await;
+        assert_eq!(r.status(), 502, "{token_type}");
+        assert_eq!(s.gw.session_count(), 0, "{token_type}");
+    }
+    // At refresh: the session does not go on with it.
+    let (state, nonce) = start_login(&b, &s.gw.url, "/").await;
+    s.idp.answer_with(json!({
+        "access_token": "access-1", "token_type": "bearer", "expires_in": 300,
+        "refresh_token": "refresh-1",
+        "id_token": s.idp.key.sign(&good_claims(&s.idp.issuer, &nonce)),
+    }));
+    let r = callback(&b, &s.gw.url, &format!("code=abc&state={state}")).await;
+    assert_eq!(
+        landing_page(r).await,
+        "/",
+        "control: lower-case bearer signs in"
+    );
+    let call = || async {
+        b.get(format!("{}/api/x", s.gw.url))
+            .header("x-csrf", "1")
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(call().await, 200);
+    let seen = s.upstream.count();
+    s.gw.clock().advance(Duration::from_secs(400));
+    s.idp
+        .answer_with(json!({"access_token": "a\nb", "token_type": "Bearer", "expires_in": 300}));
+    assert_ne!(call().await, 200);
+    assert_eq!(s.upstream.count(), seen, "nothing went upstream");
+}
