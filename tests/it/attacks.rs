@@ -383,3 +383,27 @@ async fn access_tokens_that_are_not_bearer_tokens_sign_no_one_in() {
     assert_ne!(call().await, 200);
     assert_eq!(s.upstream.count(), seen, "nothing went upstream");
 }
+
+/// Discovery that names another issuer than the configured one (a trailing
+/// `/`, a path more, another host) is refused: no login starts (503, the
+/// provider is unavailable).
+#[tokio::test]
+async fn discovery_naming_another_issuer_starts_no_login() {
+    for (issuer, want) in [
+        ("ISSUER", 302), // control
+        ("ISSUER/", 503),
+        ("ISSUER/tenant", 503),
+        ("https://evil.example", 503),
+    ] {
+        let idp = RogueIdp::start_with(json!({ "issuer": issuer })).await;
+        let reserved = reserve().await;
+        let toml = config_toml(&reserved.url, &idp.issuer, "");
+        let gw = Gateway::start(reserved, &toml).await;
+        let r = browser()
+            .get(format!("{}/auth/login", gw.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want, "{issuer}");
+    }
+}
