@@ -330,8 +330,26 @@ mod attack_tests {
         lying["alg"] = json!("ES384");
         // The IdP's JWKS: `k1` twice (a rotation overlap), a P-384 key, a
         // key for encryption, a P-256 key that claims ES384.
+        let ed = {
+            use aws_lc_rs::signature::Ed25519KeyPair;
+            let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+            Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
+        };
+        let ed_jwk = {
+            use aws_lc_rs::signature::KeyPair;
+            json!({"kty": "OKP", "crv": "Ed25519", "kid": "ked", "use": "sig",
+                "x": B64.encode(ed.public_key().as_ref())})
+        };
+        let ed_sign = |header: &Value, c: &Value| {
+            let input = format!(
+                "{}.{}",
+                B64.encode(header.to_string()),
+                B64.encode(c.to_string())
+            );
+            format!("{input}.{}", B64.encode(ed.sign(input.as_bytes()).as_ref()))
+        };
         let jwks = JwksCache::new(Box::new(Static(json!({"keys": [
-            twin.jwk, good.jwk.clone(), p384.jwk, enc_jwk, lying
+            twin.jwk, good.jwk.clone(), p384.jwk, enc_jwk, lying, ed_jwk
         ]}))));
         let es256 = |kid: &str| json!({"alg": "ES256", "typ": "JWT", "kid": kid});
         let h = es256("k1");
@@ -353,6 +371,9 @@ mod attack_tests {
             ("exp inside the leeway", signed(claims(json!({"exp": NOW - 59}))), false, Ok(())),
             ("no kid: tried against each key", good.sign_raw(&json!({"alg": "ES256"}), &claims(json!({})).to_string()), false, Ok(())),
             ("cognito token_use id", signed(claims(json!({"token_use": "id"}))), true, Ok(())),
+            ("EdDSA with an Ed25519 key", ed_sign(&json!({"alg": "EdDSA", "kid": "ked"}), &claims(json!({}))), false, Ok(())),
+            ("EdDSA naming an EC key", ed_sign(&json!({"alg": "EdDSA", "kid": "k1"}), &claims(json!({}))), false, Err(E::UnknownKey)),
+            ("ES256 naming the Ed25519 key", good.sign_raw(&es256("ked"), &claims(json!({})).to_string()), false, Err(E::UnknownKey)),
             // aud
             ("aud empty array", signed(claims(json!({"aud": []}))), false, Err(E::Audience)),
             ("aud empty string", signed(claims(json!({"aud": ""}))), false, Err(E::Audience)),
