@@ -290,6 +290,26 @@ mod attack_tests {
         }
     }
 
+    /// `n` and `e` of a PKCS#1 RSAPublicKey: SEQUENCE { INTEGER, INTEGER }.
+    fn rsa_public(der: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        fn item(der: &[u8]) -> (&[u8], &[u8]) {
+            let (len, at) = match der[1] {
+                l if l < 0x80 => (l as usize, 2),
+                l => {
+                    let k = (l & 0x7f) as usize;
+                    let len = der[2..2 + k].iter().fold(0, |a, b| a << 8 | *b as usize);
+                    (len, 2 + k)
+                }
+            };
+            (&der[at..at + len], &der[at + len..])
+        }
+        let (seq, _) = item(der);
+        let (n, rest) = item(seq);
+        let (e, _) = item(rest);
+        let trim = |v: &[u8]| v.iter().skip_while(|b| **b == 0).copied().collect();
+        (trim(n), trim(e))
+    }
+
     fn claims(extra: Value) -> Value {
         let mut c = json!({"iss": ISS, "aud": "bff", "sub": "alice", "nonce": "n1",
             "iat": NOW, "exp": NOW + 300});
@@ -348,8 +368,34 @@ mod attack_tests {
             );
             format!("{input}.{}", B64.encode(ed.sign(input.as_bytes()).as_ref()))
         };
+        let rsa = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let (n, e) = {
+            use aws_lc_rs::signature::KeyPair;
+            rsa_public(rsa.public_key().as_ref())
+        };
+        let rsa_any = json!({"kty": "RSA", "kid": "r", "n": B64.encode(&n), "e": B64.encode(e)});
+        let mut rsa_rs256 = rsa_any.clone();
+        rsa_rs256["kid"] = json!("r-rs");
+        rsa_rs256["alg"] = json!("RS256");
+        let rsa_sign = |pss: bool, header: &Value, c: &Value| {
+            use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RSA_PSS_SHA256};
+            let input = format!(
+                "{}.{}",
+                B64.encode(header.to_string()),
+                B64.encode(c.to_string())
+            );
+            let mut sig = vec![0; rsa.public_modulus_len()];
+            let pad: &'static dyn aws_lc_rs::signature::RsaEncoding = if pss {
+                &RSA_PSS_SHA256
+            } else {
+                &RSA_PKCS1_SHA256
+            };
+            rsa.sign(pad, &SystemRandom::new(), input.as_bytes(), &mut sig)
+                .unwrap();
+            format!("{input}.{}", B64.encode(sig))
+        };
         let jwks = JwksCache::new(Box::new(Static(json!({"keys": [
-            twin.jwk, good.jwk.clone(), p384.jwk, enc_jwk, lying, ed_jwk
+            twin.jwk, good.jwk.clone(), p384.jwk, enc_jwk, lying, ed_jwk, rsa_any, rsa_rs256
         ]}))));
         let es256 = |kid: &str| json!({"alg": "ES256", "typ": "JWT", "kid": kid});
         let h = es256("k1");
@@ -374,6 +420,15 @@ mod attack_tests {
             ("EdDSA with an Ed25519 key", ed_sign(&json!({"alg": "EdDSA", "kid": "ked"}), &claims(json!({}))), false, Ok(())),
             ("EdDSA naming an EC key", ed_sign(&json!({"alg": "EdDSA", "kid": "k1"}), &claims(json!({}))), false, Err(E::UnknownKey)),
             ("ES256 naming the Ed25519 key", good.sign_raw(&es256("ked"), &claims(json!({})).to_string()), false, Err(E::UnknownKey)),
+            ("RS256 with an RSA key", rsa_sign(false, &json!({"alg": "RS256", "kid": "r"}), &claims(json!({}))), false, Ok(())),
+            ("PS256 with the same key (no alg on it)", rsa_sign(true, &json!({"alg": "PS256", "kid": "r"}), &claims(json!({}))), false, Ok(())),
+            ("PS256 on a key that says RS256", rsa_sign(true, &json!({"alg": "PS256", "kid": "r-rs"}), &claims(json!({}))), false, Err(E::UnknownKey)),
+            ("RS256 header over a PSS signature", rsa_sign(true, &json!({"alg": "RS256", "kid": "r"}), &claims(json!({}))), false, Err(E::Signature)),
+            ("HS256 keyed with the RSA modulus", {
+                let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+                h.kid = Some("r".into());
+                jsonwebtoken::encode(&h, &claims(json!({})), &jsonwebtoken::EncodingKey::from_secret(&n)).unwrap()
+            }, false, Err(E::Algorithm("HS256".into()))),
             // aud
             ("aud empty array", signed(claims(json!({"aud": []}))), false, Err(E::Audience)),
             ("aud empty string", signed(claims(json!({"aud": ""}))), false, Err(E::Audience)),
