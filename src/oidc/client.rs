@@ -330,10 +330,21 @@ where
 {
     match e {
         RequestTokenError::ServerResponse(r) => {
-            let code = serde_json::to_value(&r)
+            // Logged: kept to a short code's characters (RFC 6749 §5.2 codes
+            // are such), so a rogue answer cannot forge log lines or flood them.
+            let code: String = serde_json::to_value(&r)
                 .ok()
                 .and_then(|v| v.get("error")?.as_str().map(str::to_string))
-                .unwrap_or_else(|| "error".into());
+                .unwrap_or_default()
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .take(64)
+                .collect();
+            let code = if code.is_empty() {
+                "error".into()
+            } else {
+                code
+            };
             if code == "invalid_grant" {
                 OidcError::InvalidGrant
             } else {
@@ -426,6 +437,48 @@ pub async fn revoke(
             OidcError::InvalidGrant => OidcError::TokenEndpoint("revocation: invalid_grant".into()),
             other => other,
         })
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+    use openidconnect::core::CoreErrorResponseType;
+
+    fn server(code: &str) -> OidcError {
+        let e = StandardErrorResponse::new(
+            CoreErrorResponseType::Extension(code.into()),
+            Some("desc\nwith=injection".into()),
+            None,
+        );
+        token_error::<StandardErrorResponse<CoreErrorResponseType>>(
+            "token endpoint",
+            RequestTokenError::ServerResponse(e),
+        )
+    }
+
+    /// What a rogue token endpoint's error answer can put in the logs.
+    #[test]
+    fn error_codes_are_short_and_single_line() {
+        let got = |code: &str| {
+            let m = server(code).to_string();
+            m.strip_prefix("identity provider answered with error ")
+                .unwrap_or(&m)
+                .to_string()
+        };
+        assert!(matches!(server("invalid_grant"), OidcError::InvalidGrant));
+        assert_eq!(got("invalid_client"), "invalid_client");
+        let forged = got("x\n2026-12-07T14:00:00Z INFO signed in sub=admin\r\u{1b}[0m");
+        assert!(
+            !forged.contains(['\n', '\r', '\u{1b}', ' ', '=']),
+            "{forged:?}"
+        );
+        assert!(got(&"a".repeat(10_000)).len() < 100);
+        assert_eq!(got("\n\n"), "error");
+        assert!(
+            !got("invalid_client").contains("desc"),
+            "the description is not kept"
+        );
+    }
 }
 
 #[cfg(test)]
