@@ -367,9 +367,10 @@ where
 /// into the `Authorization` header it is sent upstream in.
 fn usable(t: TokenResponse) -> Result<TokenResponse, OidcError> {
     if *t.token_type() != CoreTokenType::Bearer {
+        // Quoted and cut short: it is logged.
+        let named: String = t.token_type().as_ref().chars().take(32).collect();
         return Err(OidcError::Protocol(format!(
-            "the token answer has token_type {:?}, not Bearer",
-            t.token_type()
+            "the token answer has token_type {named:?}, not Bearer"
         )));
     }
     if !super::machine::is_b64token(t.access_token_str()) {
