@@ -407,6 +407,10 @@ mod attack_tests {
             h
         };
         let signed = |c: Value| good.sign_raw(&h, &c.to_string());
+        let at_hash = {
+            use sha2::Digest;
+            B64.encode(&sha2::Sha256::digest(b"access-1")[..16])
+        };
         use JwtError as E;
         type Want = Result<(), JwtError>;
         let cases: Vec<(&str, String, bool, Want)> = vec![
@@ -429,6 +433,9 @@ mod attack_tests {
                 h.kid = Some("r".into());
                 jsonwebtoken::encode(&h, &claims(json!({})), &jsonwebtoken::EncodingKey::from_secret(&n)).unwrap()
             }, false, Err(E::Algorithm("HS256".into()))),
+            // at_hash: optional in the code flow (not over-enforced), bound when there
+            ("no at_hash beside an access token", signed(claims(json!({}))), false, Ok(())),
+            ("at_hash of the access token", signed(claims(json!({"at_hash": at_hash}))), false, Ok(())),
             // aud
             ("aud empty array", signed(claims(json!({"aud": []}))), false, Err(E::Audience)),
             ("aud empty string", signed(claims(json!({"aud": ""}))), false, Err(E::Audience)),
