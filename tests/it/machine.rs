@@ -162,15 +162,8 @@ async fn a_failing_token_endpoint_gives_502_and_never_the_users_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_requests_on_two_replicas_fetch_one_token() {
     let redis = RedisServer::start();
-    let bind = || async {
-        (
-            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        )
-    };
-    let (la, lb) = (bind().await, bind().await);
-    let url = |l: &(tokio::net::TcpListener, _)| format!("http://{}", l.0.local_addr().unwrap());
-    let (url_a, url_b) = (url(&la), url(&lb));
+    let (la, lb) = (reserve().await, reserve().await);
+    let (url_a, url_b) = (la.url.clone(), lb.url.clone());
     let idp = Idp::start(json!({
         "clients": [{
             "client_id": "bff", "client_secret": "bff-secret",

@@ -182,3 +182,17 @@ pub async fn assert_signed_out(b: &reqwest::Client, gw: &str, api_path: &str) {
     assert_eq!(r.status(), 302);
     assert_eq!(location(&r), "/auth/login?return_to=%2Fapp%2Fpage");
 }
+
+/// Asserts a signed-out browser can sign in again (no loop): it lands on
+/// `/app/page`, and a navigation there is served.
+pub async fn assert_signs_in_again(nav: &reqwest::Client, gw: &str, user: &str) {
+    let r = sign_in(nav, gw, user, "/app/page").await;
+    assert_eq!(landing_page(r).await, "/app/page");
+    let r = nav
+        .get(format!("{gw}/app/page"))
+        .header("sec-fetch-mode", "navigate")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
