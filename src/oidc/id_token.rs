@@ -91,11 +91,7 @@ pub async fn verify(
     token: &str,
     check: &IdTokenCheck<'_>,
 ) -> Result<Claims, JwtError> {
-    jwt::check_header(token)?;
-    let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Malformed)?;
-    if !jwt::is_asymmetric(header.alg) {
-        return Err(JwtError::Algorithm(format!("{:?}", header.alg)));
-    }
+    let header = jwt::checked_header(token)?;
     let id_token: IdToken = token.parse().map_err(|_| JwtError::Malformed)?;
     let keys = jwks
         .keys_for(header.kid.as_deref(), header.alg)
