@@ -139,10 +139,16 @@ async fn finish_login(
     let login = login.ok_or(AppError::Login(LoginError::UnknownState))?;
     let md = state.provider.metadata().await?;
     // RFC 9207: when the IdP names itself, it must be the one we asked (mix-up defence).
-    if let Some(iss) = params.get("iss") {
-        if iss != md.issuer() {
+    // When the IdP says it always sends `iss`, a callback without one may
+    // come from another IdP the attacker steered the browser to (RFC 9207 §2.4).
+    match params.get("iss") {
+        Some(iss) if iss != md.issuer() => {
             return Err(AppError::Login(LoginError::Idp("issuer_mismatch".into())));
         }
+        None if md.requires_iss_in_callback() => {
+            return Err(AppError::Login(LoginError::Idp("issuer_missing".into())));
+        }
+        _ => {}
     }
     if let Some(error) = params.get("error") {
         // Only the error code is kept: a safe, short token per RFC 6749 §4.1.2.1.

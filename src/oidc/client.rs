@@ -83,8 +83,8 @@ struct RawTokenResponse {
     id_token: Option<String>,
 }
 
-/// `token_type` compared case-insensitively (RFC 6749 §5.1), kept when absent
-/// or unknown: the gateway sends the token as a bearer token either way.
+/// `token_type` compared case-insensitively (RFC 6749 §5.1); Bearer when
+/// absent. Another type is kept here and refused by [`usable`].
 fn token_type<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<CoreTokenType>, D::Error> {
     let raw: Option<String> = Option::deserialize(d)?;
     Ok(raw.map(|t| match t.to_ascii_lowercase().as_str() {
@@ -279,35 +279,38 @@ pub fn http_client(
             for (name, value) in resp.headers() {
                 out = out.header(name, value);
             }
-            let body = read_limited(resp, MAX_ANSWER_BYTES).await?;
+            let body = read_body(resp, MAX_IDP_BODY)
+                .await
+                .map_err(HttpError::Send)?;
             out.body(body).map_err(|_| HttpError::Url)
         })
     }
 }
 
-/// The largest token-endpoint answer read (tokens with many groups run to
-/// tens of kilobytes): a hostile or broken endpoint must not make the
-/// gateway buffer whatever it sends.
-pub const MAX_ANSWER_BYTES: usize = 1 << 20;
+/// The most read of one IdP answer (token, revocation, discovery, JWKS): far
+/// above any real one (a token answer with a big ID token is a few tens of KB),
+/// and a bound on what a rogue or compromised IdP can make the gateway hold.
+pub const MAX_IDP_BODY: usize = 1024 * 1024;
 
-/// The body of `resp`, refused once it passes `limit` bytes.
-async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, HttpError> {
-    let too_large = || HttpError::Send(format!("the answer is larger than {limit} bytes"));
-    if resp.content_length().is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
+/// Reads an answer's body, refusing one over `max` bytes, whether announced by
+/// `Content-Length` or only found while reading (chunked).
+pub async fn read_body(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
+    let too_big = || format!("the answer is larger than {max} bytes");
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(too_big());
     }
-    let mut body = Vec::new();
+    let mut out = Vec::new();
     while let Some(chunk) = resp
         .chunk()
         .await
-        .map_err(|e| HttpError::Send(e.without_url().to_string()))?
+        .map_err(|e| e.without_url().to_string())?
     {
-        if body.len() + chunk.len() > limit {
-            return Err(too_large());
+        if out.len() + chunk.len() > max {
+            return Err(too_big());
         }
-        body.extend_from_slice(&chunk);
+        out.extend_from_slice(&chunk);
     }
-    Ok(body)
+    Ok(out)
 }
 
 /// Why the HTTP hook failed (no URL in it: it may carry a code or token).
@@ -327,10 +330,21 @@ where
 {
     match e {
         RequestTokenError::ServerResponse(r) => {
-            let code = serde_json::to_value(&r)
+            // Logged: kept to a short code's characters (RFC 6749 §5.2 codes
+            // are such), so a rogue answer cannot forge log lines or flood them.
+            let code: String = serde_json::to_value(&r)
                 .ok()
                 .and_then(|v| v.get("error")?.as_str().map(str::to_string))
-                .unwrap_or_else(|| "error".into());
+                .unwrap_or_default()
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .take(64)
+                .collect();
+            let code = if code.is_empty() {
+                "error".into()
+            } else {
+                code
+            };
             if code == "invalid_grant" {
                 OidcError::InvalidGrant
             } else {
@@ -346,6 +360,27 @@ where
     }
 }
 
+/// What the gateway can use from a token answer, as machine tokens are held
+/// to: a Bearer token (RFC 6750; `token_type` left out is taken as Bearer,
+/// a DPoP- or MAC-bound one could not be sent on as one) whose value is
+/// RFC 6750 §2.1 token text, so it can neither break nor smuggle anything
+/// into the `Authorization` header it is sent upstream in.
+fn usable(t: TokenResponse) -> Result<TokenResponse, OidcError> {
+    if *t.token_type() != CoreTokenType::Bearer {
+        // Quoted and cut short: it is logged.
+        let named: String = t.token_type().as_ref().chars().take(32).collect();
+        return Err(OidcError::Protocol(format!(
+            "the token answer has token_type {named:?}, not Bearer"
+        )));
+    }
+    if !super::machine::is_b64token(t.access_token_str()) {
+        return Err(OidcError::Protocol(
+            "the token answer's access_token is not RFC 6750 token text".into(),
+        ));
+    }
+    Ok(t)
+}
+
 /// Redeems an authorization code with its PKCE verifier.
 pub async fn exchange_code(
     http: &reqwest::Client,
@@ -359,6 +394,7 @@ pub async fn exchange_code(
         .request_async(&http_client(http, None, None))
         .await
         .map_err(|e| token_error("token endpoint", e))
+        .and_then(usable)
 }
 
 /// The refresh-token grant (RFC 6749 §6). `timeout` replaces the client's
@@ -376,6 +412,7 @@ pub async fn refresh(
         .request_async(&http_client(http, Some(timeout), None))
         .await
         .map_err(|e| token_error("token endpoint", e))
+        .and_then(usable)
 }
 
 /// RFC 7009 revocation of a refresh token (or, without one, the access
@@ -401,6 +438,48 @@ pub async fn revoke(
             OidcError::InvalidGrant => OidcError::TokenEndpoint("revocation: invalid_grant".into()),
             other => other,
         })
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+    use openidconnect::core::CoreErrorResponseType;
+
+    fn server(code: &str) -> OidcError {
+        let e = StandardErrorResponse::new(
+            CoreErrorResponseType::Extension(code.into()),
+            Some("desc\nwith=injection".into()),
+            None,
+        );
+        token_error::<StandardErrorResponse<CoreErrorResponseType>>(
+            "token endpoint",
+            RequestTokenError::ServerResponse(e),
+        )
+    }
+
+    /// What a rogue token endpoint's error answer can put in the logs.
+    #[test]
+    fn error_codes_are_short_and_single_line() {
+        let got = |code: &str| {
+            let m = server(code).to_string();
+            m.strip_prefix("identity provider answered with error ")
+                .unwrap_or(&m)
+                .to_string()
+        };
+        assert!(matches!(server("invalid_grant"), OidcError::InvalidGrant));
+        assert_eq!(got("invalid_client"), "invalid_client");
+        let forged = got("x\n2026-12-07T14:00:00Z INFO signed in sub=admin\r\u{1b}[0m");
+        assert!(
+            !forged.contains(['\n', '\r', '\u{1b}', ' ', '=']),
+            "{forged:?}"
+        );
+        assert!(got(&"a".repeat(10_000)).len() < 100);
+        assert_eq!(got("\n\n"), "error");
+        assert!(
+            !got("invalid_client").contains("desc"),
+            "the description is not kept"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -41,9 +41,11 @@ impl JwksSource for HttpJwksSource {
                 resp.status()
             )));
         }
-        resp.json()
+        let body = super::client::read_body(resp, super::client::MAX_IDP_BODY)
             .await
-            .map_err(|e| OidcError::Jwks(format!("GET {}: {e}", self.url)))
+            .map_err(|e| OidcError::Jwks(format!("GET {}: {e}", self.url)))?;
+        serde_json::from_slice(&body)
+            .map_err(|e| OidcError::Jwks(format!("GET {}: not JSON: {e}", self.url)))
     }
 }
 

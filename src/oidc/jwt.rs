@@ -85,11 +85,7 @@ pub async fn verify(
     token: &str,
     expect: &Expect<'_>,
 ) -> Result<Claims, JwtError> {
-    check_header(token)?;
-    let header = decode_header(token).map_err(|_| JwtError::Malformed)?;
-    if !is_asymmetric(header.alg) {
-        return Err(JwtError::Algorithm(format!("{:?}", header.alg)));
-    }
+    let header = checked_header(token)?;
     let keys = jwks
         .keys_for(header.kid.as_deref(), header.alg)
         .await
@@ -129,7 +125,7 @@ pub async fn verify(
 }
 
 /// Only asymmetric signatures: an HMAC "signed" with the public key is forgeable.
-pub fn is_asymmetric(alg: Algorithm) -> bool {
+fn is_asymmetric(alg: Algorithm) -> bool {
     matches!(
         alg,
         Algorithm::RS256
@@ -144,10 +140,16 @@ pub fn is_asymmetric(alg: Algorithm) -> bool {
     )
 }
 
-/// The header rules every JWT meets before anything else: a JSON header
-/// with no `crit` (see [`check_critical`]).
-pub fn check_header(token: &str) -> Result<(), JwtError> {
-    check_critical(&header_json(token)?)
+/// The header rules every JWT meets before anything else, ID tokens on the
+/// crate's verifier included: a JSON header with no `crit` (see
+/// [`check_critical`]) and an asymmetric algorithm. Returns the header.
+pub fn checked_header(token: &str) -> Result<jsonwebtoken::Header, JwtError> {
+    check_critical(&header_json(token)?)?;
+    let header = decode_header(token).map_err(|_| JwtError::Malformed)?;
+    if !is_asymmetric(header.alg) {
+        return Err(JwtError::Algorithm(format!("{:?}", header.alg)));
+    }
+    Ok(header)
 }
 
 /// The JOSE header as JSON, read here rather than from jsonwebtoken's

@@ -82,4 +82,44 @@ mod tests {
         );
         assert_eq!(logout_url(&LogoutStyle::None, "cid", None, after), after);
     }
+
+    /// Odd client ids and return URLs cannot add, drop or split parameters
+    /// of either logout URL, nor move it to another host.
+    #[test]
+    fn odd_values_stay_one_parameter_each() {
+        let after = "https://app.example.com/auth/signed-out?x=1&y=#frag";
+        let styles = [
+            LogoutStyle::Cognito(Url::parse("https://x.auth.example/logout").unwrap()),
+            LogoutStyle::EndSession(Url::parse("https://idp.example/end?keep=1").unwrap()),
+        ];
+        for client_id in [
+            "a&logout_uri=https://evil.example",
+            "a#https://evil.example",
+            "a b+c%26d",
+            "é\u{0}\r\n/..",
+            "",
+        ] {
+            for style in &styles {
+                let url = Url::parse(&logout_url(style, client_id, None, after)).unwrap();
+                let (LogoutStyle::Cognito(base) | LogoutStyle::EndSession(base)) = style else {
+                    unreachable!()
+                };
+                assert_eq!(url.origin(), base.origin(), "{client_id:?}");
+                assert_eq!(url.path(), base.path(), "{client_id:?}");
+                assert_eq!(url.fragment(), None, "{client_id:?}");
+                let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+                let one = |k: &str| {
+                    let v: Vec<_> = pairs.iter().filter(|(n, _)| n == k).collect();
+                    assert_eq!(v.len(), 1, "{k} once in {url}");
+                    v[0].1.clone()
+                };
+                assert_eq!(one("client_id"), client_id);
+                let back = match style {
+                    LogoutStyle::Cognito(_) => "logout_uri",
+                    _ => "post_logout_redirect_uri",
+                };
+                assert_eq!(one(back), after);
+            }
+        }
+    }
 }

@@ -45,6 +45,23 @@ pub struct MoreMetadata {
     /// RFC 8414 (PKCE methods).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code_challenge_methods_supported: Option<Vec<String>>,
+    /// RFC 9207 §3: the IdP puts `iss` in every authorization response, so a
+    /// callback without one is refused. `"true"` as a string counts too (the
+    /// stricter reading of a sloppy document).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_bool"
+    )]
+    pub authorization_response_iss_parameter_supported: Option<bool>,
+}
+
+fn lenient_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    Ok(match Option::<serde_json::Value>::deserialize(d)? {
+        Some(serde_json::Value::Bool(b)) => Some(b),
+        Some(serde_json::Value::String(s)) => Some(s.eq_ignore_ascii_case("true")),
+        _ => None,
+    })
 }
 
 impl AdditionalProviderMetadata for MoreMetadata {}
@@ -97,6 +114,51 @@ impl ProviderMetadata {
     pub fn jwks_uri(&self) -> &Url {
         self.oidc.jwks_uri().url()
     }
+
+    /// RFC 9207: whether the callback must carry `iss`.
+    pub fn requires_iss_in_callback(&self) -> bool {
+        self.oidc
+            .additional_metadata()
+            .authorization_response_iss_parameter_supported
+            == Some(true)
+    }
+
+    /// Every endpoint the gateway talks to or sends the browser to, by name.
+    fn endpoints(&self) -> Vec<(&'static str, &Url)> {
+        let mut out = vec![
+            ("authorization_endpoint", self.authorization_endpoint()),
+            ("jwks_uri", self.jwks_uri()),
+        ];
+        if let Some(t) = self.oidc.token_endpoint() {
+            out.push(("token_endpoint", t.url()));
+        }
+        if let Some(u) = self.oidc.userinfo_endpoint() {
+            out.push(("userinfo_endpoint", u.url()));
+        }
+        if let Some(u) = self.revocation_endpoint() {
+            out.push(("revocation_endpoint", u));
+        }
+        if let LogoutStyle::EndSession(u) | LogoutStyle::Cognito(u) = &self.logout {
+            out.push(("end_session_endpoint", u));
+        }
+        out
+    }
+
+    /// The endpoints must be https, as the configured ones must: a discovery
+    /// document (fetched over TLS) naming an `http://` token endpoint or JWKS
+    /// would send the code and client secret, or take signing keys, in the
+    /// clear. `http://` only with `provider.insecure_allow_http`.
+    pub fn check_schemes(&self, allow_http: bool) -> Result<(), OidcError> {
+        for (name, url) in self.endpoints() {
+            let ok = url.scheme() == "https" || (allow_http && url.scheme() == "http");
+            if !ok {
+                return Err(OidcError::Metadata(format!(
+                    "{name} {url} is not https (http:// only with provider.insecure_allow_http)"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The issuer Cognito puts in `iss`.
@@ -141,6 +203,7 @@ fn cognito(cognito: &CognitoConfig) -> Result<OidcMetadata, OidcError> {
             // Cognito's `/logout` is not RP-Initiated Logout: see `LogoutStyle`.
             end_session_endpoint: None,
             code_challenge_methods_supported: Some(vec!["S256".into()]),
+            authorization_response_iss_parameter_supported: None,
         },
     )
     .set_token_endpoint(Some(TokenUrl::from_url(at("/oauth2/token")?)))
@@ -212,6 +275,7 @@ pub async fn resolve(
     };
     apply_overrides(&mut md, cfg);
     md.token_endpoint()?;
+    md.check_schemes(cfg.insecure_allow_http)?;
     Ok(md)
 }
 
@@ -254,8 +318,7 @@ async fn fetch(http: &reqwest::Client, url: Url) -> Result<OidcMetadata, OidcErr
             resp.status()
         )));
     }
-    let body = resp
-        .bytes()
+    let body = super::client::read_body(resp, super::client::MAX_IDP_BODY)
         .await
         .map_err(|e| OidcError::Metadata(format!("GET {url}: {e}")))?;
     serde_json::from_slice(&body)
@@ -327,5 +390,95 @@ mod tests {
             md.token_endpoint().unwrap().as_str(),
             "http://127.0.0.1:9/oauth2/token"
         );
+    }
+
+    /// A discovery document (fetched over TLS) may not downgrade an endpoint
+    /// to `http://`, nor name a scheme that is not HTTP at all.
+    #[test]
+    fn discovered_endpoints_must_be_https() {
+        let doc = |field: &str, value: &str| {
+            let mut d = serde_json::json!({
+                "issuer": "https://idp.example",
+                "authorization_endpoint": "https://idp.example/authorize",
+                "token_endpoint": "https://idp.example/token",
+                "jwks_uri": "https://idp.example/jwks",
+                "revocation_endpoint": "https://idp.example/revoke",
+                "end_session_endpoint": "https://idp.example/logout",
+                "response_types_supported": ["code"],
+                "subject_types_supported": ["public"],
+                "id_token_signing_alg_values_supported": ["RS256"],
+            });
+            if !field.is_empty() {
+                d[field] = value.into();
+            }
+            let oidc: OidcMetadata = serde_json::from_value(d).unwrap();
+            let logout = oidc
+                .additional_metadata()
+                .end_session_endpoint
+                .clone()
+                .map_or(LogoutStyle::None, LogoutStyle::EndSession);
+            ProviderMetadata {
+                oidc,
+                logout,
+                is_cognito: false,
+            }
+        };
+        assert!(doc("", "").check_schemes(false).is_ok(), "control");
+        for field in [
+            "authorization_endpoint",
+            "token_endpoint",
+            "jwks_uri",
+            "userinfo_endpoint",
+            "revocation_endpoint",
+            "end_session_endpoint",
+        ] {
+            let md = doc(field, "http://169.254.169.254/latest");
+            let err = md.check_schemes(false).unwrap_err().to_string();
+            assert!(err.contains(field), "{field}: {err}");
+            assert!(md.check_schemes(true).is_ok(), "{field}: with the flag");
+            let odd = doc(field, "ftp://idp.example/x");
+            assert!(odd.check_schemes(true).is_err(), "{field}: ftp");
+        }
+    }
+
+    /// `resolve` applies the rule to whatever it ends with (here an override
+    /// that skipped config validation).
+    #[tokio::test]
+    async fn resolve_refuses_http_endpoints_without_the_flag() {
+        let toml = |flag: bool| {
+            format!(
+                r#"client_id = "abc"
+                   cognito = {{ region = "eu-west-1", user_pool_id = "eu-west-1_A", domain = "app.example" }}
+                   revocation_endpoint = "http://10.0.0.1/revoke"
+                   insecure_allow_http = {flag}"#
+            )
+        };
+        crate::install_crypto_provider();
+        for (flag, ok) in [(false, false), (true, true)] {
+            let cfg: ProviderConfig = toml::from_str(&toml(flag)).unwrap();
+            let got = resolve(&cfg, &reqwest::Client::new()).await;
+            assert_eq!(got.is_ok(), ok, "insecure_allow_http = {flag}");
+        }
+    }
+
+    /// RFC 9207's flag, as IdPs write it.
+    #[test]
+    fn iss_parameter_flag_is_read_strictly_true() {
+        let more = |v: serde_json::Value| {
+            serde_json::from_value::<MoreMetadata>(
+                serde_json::json!({ "authorization_response_iss_parameter_supported": v }),
+            )
+            .unwrap()
+            .authorization_response_iss_parameter_supported
+        };
+        assert_eq!(more(true.into()), Some(true));
+        assert_eq!(more("true".into()), Some(true));
+        assert_eq!(more("TRUE".into()), Some(true));
+        assert_eq!(more(false.into()), Some(false));
+        assert_eq!(more("yes".into()), Some(false));
+        assert_eq!(more(1.into()), None);
+        assert_eq!(more(serde_json::Value::Null), None);
+        let absent: MoreMetadata = serde_json::from_str("{}").unwrap();
+        assert_eq!(absent.authorization_response_iss_parameter_supported, None);
     }
 }

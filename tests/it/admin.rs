@@ -70,27 +70,6 @@ async fn api_status(b: &reqwest::Client, gw: &str) -> u16 {
         .as_u16()
 }
 
-/// Asserts a signed-out browser is refused as the gateway promises: 401 JSON
-/// for an API call, 302 to sign-in for a navigation.
-async fn assert_signed_out(b: &reqwest::Client, gw: &str) {
-    let r = b
-        .get(format!("{gw}/api/x"))
-        .header("x-csrf", "1")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    assert_eq!(r.json::<Value>().await.unwrap()["error"], "unauthenticated");
-    let r = b
-        .get(format!("{gw}/app/page"))
-        .header("sec-fetch-mode", "navigate")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 302);
-    assert_eq!(location(&r), "/auth/login?return_to=%2Fapp%2Fpage");
-}
-
 struct Signed {
     browser: reqwest::Client,
     cookie: String,
@@ -336,7 +315,7 @@ async fn list_and_end_sessions_with_the_memory_store() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["ended"], 1);
     assert_eq!(body["handle"], laptop_handle.as_str());
-    assert_signed_out(&laptop.browser, &gw.url).await;
+    assert_signed_out(&laptop.browser, &gw.url, "/api/x").await;
     assert_eq!(api_status(&phone.browser, &gw.url).await, 200);
     assert_eq!(api_status(&bob.browser, &gw.url).await, 200);
     assert_eq!(list(&gw.admin_url, "alice").await["count"], 1);
@@ -362,7 +341,7 @@ async fn list_and_end_sessions_with_the_memory_store() {
         r.json::<Value>().await.unwrap(),
         serde_json::json!({"sub": "alice", "ended": 1})
     );
-    assert_signed_out(&phone.browser, &gw.url).await;
+    assert_signed_out(&phone.browser, &gw.url, "/api/x").await;
     assert_eq!(api_status(&bob.browser, &gw.url).await, 200);
     assert_eq!(list(&gw.admin_url, "alice").await["count"], 0);
 
@@ -381,7 +360,7 @@ async fn list_and_end_sessions_with_the_memory_store() {
     )
     .await;
     assert_eq!(r.json::<Value>().await.unwrap()["ended"], 1);
-    assert_signed_out(&odd.browser, &gw.url).await;
+    assert_signed_out(&odd.browser, &gw.url, "/api/x").await;
 
     // Bad requests: no sub, an empty one, two.
     for q in ["", "?sub=", "?sub=bob&sub=alice", "?user=bob"] {
@@ -538,8 +517,8 @@ async fn end_all_across_two_gateway_processes_sharing_redis() {
     assert_eq!(r.json::<Value>().await.unwrap()["ended"], 2);
     // Each replica refuses each browser on its next request.
     for gw in [&a.url, &b.url] {
-        assert_signed_out(&on_a.browser, gw).await;
-        assert_signed_out(&on_b.browser, gw).await;
+        assert_signed_out(&on_a.browser, gw, "/api/x").await;
+        assert_signed_out(&on_b.browser, gw, "/api/x").await;
         assert_eq!(api_status(&bob.browser, gw).await, 200, "bob untouched");
     }
     assert_eq!(list(&b.admin_url, "alice").await["count"], 0);

@@ -115,14 +115,14 @@ async fn one_refresh_for_fifty_concurrent_calls() {
 /// config names; nothing but Redis is shared with the other. Serves until
 /// the returned sender is dropped.
 pub async fn redis_replica(
-    listeners: (tokio::net::TcpListener, tokio::net::TcpListener),
+    listeners: Reserved,
     toml: &str,
     clock: &TestClock,
 ) -> tokio::sync::oneshot::Sender<()> {
     let config = oidc_bff::config::load_from_str(toml).unwrap();
     let state = oidc_bff::app::AppState::new_with_clock(config, clock.clock()).unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = oidc_bff::serve(state, listeners.0, listeners.1, async {
+    let running = oidc_bff::serve(state, listeners.listener, listeners.admin, async {
         let _ = stopped.await;
     })
     .await
@@ -150,15 +150,8 @@ pub async fn redis_replica(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_refresh_across_two_gateways_sharing_redis() {
     let redis = RedisServer::start();
-    let bind = || async {
-        (
-            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        )
-    };
-    let (la, lb) = (bind().await, bind().await);
-    let url = |l: &(tokio::net::TcpListener, _)| format!("http://{}", l.0.local_addr().unwrap());
-    let (url_a, url_b) = (url(&la), url(&lb));
+    let (la, lb) = (reserve().await, reserve().await);
+    let (url_a, url_b) = (la.url.clone(), lb.url.clone());
     let mut cfg: Value = serde_json::from_str(SHORT_TOKENS).unwrap();
     cfg["clients"] = json!([{
         "client_id": "bff", "client_secret": "bff-secret",
@@ -237,15 +230,7 @@ async fn revoked_grant_ends_the_session_without_a_loop() {
     assert_eq!(location(&r), "/auth/login?return_to=%2Fapp%2Fpage");
     assert_eq!(gw.session_count(), 0, "both session records are gone");
     // Signing in again works (no loop): the IdP session still exists, the grant is new.
-    let r = sign_in(&nav, &gw.url, "alice", "/app/page").await;
-    assert_eq!(landing_page(r).await, "/app/page");
-    let r = nav
-        .get(format!("{}/app/page", gw.url))
-        .header("sec-fetch-mode", "navigate")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_signs_in_again(&nav, &gw.url, "alice").await;
 }
 
 #[tokio::test]
@@ -527,23 +512,8 @@ async fn user_status(b: &reqwest::Client, gw: &Gateway) -> u16 {
 
 /// The documented refusal of an ended session: 401 `unauthenticated` to an
 /// API client, a redirect to sign-in for a navigation; the record is gone.
-async fn assert_signed_out(b: &reqwest::Client, gw: &Gateway) {
-    let r = b
-        .get(format!("{}/auth/user", gw.url))
-        .header("x-csrf", "1")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    assert_eq!(r.json::<Value>().await.unwrap()["error"], "unauthenticated");
-    let r = b
-        .get(format!("{}/app/page", gw.url))
-        .header("sec-fetch-mode", "navigate")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 302);
-    assert_eq!(location(&r), "/auth/login?return_to=%2Fapp%2Fpage");
+async fn assert_ended(b: &reqwest::Client, gw: &Gateway) {
+    assert_signed_out(b, &gw.url, "/auth/user").await;
     assert_eq!(gw.session_count(), 0, "the session record is gone");
 }
 
@@ -559,7 +529,7 @@ async fn a_session_idle_longer_than_idle_timeout_ends() {
     }
     // Then 10 minutes without a request: over.
     gw.clock().advance(10 * minute);
-    assert_signed_out(&b, &gw).await;
+    assert_ended(&b, &gw).await;
 }
 
 #[tokio::test]
@@ -572,5 +542,5 @@ async fn a_session_older_than_absolute_timeout_ends_however_active() {
     }
     // 27 minutes in, used 9 minutes ago at most; at 30 minutes it ends.
     gw.clock().advance(3 * minute + Duration::from_secs(1));
-    assert_signed_out(&b, &gw).await;
+    assert_ended(&b, &gw).await;
 }

@@ -27,12 +27,6 @@ async fn machine_grants(idp: &Idp) -> i64 {
         .unwrap_or(0)
 }
 
-async fn call(b: &reqwest::Client, url: &str) -> (u16, Value) {
-    let r = b.get(url).header("x-csrf", "1").send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
 /// A gateway with [`routes`]; `provider_lines` go into `[provider]`, `tail`
 /// at the end of the config.
 async fn one_gateway(
@@ -58,13 +52,13 @@ async fn the_upstream_receives_the_gateways_own_token_on_behalf_of_the_user() {
     let (idp, upstream, gw) = one_gateway(json!({}), "", "").await;
     let b = browser();
     // No signed-in user: no token is fetched, nothing reaches the upstream.
-    let (status, _) = call(&b, &format!("{}/m2m/x", gw.url)).await;
+    let (status, _) = api(&b, &format!("{}/m2m/x", gw.url)).await;
     assert_eq!(status, 401);
     assert_eq!(upstream.count(), 0);
     assert_eq!(machine_grants(&idp).await, 0);
 
     sign_in(&b, &gw.url, "alice", "/").await;
-    let (status, body) = call(&b, &format!("{}/m2m/x", gw.url)).await;
+    let (status, body) = api(&b, &format!("{}/m2m/x", gw.url)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["verified"], true, "signed with the IdP's keys: {body}");
     let claims = &body["claims"];
@@ -79,7 +73,7 @@ async fn the_upstream_receives_the_gateways_own_token_on_behalf_of_the_user() {
     let machine = seen.header("authorization").unwrap().to_string();
 
     // The user's own route still gets the user's token.
-    let (status, body) = call(&b, &format!("{}/api/x", gw.url)).await;
+    let (status, body) = api(&b, &format!("{}/api/x", gw.url)).await;
     assert_eq!(status, 200);
     assert_eq!(body["claims"]["sub"], "alice");
     assert_ne!(upstream.last().header("authorization").unwrap(), machine);
@@ -107,14 +101,14 @@ async fn a_token_near_its_expiry_is_replaced() {
     let b = browser();
     sign_in(&b, &gw.url, "alice", "/").await;
     let jti = |body: &Value| body["claims"]["jti"].as_str().unwrap().to_string();
-    let (_, first) = call(&b, &format!("{}/m2m/x", gw.url)).await;
+    let (_, first) = api(&b, &format!("{}/m2m/x", gw.url)).await;
     advance(&idp, &[gw.clock()], Duration::from_secs(260)).await;
-    let (status, same) = call(&b, &format!("{}/m2m/x", gw.url)).await;
+    let (status, same) = api(&b, &format!("{}/m2m/x", gw.url)).await;
     assert_eq!(status, 200);
     assert_eq!(jti(&same), jti(&first), "still well before expiry: reused");
     assert_eq!(machine_grants(&idp).await, 1);
     advance(&idp, &[gw.clock()], Duration::from_secs(15)).await;
-    let (status, next) = call(&b, &format!("{}/m2m/x", gw.url)).await;
+    let (status, next) = api(&b, &format!("{}/m2m/x", gw.url)).await;
     assert_eq!(status, 200, "{next}");
     assert_eq!(next["verified"], true);
     assert_ne!(jti(&next), jti(&first), "near expiry: a new token");
@@ -133,7 +127,7 @@ async fn a_failing_token_endpoint_gives_502_and_never_the_users_token() {
     .await;
     let b = browser();
     sign_in(&b, &gw.url, "alice", "/").await;
-    let (status, body) = call(&b, &format!("{}/m2m/x", gw.url)).await;
+    let (status, body) = api(&b, &format!("{}/m2m/x", gw.url)).await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["error"], "machine_token_unavailable");
     assert_eq!(upstream.count(), 0, "nothing reached the upstream");
@@ -141,15 +135,15 @@ async fn a_failing_token_endpoint_gives_502_and_never_the_users_token() {
     // It backs off: the next requests fail at once, without asking the IdP,
     // until the backoff (5 s) has passed; then one more attempt.
     for _ in 0..3 {
-        assert_eq!(call(&b, &format!("{}/m2m/x", gw.url)).await.0, 502);
+        assert_eq!(api(&b, &format!("{}/m2m/x", gw.url)).await.0, 502);
     }
     assert_eq!(idp.stats().await["token_error"]["client_credentials"], 1);
     gw.clock().advance(Duration::from_secs(6));
-    assert_eq!(call(&b, &format!("{}/m2m/x", gw.url)).await.0, 502);
-    assert_eq!(call(&b, &format!("{}/m2m/x", gw.url)).await.0, 502);
+    assert_eq!(api(&b, &format!("{}/m2m/x", gw.url)).await.0, 502);
+    assert_eq!(api(&b, &format!("{}/m2m/x", gw.url)).await.0, 502);
     assert_eq!(idp.stats().await["token_error"]["client_credentials"], 2);
     // The user's own token still works on the user's route.
-    assert_eq!(call(&b, &format!("{}/api/x", gw.url)).await.0, 200);
+    assert_eq!(api(&b, &format!("{}/api/x", gw.url)).await.0, 200);
     assert_eq!(upstream.count(), 1);
 
     // The IdP gone altogether: 502 as well.
@@ -157,7 +151,7 @@ async fn a_failing_token_endpoint_gives_502_and_never_the_users_token() {
     let b2 = browser();
     sign_in(&b2, &gw2.url, "alice", "/").await;
     drop(idp2);
-    let (status, body) = call(&b2, &format!("{}/m2m/x", gw2.url)).await;
+    let (status, body) = api(&b2, &format!("{}/m2m/x", gw2.url)).await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["error"], "machine_token_unavailable");
     assert_eq!(upstream2.count(), 0, "the user's token never reached it");
@@ -168,15 +162,8 @@ async fn a_failing_token_endpoint_gives_502_and_never_the_users_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_requests_on_two_replicas_fetch_one_token() {
     let redis = RedisServer::start();
-    let bind = || async {
-        (
-            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        )
-    };
-    let (la, lb) = (bind().await, bind().await);
-    let url = |l: &(tokio::net::TcpListener, _)| format!("http://{}", l.0.local_addr().unwrap());
-    let (url_a, url_b) = (url(&la), url(&lb));
+    let (la, lb) = (reserve().await, reserve().await);
+    let (url_a, url_b) = (la.url.clone(), lb.url.clone());
     let idp = Idp::start(json!({
         "clients": [{
             "client_id": "bff", "client_secret": "bff-secret",
@@ -205,7 +192,7 @@ async fn fifty_requests_on_two_replicas_fetch_one_token() {
     for i in 0..50 {
         let b = b.clone();
         let url = format!("{}/m2m/call/{i}", [&url_a, &url_b][i % 2]);
-        tasks.push(tokio::spawn(async move { call(&b, &url).await }));
+        tasks.push(tokio::spawn(async move { api(&b, &url).await }));
     }
     let mut tokens = std::collections::HashSet::new();
     for t in tasks {

@@ -157,13 +157,6 @@ async fn get_user(b: &reqwest::Client, gw: &str) -> reqwest::Response {
         .unwrap()
 }
 
-/// `GET path` as a fetch call (with `X-CSRF`); status and JSON body.
-async fn api(b: &reqwest::Client, url: &str) -> (u16, Value) {
-    let r = b.get(url).header("x-csrf", "1").send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
 fn bearer(seen: &Seen) -> Option<String> {
     seen.header("authorization")
         .and_then(|a| a.strip_prefix("Bearer "))

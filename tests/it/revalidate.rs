@@ -112,15 +112,7 @@ async fn a_revoked_grant_ends_the_session_within_the_window() {
     );
 
     // Signing in again works: a new grant, a new session.
-    let r = sign_in(&nav, &gw.url, "alice", "/app/page").await;
-    assert_eq!(landing_page(r).await, "/app/page");
-    let r = nav
-        .get(format!("{}/app/page", gw.url))
-        .header("sec-fetch-mode", "navigate")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_signs_in_again(&nav, &gw.url, "alice").await;
 }
 
 /// The control: the same revocation without `revalidate_every` goes unseen
@@ -192,15 +184,8 @@ async fn revalidation_is_single_flight_across_replicas() {
     use crate::lifecycle::redis_replica;
     use oidc_bff::clock::TestClock;
     let redis = RedisServer::start();
-    let bind = || async {
-        (
-            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        )
-    };
-    let (la, lb) = (bind().await, bind().await);
-    let url = |l: &(tokio::net::TcpListener, _)| format!("http://{}", l.0.local_addr().unwrap());
-    let (url_a, url_b) = (url(&la), url(&lb));
+    let (la, lb) = (reserve().await, reserve().await);
+    let (url_a, url_b) = (la.url.clone(), lb.url.clone());
     let mut cfg = long_tokens();
     cfg["clients"] = json!([{
         "client_id": "bff", "client_secret": "bff-secret",

@@ -158,3 +158,41 @@ pub async fn landing_page(r: reqwest::Response) -> String {
         .replace("&#x27;", "'")
         .replace("&quot;", "\"")
 }
+
+/// `GET url` as the SPA's fetch calls send it (with `X-CSRF`): status and
+/// JSON body (`null` when the body is not JSON).
+pub async fn api(b: &reqwest::Client, url: &str) -> (u16, serde_json::Value) {
+    let r = b.get(url).header("x-csrf", "1").send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// Asserts the browser is refused as the gateway promises a signed-out
+/// user: 401 `unauthenticated` JSON for a fetch call to `{gw}{api_path}`,
+/// a redirect to sign-in for a navigation to `{gw}/app/page`.
+pub async fn assert_signed_out(b: &reqwest::Client, gw: &str, api_path: &str) {
+    let (status, body) = api(b, &format!("{gw}{api_path}")).await;
+    assert_eq!((status, &body["error"]), (401, &"unauthenticated".into()));
+    let r = b
+        .get(format!("{gw}/app/page"))
+        .header("sec-fetch-mode", "navigate")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(location(&r), "/auth/login?return_to=%2Fapp%2Fpage");
+}
+
+/// Asserts a signed-out browser can sign in again (no loop): it lands on
+/// `/app/page`, and a navigation there is served.
+pub async fn assert_signs_in_again(nav: &reqwest::Client, gw: &str, user: &str) {
+    let r = sign_in(nav, gw, user, "/app/page").await;
+    assert_eq!(landing_page(r).await, "/app/page");
+    let r = nav
+        .get(format!("{gw}/app/page"))
+        .header("sec-fetch-mode", "navigate")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

@@ -20,8 +20,8 @@ pub struct Gateway {
 
 /// A bound-but-not-serving listener, so the IdP can learn the gateway's URL first.
 pub struct Reserved {
-    listener: TcpListener,
-    admin: TcpListener,
+    pub listener: TcpListener,
+    pub admin: TcpListener,
     pub url: String,
 }
 

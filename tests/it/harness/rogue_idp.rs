@@ -22,6 +22,8 @@ pub struct RogueIdp {
     jwks: Arc<Mutex<Value>>,
     /// How many times its JWKS was fetched.
     pub jwks_hits: Arc<std::sync::atomic::AtomicUsize>,
+    raw: Arc<Mutex<Option<Queued>>>,
+    last_form: Arc<Mutex<Option<String>>>,
 }
 
 #[derive(Clone)]
@@ -95,10 +97,31 @@ struct RogueState {
     jwks: Arc<Mutex<Value>>,
     next: Arc<Mutex<Option<Value>>>,
     jwks_hits: Arc<std::sync::atomic::AtomicUsize>,
+    discovery_extra: Value,
+    raw: Arc<Mutex<Option<Queued>>>,
+    last_form: Arc<Mutex<Option<String>>>,
+}
+
+/// A raw answer waiting for the next token request, and how to trickle it.
+type Queued = (RawAnswer, Option<std::time::Duration>);
+
+/// A token-endpoint answer written by hand: status, headers and body bytes.
+#[derive(Clone)]
+pub struct RawAnswer {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
 }
 
 impl RogueIdp {
     pub async fn start() -> RogueIdp {
+        Self::start_with(json!({})).await
+    }
+
+    /// The same, with `discovery_extra`'s fields added to (or replacing
+    /// those of) its discovery document; `ISSUER` in a string value stands
+    /// for its issuer.
+    pub async fn start_with(discovery_extra: Value) -> RogueIdp {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let issuer = format!("http://{addr}");
@@ -106,17 +129,24 @@ impl RogueIdp {
         let next = Arc::new(Mutex::new(None));
         let jwks = Arc::new(Mutex::new(json!({ "keys": [key.jwk.clone()] })));
         let jwks_hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let discovery_extra: Value =
+            serde_json::from_str(&discovery_extra.to_string().replace("ISSUER", &issuer)).unwrap();
+        let raw = Arc::new(Mutex::new(None));
+        let last_form = Arc::new(Mutex::new(None));
         let st = RogueState {
             issuer: issuer.clone(),
             jwks: jwks.clone(),
             next: next.clone(),
             jwks_hits: jwks_hits.clone(),
+            discovery_extra,
+            raw: raw.clone(),
+            last_form: last_form.clone(),
         };
         let app = Router::new()
             .route(
                 "/.well-known/openid-configuration",
                 get(|State(s): State<RogueState>| async move {
-                    Json(json!({
+                    let mut doc = json!({
                         "issuer": s.issuer,
                         "authorization_endpoint": format!("{}/authorize", s.issuer),
                         "token_endpoint": format!("{}/token", s.issuer),
@@ -124,7 +154,11 @@ impl RogueIdp {
                         "response_types_supported": ["code"],
                         "subject_types_supported": ["public"],
                         "id_token_signing_alg_values_supported": ["ES256"],
-                    }))
+                    });
+                    for (k, v) in s.discovery_extra.as_object().unwrap() {
+                        doc[k] = v.clone();
+                    }
+                    Json(doc)
                 }),
             )
             .route(
@@ -138,7 +172,32 @@ impl RogueIdp {
             )
             .route(
                 "/token",
-                post(|State(s): State<RogueState>| async move {
+                post(|State(s): State<RogueState>, form: String| async move {
+                    *s.last_form.lock().unwrap() = Some(form);
+                    let raw = s.raw.lock().unwrap().take();
+                    if let Some((raw, trickle)) = raw {
+                        let mut r = http::Response::builder().status(raw.status);
+                        for (k, v) in raw.headers {
+                            r = r.header(k, v);
+                        }
+                        let body = match trickle {
+                            None => axum::body::Body::from(raw.body),
+                            // Chunked, 64 KiB at a time, `every` apart.
+                            Some(every) => {
+                                let chunks: Vec<Vec<u8>> =
+                                    raw.body.chunks(64 * 1024).map(<[u8]>::to_vec).collect();
+                                axum::body::Body::from_stream(futures_util::stream::unfold(
+                                    chunks.into_iter(),
+                                    move |mut rest| async move {
+                                        let next = rest.next()?;
+                                        tokio::time::sleep(every).await;
+                                        Some((Ok::<_, std::io::Error>(next), rest))
+                                    },
+                                ))
+                            }
+                        };
+                        return r.body(body).unwrap();
+                    }
                     match s.next.lock().unwrap().take() {
                         Some(body) => Json(body).into_response(),
                         None => (
@@ -157,6 +216,8 @@ impl RogueIdp {
             next,
             jwks,
             jwks_hits,
+            raw,
+            last_form,
         }
     }
 
@@ -194,5 +255,24 @@ impl RogueIdp {
 
     pub fn answer_with(&self, body: Value) {
         *self.next.lock().unwrap() = Some(body);
+    }
+
+    /// A form parameter of the last token request (`grant_type`, `refresh_token`, …).
+    pub fn last_token_param(&self, name: &str) -> Option<String> {
+        let form = self.last_form.lock().unwrap().clone()?;
+        url::form_urlencoded::parse(form.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    }
+
+    /// The next token request gets this answer, byte for byte.
+    pub fn answer_raw(&self, raw: RawAnswer) {
+        *self.raw.lock().unwrap() = Some((raw, None));
+    }
+
+    /// The same, its body sent chunked (no `Content-Length`), 64 KiB every
+    /// `every`.
+    pub fn answer_trickled(&self, raw: RawAnswer, every: std::time::Duration) {
+        *self.raw.lock().unwrap() = Some((raw, Some(every)));
     }
 }
