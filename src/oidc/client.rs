@@ -365,7 +365,7 @@ where
 /// a DPoP- or MAC-bound one could not be sent on as one) whose value is
 /// RFC 6750 §2.1 token text, so it can neither break nor smuggle anything
 /// into the `Authorization` header it is sent upstream in.
-fn usable(t: TokenResponse) -> Result<TokenResponse, OidcError> {
+pub(super) fn usable(t: TokenResponse) -> Result<TokenResponse, OidcError> {
     if *t.token_type() != CoreTokenType::Bearer {
         // Quoted and cut short: it is logged.
         let named: String = t.token_type().as_ref().chars().take(32).collect();

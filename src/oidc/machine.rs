@@ -14,7 +14,6 @@ use oauth2::{
     AuthType, ClientId, ClientSecret, EndpointNotSet, EndpointSet, RequestTokenError, Scope,
     StandardRevocableToken, TokenResponse, TokenUrl,
 };
-use openidconnect::core::CoreTokenType;
 use std::time::Duration;
 use url::Url;
 
@@ -92,23 +91,11 @@ pub async fn client_credentials(
         }
         RequestTokenError::Other(e) => OidcError::Protocol(format!("client-credentials: {e}")),
     })?;
-    // RFC 6750: only a bearer token can be sent as `Authorization: Bearer`.
-    if *answer.token_type() != CoreTokenType::Bearer {
-        return Err(OidcError::Protocol(format!(
-            "client-credentials answer has token_type {:?}, not Bearer",
-            answer.token_type()
-        )));
-    }
-    let access_token = answer.access_token().secret();
-    if !is_b64token(access_token) {
-        // Never cached, never sent: it could not be a header value, or would
-        // smuggle something into one.
-        return Err(OidcError::Protocol(
-            "the client-credentials answer's access_token is not RFC 6750 token text".into(),
-        ));
-    }
+    // Held to what every token answer is: a Bearer token whose value is RFC
+    // 6750 token text (it goes into a header; never cached, never sent otherwise).
+    let answer = super::client::usable(answer)?;
     Ok(IssuedToken {
-        access_token: access_token.clone(),
+        access_token: answer.access_token_str().to_string(),
         expires_in: answer.expires_in(),
     })
 }
