@@ -166,8 +166,12 @@ impl MachineTokens {
         let this = self.clone();
         let grant = grant.clone();
         tokio::spawn(async move {
-            let outcome = this.fly(&grant).await.map(Arc::new);
             let me = &this.inner;
+            let _landing = super::flight::Landing {
+                flights: &me.flights,
+                key: grant.clone(),
+            };
+            let outcome = this.fly(&grant).await.map(Arc::new);
             match &outcome {
                 Ok(c) => {
                     lock(&me.cache).insert(grant.clone(), c.clone());
@@ -181,7 +185,6 @@ impl MachineTokens {
                 }
             }
             let _ = tx.send(Some(outcome));
-            lock(&me.flights).remove(&grant);
         });
         rx
     }

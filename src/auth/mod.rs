@@ -6,6 +6,7 @@ pub mod backchannel;
 pub mod bearer;
 pub mod check;
 pub mod cookies;
+pub mod flight;
 pub mod gate;
 pub mod handlers;
 pub mod machine;

@@ -244,8 +244,12 @@ impl Refresher {
         let (key, id) = (key.to_string(), id.clone());
         // Its own task: it runs to the end whoever is still waiting for it.
         tokio::spawn(async move {
-            let outcome = this.fly(&id).await;
             let me = &this.inner;
+            let _landing = super::flight::Landing {
+                flights: &me.flights,
+                key: key.clone(),
+            };
+            let outcome = this.fly(&id).await;
             match &outcome {
                 Outcome::Failed(_) => {
                     let failures = me.backoff.get(&key).map_or(0, |b| b.failures) + 1;
@@ -264,10 +268,6 @@ impl Refresher {
                 _ => me.backoff.invalidate(&key),
             }
             let _ = tx.send(Some(outcome));
-            me.flights
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&key);
         });
         rx
     }
