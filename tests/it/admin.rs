@@ -83,6 +83,23 @@ async fn signed_in(gw: &str, user: &str, user_agent: &str) -> Signed {
     Signed { browser, cookie }
 }
 
+/// An in-process gateway with the admin API on (its token file in a scratch
+/// directory) in front of the test IdP and an upstream.
+async fn admin_gateway() -> (ScratchDir, Idp, Upstream, Gateway) {
+    let dir = ScratchDir::new("admin");
+    let reserved = reserve().await;
+    let url = reserved.url.clone();
+    let idp = Idp::for_gateway(&url, serde_json::json!({}));
+    let upstream = Upstream::start(None).await;
+    let toml = config_toml(&url, &idp.issuer, &routes(&upstream.url)).replacen(
+        "[server]\n",
+        &format!("[server]\n{}", token_file(&dir)),
+        1,
+    );
+    let gw = Gateway::start(reserved, &toml).await;
+    (dir, idp, upstream, gw)
+}
+
 #[tokio::test]
 async fn off_without_a_token_file() {
     let reserved = reserve().await;
@@ -105,17 +122,7 @@ async fn off_without_a_token_file() {
 
 #[tokio::test]
 async fn wrong_or_missing_admin_tokens_are_refused() {
-    let dir = ScratchDir::new("admin");
-    let reserved = reserve().await;
-    let url = reserved.url.clone();
-    let idp = Idp::for_gateway(&url, serde_json::json!({}));
-    let upstream = Upstream::start(None).await;
-    let toml = config_toml(&url, &idp.issuer, &routes(&upstream.url)).replacen(
-        "[server]\n",
-        &format!("[server]\n{}", token_file(&dir)),
-        1,
-    );
-    let gw = Gateway::start(reserved, &toml).await;
+    let (_dir, _idp, _upstream, gw) = admin_gateway().await;
     let alice = signed_in(&gw.url, "alice", FIREFOX).await;
     let target = format!("{}/admin/sessions?sub=alice", gw.admin_url);
     let right = format!("Bearer {TOKEN}");
@@ -205,17 +212,7 @@ async fn wrong_or_missing_admin_tokens_are_refused() {
 
 #[tokio::test]
 async fn list_and_end_sessions_with_the_memory_store() {
-    let dir = ScratchDir::new("admin");
-    let reserved = reserve().await;
-    let url = reserved.url.clone();
-    let idp = Idp::for_gateway(&url, serde_json::json!({}));
-    let upstream = Upstream::start(None).await;
-    let toml = config_toml(&url, &idp.issuer, &routes(&upstream.url)).replacen(
-        "[server]\n",
-        &format!("[server]\n{}", token_file(&dir)),
-        1,
-    );
-    let gw = Gateway::start(reserved, &toml).await;
+    let (_dir, _idp, _upstream, gw) = admin_gateway().await;
     let laptop = signed_in(&gw.url, "alice", FIREFOX).await;
     let phone = signed_in(&gw.url, "alice", SAFARI).await;
     let bob = signed_in(&gw.url, "bob", FIREFOX).await;
@@ -384,17 +381,7 @@ async fn list_and_end_sessions_with_the_memory_store() {
 
 #[tokio::test]
 async fn nothing_of_it_on_the_public_listener() {
-    let dir = ScratchDir::new("admin");
-    let reserved = reserve().await;
-    let url = reserved.url.clone();
-    let idp = Idp::for_gateway(&url, serde_json::json!({}));
-    let upstream = Upstream::start(None).await;
-    let toml = config_toml(&url, &idp.issuer, &routes(&upstream.url)).replacen(
-        "[server]\n",
-        &format!("[server]\n{}", token_file(&dir)),
-        1,
-    );
-    let gw = Gateway::start(reserved, &toml).await;
+    let (_dir, _idp, upstream, gw) = admin_gateway().await;
     let alice = signed_in(&gw.url, "alice", FIREFOX).await;
     let handle = list(&gw.admin_url, "alice").await["sessions"][0]["handle"]
         .as_str()

@@ -7,28 +7,6 @@ use crate::harness::*;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-/// A gateway in front of a [`RogueIdp`] with one `token = "client"` route
-/// (callers authenticate with a bearer token the rogue IdP signs).
-async fn machine_gateway() -> (RogueIdp, Upstream, Gateway, String) {
-    let idp = RogueIdp::start().await;
-    let upstream = Upstream::start(None).await;
-    let reserved = reserve().await;
-    let routes = format!(
-        "[[route]]\npath = \"/mm/\"\nupstream = \"{}\"\nauth = \"bearer\"\ntoken = \"client\"\nclient_scopes = [\"x/y\"]\n",
-        upstream.url
-    );
-    let toml = config_toml(&reserved.url, &idp.issuer, &routes).replace(
-        "insecure_allow_http = true",
-        "insecure_allow_http = true\naudiences = [\"urn:orders-api\"]",
-    );
-    let gw = Gateway::start(reserved, &toml).await;
-    let caller = idp.key.sign(&json!({
-        "iss": idp.issuer, "aud": "urn:orders-api", "sub": "client-7",
-        "iat": now(), "exp": now() + 10 * 86_400,
-    }));
-    (idp, upstream, gw, caller)
-}
-
 async fn call_mm(gw: &Gateway, caller: &str) -> u16 {
     reqwest::Client::new()
         .get(format!("{}/mm/x", gw.url))
@@ -59,7 +37,7 @@ async fn machine_token_expires_in_of_any_shape() {
         ("a float", json!(1.5), false, false),
         ("a word", json!("soon"), false, false),
     ] {
-        let (idp, upstream, gw, caller) = machine_gateway().await;
+        let (idp, upstream, gw, caller) = crate::machine::machine_gateway().await;
         let mut answer = json!({"access_token": "machine-1", "token_type": "Bearer"});
         if !expires_in.is_null() {
             answer["expires_in"] = expires_in;
@@ -277,7 +255,7 @@ fn machine_record(gw: &Gateway) -> String {
 #[tokio::test]
 async fn poisoned_machine_token_records_and_stuck_locks() {
     use oidc_bff::session::SessionStore;
-    let (idp, upstream, gw, caller) = machine_gateway().await;
+    let (idp, upstream, gw, caller) = crate::machine::machine_gateway().await;
     idp.answer_with(
         json!({"access_token": "machine-0", "token_type": "Bearer", "expires_in": 300}),
     );
@@ -591,7 +569,7 @@ async fn a_revoked_grant_gets_through_nowhere() {
 /// into memory whole: 502, nothing upstream; a normal answer afterwards works.
 #[tokio::test]
 async fn a_huge_token_answer_is_refused() {
-    let (idp, upstream, gw, caller) = machine_gateway().await;
+    let (idp, upstream, gw, caller) = crate::machine::machine_gateway().await;
     idp.answer_with(json!({
         "access_token": "machine-huge",
         "token_type": "Bearer",

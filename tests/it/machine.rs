@@ -272,12 +272,9 @@ async fn forward_auth_answers_with_the_machine_token() {
     assert_eq!(machine_grants(&idp).await, 1);
 }
 
-/// Against an IdP whose answers the test writes: an API client (bearer) on a
-/// `token = "client"` route is not forwarded with its own token but with the
-/// machine token; answers that are no usable bearer token give 502 and
-/// reach no upstream.
-#[tokio::test]
-async fn hostile_or_broken_token_answers_never_reach_the_upstream() {
+/// A gateway in front of a [`RogueIdp`] with one `token = "client"` route
+/// (callers authenticate with a bearer token the rogue IdP signs).
+pub async fn machine_gateway() -> (RogueIdp, Upstream, Gateway, String) {
     let idp = RogueIdp::start().await;
     let upstream = Upstream::start(None).await;
     let reserved = reserve().await;
@@ -292,8 +289,18 @@ async fn hostile_or_broken_token_answers_never_reach_the_upstream() {
     let gw = Gateway::start(reserved, &toml).await;
     let caller = idp.key.sign(&json!({
         "iss": idp.issuer, "aud": "urn:orders-api", "sub": "client-7",
-        "iat": now(), "exp": now() + 300,
+        "iat": now(), "exp": now() + 10 * 86_400,
     }));
+    (idp, upstream, gw, caller)
+}
+
+/// Against an IdP whose answers the test writes: an API client (bearer) on a
+/// `token = "client"` route is not forwarded with its own token but with the
+/// machine token; answers that are no usable bearer token give 502 and
+/// reach no upstream.
+#[tokio::test]
+async fn hostile_or_broken_token_answers_never_reach_the_upstream() {
+    let (idp, upstream, gw, caller) = machine_gateway().await;
     let call = || async {
         reqwest::Client::new()
             .get(format!("{}/mm/x", gw.url))
