@@ -155,8 +155,13 @@ impl TokenResponse {
     }
 
     /// The refresh token's value, when one came (a rotated one on refresh).
+    /// An empty one is none: it could refresh nothing, and on refresh it
+    /// must not replace the one the session holds.
     pub fn refresh_token_str(&self) -> Option<&str> {
-        self.refresh_token.as_ref().map(|t| t.secret().as_str())
+        self.refresh_token
+            .as_ref()
+            .map(|t| t.secret().as_str())
+            .filter(|t| !t.is_empty())
     }
 
     /// The ID token as sent, when one came.
@@ -537,5 +542,14 @@ mod expiry_tests {
         );
         assert_eq!(t.refresh_token_str(), Some("r"));
         assert_eq!(t.access_expires_at(0), Some(3600));
+        let t: TokenResponse = serde_json::from_value(serde_json::json!({
+            "access_token": "a", "token_type": "Bearer", "refresh_token": ""
+        }))
+        .unwrap();
+        assert_eq!(
+            t.refresh_token_str(),
+            None,
+            "an empty refresh token is none"
+        );
     }
 }

@@ -167,7 +167,8 @@ async fn callbacks_without_the_advertised_iss_are_refused() {
 
 /// Refresh answers a rogue IdP can shape: an ID token of another `sub` ends
 /// the session (never switches users); one without `id_token` or without a
-/// rotated refresh token keeps the user and the refresh token it has.
+/// rotated refresh token (or with an empty one) keeps the user and the
+/// refresh token it has.
 #[tokio::test]
 async fn refresh_never_switches_users_and_keeps_the_refresh_token() {
     let s = rogue_stack("").await;
@@ -209,6 +210,14 @@ async fn refresh_never_switches_users_and_keeps_the_refresh_token() {
         s.idp.last_token_param("refresh_token").as_deref(),
         Some("refresh-1")
     );
+    // An empty refresh token in the answer is none: the next refresh still
+    // sends refresh-1 (checked below).
+    s.gw.clock().advance(Duration::from_secs(301));
+    s.idp.answer_with(json!({
+        "access_token": "access-2b", "token_type": "Bearer", "expires_in": 300,
+        "refresh_token": "",
+    }));
+    assert_eq!(call().await, 200);
     // Another user's ID token: the session ends, nothing goes upstream as them.
     s.gw.clock().advance(Duration::from_secs(301));
     s.idp.answer_with(json!({
