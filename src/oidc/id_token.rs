@@ -235,8 +235,7 @@ impl Provider {
 #[cfg(test)]
 mod attack_tests {
     use super::*;
-    use crate::oidc::jwks::JwksSource;
-    use async_trait::async_trait;
+    use crate::oidc::jwks::StaticJwks;
     use aws_lc_rs::rand::SystemRandom;
     use aws_lc_rs::signature::{
         EcdsaKeyPair, EcdsaSigningAlgorithm, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING,
@@ -274,15 +273,6 @@ mod attack_tests {
                 .sign(&SystemRandom::new(), input.as_bytes())
                 .unwrap();
             format!("{input}.{}", B64.encode(sig.as_ref()))
-        }
-    }
-
-    struct Static(Value);
-
-    #[async_trait]
-    impl JwksSource for Static {
-        async fn fetch(&self) -> Result<Value, OidcError> {
-            Ok(self.0.clone())
         }
     }
 
@@ -390,7 +380,7 @@ mod attack_tests {
                 .unwrap();
             format!("{input}.{}", B64.encode(sig))
         };
-        let jwks = JwksCache::new(Box::new(Static(json!({"keys": [
+        let jwks = JwksCache::new(Box::new(StaticJwks(json!({"keys": [
             twin.jwk, good.jwk.clone(), p384.jwk, enc_jwk, lying, ed_jwk, rsa_any, rsa_rs256
         ]}))));
         let es256 = |kid: &str| json!({"alg": "ES256", "typ": "JWT", "kid": kid});

@@ -20,6 +20,18 @@ pub trait JwksSource: Send + Sync + 'static {
     async fn fetch(&self) -> Result<serde_json::Value, OidcError>;
 }
 
+/// Keys the test holds, served as they are (unit tests of the verifiers).
+#[cfg(test)]
+pub struct StaticJwks(pub serde_json::Value);
+
+#[cfg(test)]
+#[async_trait]
+impl JwksSource for StaticJwks {
+    async fn fetch(&self) -> Result<serde_json::Value, OidcError> {
+        Ok(self.0.clone())
+    }
+}
+
 pub struct HttpJwksSource {
     pub http: reqwest::Client,
     pub url: Url,

@@ -312,8 +312,7 @@ impl From<JwtError> for OidcError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oidc::jwks::JwksSource;
-    use async_trait::async_trait;
+    use crate::oidc::jwks::StaticJwks;
     use aws_lc_rs::rand::SystemRandom;
     use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
     use serde_json::json;
@@ -576,19 +575,12 @@ mod tests {
         }
     }
 
-    struct Static(Value);
-
-    #[async_trait]
-    impl JwksSource for Static {
-        async fn fetch(&self) -> Result<Value, crate::oidc::OidcError> {
-            Ok(self.0.clone())
-        }
-    }
-
     #[tokio::test]
     async fn verify_applies_the_header_and_iat_rules() {
         let signer = Signer::new();
-        let jwks = JwksCache::new(Box::new(Static(json!({ "keys": [signer.jwk.clone()] }))));
+        let jwks = JwksCache::new(Box::new(StaticJwks(
+            json!({ "keys": [signer.jwk.clone()] }),
+        )));
         let ours = vec!["bff".to_string()];
         let now = crate::clock::Clock::system().now_secs();
         let expect = Expect {
@@ -726,7 +718,9 @@ mod tests {
     #[tokio::test]
     async fn verify_judges_time_at_the_callers_clock() {
         let signer = Signer::new();
-        let jwks = JwksCache::new(Box::new(Static(json!({ "keys": [signer.jwk.clone()] }))));
+        let jwks = JwksCache::new(Box::new(StaticJwks(
+            json!({ "keys": [signer.jwk.clone()] }),
+        )));
         let ours = vec!["bff".to_string()];
         let now = crate::clock::Clock::system().now_secs();
         let at = |now: i64| Expect {

@@ -59,17 +59,6 @@ async fn list(admin_url: &str, sub_query: &str) -> Value {
     r.json().await.unwrap()
 }
 
-/// The status of an API call (XHR) with the browser's session.
-async fn api_status(b: &reqwest::Client, gw: &str) -> u16 {
-    b.get(format!("{gw}/api/x"))
-        .header("x-csrf", "1")
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 struct Signed {
     browser: reqwest::Client,
     cookie: String,
@@ -79,7 +68,7 @@ async fn signed_in(gw: &str, user: &str, user_agent: &str) -> Signed {
     let browser = browser_as(user_agent);
     let r = sign_in(&browser, gw, user, "/").await;
     let cookie = set_cookie_value(&r, "oidc_bff").expect("a session cookie");
-    assert_eq!(api_status(&browser, gw).await, 200);
+    assert_eq!(api(&browser, &format!("{}/api/x", gw)).await.0, 200);
     Signed { browser, cookie }
 }
 
@@ -194,7 +183,7 @@ async fn wrong_or_missing_admin_tokens_are_refused() {
         200
     );
     assert_eq!(
-        api_status(&alice.browser, &gw.url).await,
+        api(&alice.browser, &format!("{}/api/x", &gw.url)).await.0,
         200,
         "still signed in"
     );
@@ -313,8 +302,14 @@ async fn list_and_end_sessions_with_the_memory_store() {
     assert_eq!(body["ended"], 1);
     assert_eq!(body["handle"], laptop_handle.as_str());
     assert_signed_out(&laptop.browser, &gw.url, "/api/x").await;
-    assert_eq!(api_status(&phone.browser, &gw.url).await, 200);
-    assert_eq!(api_status(&bob.browser, &gw.url).await, 200);
+    assert_eq!(
+        api(&phone.browser, &format!("{}/api/x", &gw.url)).await.0,
+        200
+    );
+    assert_eq!(
+        api(&bob.browser, &format!("{}/api/x", &gw.url)).await.0,
+        200
+    );
     assert_eq!(list(&gw.admin_url, "alice").await["count"], 1);
     // Ending it again, or a session that never was: 404.
     for h in [
@@ -339,7 +334,10 @@ async fn list_and_end_sessions_with_the_memory_store() {
         serde_json::json!({"sub": "alice", "ended": 1})
     );
     assert_signed_out(&phone.browser, &gw.url, "/api/x").await;
-    assert_eq!(api_status(&bob.browser, &gw.url).await, 200);
+    assert_eq!(
+        api(&bob.browser, &format!("{}/api/x", &gw.url)).await.0,
+        200
+    );
     assert_eq!(list(&gw.admin_url, "alice").await["count"], 0);
 
     // A sub with odd characters, percent-encoded: found and ended; a
@@ -372,7 +370,7 @@ async fn list_and_end_sessions_with_the_memory_store() {
         }
     }
     assert_eq!(
-        api_status(&bob.browser, &gw.url).await,
+        api(&bob.browser, &format!("{}/api/x", &gw.url)).await.0,
         200,
         "bob untouched"
     );
@@ -442,7 +440,7 @@ async fn nothing_of_it_on_the_public_listener() {
         "nothing reached the upstream but alice's call"
     );
     assert_eq!(
-        api_status(&alice.browser, &gw.url).await,
+        api(&alice.browser, &format!("{}/api/x", &gw.url)).await.0,
         200,
         "still signed in"
     );
@@ -481,8 +479,14 @@ async fn end_all_across_two_gateway_processes_sharing_redis() {
     let on_b = signed_in(&b.url, "alice", SAFARI).await;
     let bob = signed_in(&b.url, "bob", FIREFOX).await;
     // Sessions are shared: each works on the other replica too.
-    assert_eq!(api_status(&on_a.browser, &b.url).await, 200);
-    assert_eq!(api_status(&on_b.browser, &a.url).await, 200);
+    assert_eq!(
+        api(&on_a.browser, &format!("{}/api/x", &b.url)).await.0,
+        200
+    );
+    assert_eq!(
+        api(&on_b.browser, &format!("{}/api/x", &a.url)).await.0,
+        200
+    );
     assert_eq!(list(&b.admin_url, "alice").await["count"], 2);
 
     // A wrong token first: refused and logged without any token.
@@ -506,7 +510,11 @@ async fn end_all_across_two_gateway_processes_sharing_redis() {
     for gw in [&a.url, &b.url] {
         assert_signed_out(&on_a.browser, gw, "/api/x").await;
         assert_signed_out(&on_b.browser, gw, "/api/x").await;
-        assert_eq!(api_status(&bob.browser, gw).await, 200, "bob untouched");
+        assert_eq!(
+            api(&bob.browser, &format!("{}/api/x", gw)).await.0,
+            200,
+            "bob untouched"
+        );
     }
     assert_eq!(list(&b.admin_url, "alice").await["count"], 0);
     assert!(

@@ -499,17 +499,6 @@ async fn session_with_timeouts(idle: &str, absolute: &str) -> (RogueIdp, Gateway
     (idp, gw, b)
 }
 
-/// `GET /auth/user` as an API client asks: the status.
-async fn user_status(b: &reqwest::Client, gw: &Gateway) -> u16 {
-    b.get(format!("{}/auth/user", gw.url))
-        .header("x-csrf", "1")
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 /// The documented refusal of an ended session: 401 `unauthenticated` to an
 /// API client, a redirect to sign-in for a navigation; the record is gone.
 async fn assert_ended(b: &reqwest::Client, gw: &Gateway) {
@@ -525,7 +514,7 @@ async fn a_session_idle_longer_than_idle_timeout_ends() {
     // each use moves the idle window on.
     for _ in 0..3 {
         gw.clock().advance(9 * minute);
-        assert_eq!(user_status(&b, &gw).await, 200);
+        assert_eq!(api(&b, &format!("{}/auth/user", &gw.url)).await.0, 200);
     }
     // Then 10 minutes without a request: over.
     gw.clock().advance(10 * minute);
@@ -538,7 +527,7 @@ async fn a_session_older_than_absolute_timeout_ends_however_active() {
     let minute = Duration::from_secs(60);
     for _ in 0..3 {
         gw.clock().advance(9 * minute);
-        assert_eq!(user_status(&b, &gw).await, 200);
+        assert_eq!(api(&b, &format!("{}/auth/user", &gw.url)).await.0, 200);
     }
     // 27 minutes in, used 9 minutes ago at most; at 30 minutes it ends.
     gw.clock().advance(3 * minute + Duration::from_secs(1));
