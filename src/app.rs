@@ -148,6 +148,7 @@ impl AppState {
                 login_idp: None,
                 // A dev server (Vite, webpack) checks Host for its hot-reload socket.
                 preserve_host: true,
+                cache_private: true,
                 identity_headers: None,
                 identity_assertion: false,
                 assertion_audience: None,

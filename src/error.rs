@@ -55,6 +55,10 @@ pub enum AppError {
     HeadersTooLarge,
     #[error("request body too large")]
     BodyTooLarge,
+    /// A request body in a transfer coding other than `chunked` (RFC 9112
+    /// §6.1): passing it on de-chunked would change it silently.
+    #[error("unsupported transfer coding")]
+    UnsupportedTransferCoding,
     #[error("sign-in failed: {0:?}")]
     Login(LoginError),
     #[error("session store: {0}")]
@@ -150,6 +154,12 @@ impl AppError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
                 "The request body is too large.",
+                false,
+            ),
+            UnsupportedTransferCoding => r(
+                StatusCode::NOT_IMPLEMENTED,
+                "unsupported_transfer_coding",
+                "Only the chunked transfer coding is accepted.",
                 false,
             ),
             Login(e) => {

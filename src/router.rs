@@ -82,7 +82,8 @@ async fn label_matched(
 /// request, where separate tower layers would each wrap the future, and
 /// `from_fn` would also clone and box the rest of the stack):
 /// 1. request headers over [`MAX_HEADER_BYTES`] are answered 431 before any work;
-///    a path that has no canonical form ([`crate::request_path`]) is answered
+///    a request whose framing the gateway would pass on changed ([`framing`])
+///    is refused; a path that has no canonical form ([`crate::request_path`]) is answered
 ///    400; otherwise the request's path becomes the canonical one, which
 ///    routing, the gate and the upstream all see;
 /// 2. `Authorization` and `Cookie` are marked sensitive (never in a log line);
@@ -91,6 +92,8 @@ async fn label_matched(
 ///    it goes upstream and back on the response;
 /// 4. a span per request (method, path without the query, request id);
 /// 5. an error response gets its body (HTML page or JSON, [`crate::error`]);
+///    an answer that sets one of the gateway's cookies gets
+///    `Cache-Control: no-store`, whatever the upstream said;
 /// 6. the log line and the metrics. The route label is the configured route
 ///    id, the matched gateway endpoint, "spa" or "unmatched": never a raw path.
 ///
@@ -141,7 +144,9 @@ where
         let refused = if header_bytes(req.headers()) > MAX_HEADER_BYTES {
             Some(AppError::HeadersTooLarge)
         } else {
-            canonical_target(req.uri_mut()).err()
+            framing(&req)
+                .and_then(|()| canonical_target(req.uri_mut()))
+                .err()
         };
         mark_sensitive(req.headers_mut());
         let trusted = crate::proxy::peer_is_trusted(&state, req.extensions());
@@ -160,6 +165,13 @@ where
                     Err(e) => e.into_response(),
                 };
                 let mut resp = error_request.finish(&errors, resp);
+                // Whoever set it (a sign-in, a re-sealed cookie on a proxied
+                // answer, a logout), no cache keeps an answer that carries
+                // the gateway's cookie.
+                crate::proxy::headers::no_store_with_gateway_cookie(
+                    resp.headers_mut(),
+                    &state.cookies.names(),
+                );
                 resp.headers_mut().entry(X_REQUEST_ID).or_insert(request_id);
                 observe(&state, start, method, &resp);
                 Ok(resp)
@@ -167,6 +179,39 @@ where
             .instrument(span),
         )
     }
+}
+
+/// Refuses what the upstream would receive other than the client sent:
+/// - a body in a transfer coding other than `chunked` (`gzip, chunked`):
+///   hyper removes the chunking, and the coding would be lost on the way
+///   (RFC 9112 §6.1: 501 for a coding the server does not understand);
+/// - a `Host` that names another authority than the request target's: an
+///   HTTP/2 `:authority` (RFC 9113 §8.3.1: malformed) or an HTTP/1.1
+///   absolute-form target (RFC 9112 §3.2.2 lets the target win, some servers
+///   read `Host`), so `preserve_host` never sends a host the gateway did not
+///   judge.
+fn framing(req: &Request) -> Result<(), AppError> {
+    let codings = req.headers().get_all(http::header::TRANSFER_ENCODING);
+    let only_chunked = codings
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .all(|c| c.eq_ignore_ascii_case(b"chunked"));
+    if !only_chunked {
+        return Err(AppError::UnsupportedTransferCoding);
+    }
+    if let Some(authority) = req.uri().authority() {
+        let disagrees = req.headers().get_all(http::header::HOST).iter().any(|h| {
+            !h.as_bytes()
+                .eq_ignore_ascii_case(authority.as_str().as_bytes())
+        });
+        if disagrees {
+            return Err(AppError::BadRequest(
+                "the Host header disagrees with the request's authority",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Replaces the path of `uri` with its canonical form (the query is kept as
@@ -415,6 +460,70 @@ mod tests {
         assert!(h[http::header::AUTHORIZATION].is_sensitive());
         assert!(!h[http::header::ACCEPT].is_sensitive());
         assert!(!format!("{h:?}").contains("Bearer t"));
+    }
+
+    #[test]
+    fn framing_that_would_change_on_the_way_is_refused() {
+        let req = |version, headers: &[(&str, &str)], uri: &str| {
+            let mut b = http::Request::builder().version(version).uri(uri);
+            for (k, v) in headers {
+                b = b.header(*k, *v);
+            }
+            b.body(axum::body::Body::empty()).unwrap()
+        };
+        use http::Version;
+        let h1 = Version::HTTP_11;
+        let h2 = Version::HTTP_2;
+        type Headers<'a> = &'a [(&'a str, &'a str)];
+        let ok: &[(Version, Headers, &str)] = &[
+            (h1, &[], "/"),
+            (h1, &[("transfer-encoding", "chunked")], "/"),
+            (h1, &[("transfer-encoding", "Chunked")], "/"),
+            (h2, &[], "http://gw.example/"),
+            (h2, &[("host", "gw.example")], "http://gw.example/"),
+            (h2, &[("host", "GW.example")], "http://gw.example/"),
+            (h2, &[("host", "anything")], "/"),
+            (h1, &[("host", "gw.example")], "http://gw.example/"),
+        ];
+        for (v, h, uri) in ok {
+            assert!(framing(&req(*v, h, uri)).is_ok(), "{v:?} {h:?} {uri}");
+        }
+        let refused: &[(Version, Headers, &str, u16)] = &[
+            (h1, &[("transfer-encoding", "gzip, chunked")], "/", 501),
+            (
+                h1,
+                &[
+                    ("transfer-encoding", "gzip"),
+                    ("transfer-encoding", "chunked"),
+                ],
+                "/",
+                501,
+            ),
+            (
+                h1,
+                &[("transfer-encoding", "chunked, chunked, identity")],
+                "/",
+                501,
+            ),
+            (h1, &[("transfer-encoding", "deflate")], "/", 501),
+            (h2, &[("host", "evil.example")], "http://gw.example/", 400),
+            (
+                h2,
+                &[("host", "gw.example"), ("host", "evil.example")],
+                "http://gw.example/",
+                400,
+            ),
+            (
+                h2,
+                &[("host", "gw.example:8443")],
+                "http://gw.example/",
+                400,
+            ),
+        ];
+        for (v, h, uri, status) in refused {
+            let e = framing(&req(*v, h, uri)).expect_err(&format!("{v:?} {h:?}"));
+            assert_eq!(e.into_response().status().as_u16(), *status, "{h:?}");
+        }
     }
 
     #[test]

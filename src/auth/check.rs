@@ -195,10 +195,12 @@ async fn decide(state: &AppState, req: &Parts) -> Result<Response, AppError> {
         tracing::info!(error = %e, "forward-auth: the original request's path is refused");
         AppError::Forbidden("The request path is not allowed.".into())
     })?;
-    let route = state.routes.find(&path);
+    let choice = state.routes.choose(&path);
+    let route = choice.map(|c| c.route);
     // A path no route claims needs a session and nothing more.
     let unrouted = Access::signed_in();
     let access = route.map_or(&unrouted, |r| &r.access);
+    let exact = choice.and_then(|c| c.exact).map(|r| &r.access);
     // Forward-auth has no WebSocket step: the ingress upgrades, and the
     // request is judged like any other (the X-CSRF rule where the route asks).
     let ask = Ask {
@@ -206,7 +208,7 @@ async fn decide(state: &AppState, req: &Parts) -> Result<Response, AppError> {
         headers,
         websocket: false,
     };
-    match gate::pass(state, access, ask).await {
+    match gate::pass_choice(state, access, exact, ask).await {
         Ok(passed) => {
             let mut resp = allowed(
                 &passed.identity,

@@ -15,9 +15,12 @@
 //!    claims may have changed.
 //!
 //! The route was found from the canonical path ([`crate::request_path`]), so
-//! the gate judges exactly the path the upstream will receive. Callers decide
-//! only what their answer looks like (a forwarded request, or forward-auth's
-//! 200 with identity headers).
+//! the gate judges exactly the path the upstream will receive. When the
+//! path's exact spelling lies under another route than its case-folded match
+//! ([`crate::proxy::routes::Choice`]), [`pass_choice`] runs the steps for
+//! both routes, the exact spelling's first: route choice can only get
+//! stricter. Callers decide only what their answer looks like (a forwarded
+//! request, or forward-auth's 200 with identity headers).
 
 use super::{authenticate, has_csrf_header, has_session_cookie, Identity};
 use crate::app::AppState;
@@ -28,6 +31,7 @@ use crate::proxy::routes::Access;
 use http::{header, HeaderMap, Method};
 
 /// What the gate looks at of a request.
+#[derive(Clone, Copy)]
 pub struct Ask<'a> {
     pub method: &'a Method,
     pub headers: &'a HeaderMap,
@@ -54,6 +58,25 @@ pub struct Passed {
     pub identity: Identity,
     /// A new session cookie value for the browser (the session key rotated).
     pub reissue: Option<String>,
+}
+
+/// Runs the gate's steps for the rules of the route that serves the request
+/// (`access`) and, when the exact spelling of the path belongs to another
+/// route, that route's rules (`exact`) too: both must pass. The identity is
+/// the serving route's (it decides what goes upstream).
+pub async fn pass_choice(
+    state: &AppState,
+    access: &Access,
+    exact: Option<&Access>,
+    ask: Ask<'_>,
+) -> Result<Passed, Refused> {
+    let earlier = match exact {
+        Some(exact) => pass(state, exact, ask).await?.reissue,
+        None => None,
+    };
+    let mut passed = pass(state, access, ask).await?;
+    passed.reissue = passed.reissue.or(earlier);
+    Ok(passed)
 }
 
 /// Runs the gate's steps for `access` (a route's rules) on `ask`.

@@ -400,6 +400,11 @@ pub struct RouteConfig {
     /// Send the client's `Host` header upstream instead of the upstream's own authority.
     #[serde(default)]
     pub preserve_host: bool,
+    /// Answers to a signed-in caller that carry no caching headers of their
+    /// own get `Cache-Control: private` (no shared cache keeps one user's
+    /// answer for another). `false` passes them on as they are.
+    #[serde(default = "defaults::yes")]
+    pub cache_private: bool,
     /// Identity headers to send upstream, from the caller's claims, e.g.
     /// `{ user = "X-Forwarded-User", email = "X-Forwarded-Email", groups = "X-Forwarded-Groups" }`.
     /// Copies a client sends are always removed.

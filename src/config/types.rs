@@ -37,14 +37,43 @@ impl Serialize for Header {
     }
 }
 
-/// A route's allowed methods; empty means any. Written in capitals, as the
-/// method names of RFC 9110 are (methods are case-sensitive).
+/// A route's allowed methods; empty means any but `CONNECT` and `TRACE`.
+/// Written in capitals, as the method names of RFC 9110 are (methods are
+/// case-sensitive).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Methods(pub Vec<Method>);
 
 impl Methods {
+    /// `CONNECT` (RFC 9110 §9.3.6: a tunnel, not a request for the path, and
+    /// RFC 8441's extended form, a WebSocket the Origin rule never saw) and
+    /// `TRACE` (§9.3.8: echoes the request, credentials included, back) are
+    /// not ordinary requests: only a route that names them takes them.
     pub fn allows(&self, method: &Method) -> bool {
-        self.0.is_empty() || self.0.contains(method)
+        if self.0.is_empty() {
+            return *method != Method::CONNECT && *method != Method::TRACE;
+        }
+        self.0.contains(method)
+    }
+}
+
+#[cfg(test)]
+mod method_tests {
+    use super::*;
+
+    #[test]
+    fn connect_and_trace_only_where_a_route_names_them() {
+        let any = Methods::default();
+        for m in [Method::GET, Method::POST, Method::DELETE, Method::OPTIONS] {
+            assert!(any.allows(&m), "{m}");
+        }
+        let custom = Method::from_bytes(b"PROPFIND").unwrap();
+        assert!(any.allows(&custom));
+        assert!(!any.allows(&Method::CONNECT));
+        assert!(!any.allows(&Method::TRACE));
+        let named = Methods(vec![Method::GET, Method::TRACE]);
+        assert!(named.allows(&Method::TRACE));
+        assert!(!named.allows(&Method::CONNECT));
+        assert!(!named.allows(&Method::POST));
     }
 }
 

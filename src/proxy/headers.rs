@@ -1,7 +1,8 @@
 //! Header hygiene for proxied requests and responses, as pure functions:
 //! hop-by-hop headers go (RFC 9110 §7.6.1), the gateway's cookies go, identity
 //! headers a client could forge go before trusted ones are set, and
-//! `X-Forwarded-*` is set according to whether the peer is a trusted proxy.
+//! `X-Forwarded-*` is set according to whether the peer is a trusted proxy,
+//! and the caching rules of answers (who may keep them, RFC 9111).
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::net::IpAddr;
@@ -348,9 +349,186 @@ fn split_pair(pair: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((&pair[..i], &pair[i + 1..]))
 }
 
+/// Fields through which an upstream tells caches how long to keep an answer:
+/// `Cache-Control`, `Expires` (RFC 9111 §5.2, §5.3), and the fields that CDNs
+/// obey in its place (RFC 9213 `CDN-Cache-Control`, `Surrogate-Control`).
+const CACHING_FIELDS: [&str; 4] = [
+    "cache-control",
+    "expires",
+    "cdn-cache-control",
+    "surrogate-control",
+];
+
+/// A response that sets one of the gateway's cookies is never stored by any
+/// cache: a cached copy would hand one user's session to the next (RFC 9111
+/// §3: `no-store` forbids keeping it). Whatever the upstream asked for
+/// (`public`, `max-age`, a CDN's own field) is replaced. The one rule for
+/// every answer, proxied or the gateway's own; returns whether it applied.
+pub fn no_store_with_gateway_cookie(headers: &mut HeaderMap, gateway_cookies: &[&str]) -> bool {
+    let sets_ours = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .any(|v| sets_gateway_cookie(v.as_bytes(), gateway_cookies));
+    if sets_ours {
+        for name in CACHING_FIELDS {
+            headers.remove(name);
+        }
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    sets_ours
+}
+
+/// How a route's answer may be cached, by who asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheRule {
+    /// The caller was signed in (a session or a verified bearer token).
+    pub signed_in: bool,
+    /// The route's `cache_private`.
+    pub private: bool,
+    /// The route answers signed-in and anonymous callers alike (`auth =
+    /// "optional"`): the answer depends on the cookie.
+    pub varies_with_cookie: bool,
+}
+
+/// Applies [`CacheRule`] to a proxied answer: one for a signed-in caller that
+/// says nothing of caching becomes `Cache-Control: private` (no shared cache
+/// keeps it, RFC 9111 §5.2.2.7); an upstream that does say (`public`, an
+/// `Expires`) is believed. An answer that depends on the cookie says so with
+/// `Vary: Cookie` (§4.1), so a cache never gives a signed-out copy to a
+/// signed-in user or the other way round.
+pub fn apply_cache_rule(headers: &mut HeaderMap, rule: CacheRule) {
+    if rule.signed_in && rule.private && !CACHING_FIELDS.iter().any(|n| headers.contains_key(*n)) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+    }
+    if rule.varies_with_cookie {
+        let listed = headers
+            .get_all(header::VARY)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .any(|f| f == b"*" || f.eq_ignore_ascii_case(b"cookie"));
+        if !listed {
+            headers.append(header::VARY, HeaderValue::from_static("Cookie"));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_that_sets_a_gateway_cookie_is_never_stored() {
+        let names = ["oidc_bff", "oidc_bff_login"];
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=600"),
+        );
+        h.insert(
+            header::EXPIRES,
+            HeaderValue::from_static("Thu, 01 Jan 2099 00:00:00 GMT"),
+        );
+        h.insert("cdn-cache-control", HeaderValue::from_static("max-age=600"));
+        h.insert("surrogate-control", HeaderValue::from_static("max-age=600"));
+        h.append(header::SET_COOKIE, HeaderValue::from_static("theirs=1"));
+        h.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("oidc_bff=abc; HttpOnly"),
+        );
+        assert!(no_store_with_gateway_cookie(&mut h, &names));
+        assert_eq!(
+            h.get_all(header::CACHE_CONTROL).iter().collect::<Vec<_>>(),
+            ["no-store"]
+        );
+        for gone in ["expires", "cdn-cache-control", "surrogate-control"] {
+            assert!(!h.contains_key(gone), "{gone}");
+        }
+        assert_eq!(
+            h.get_all(header::SET_COOKIE).iter().count(),
+            2,
+            "cookies stay"
+        );
+
+        // Another application's cookie alone: the upstream's caching stands.
+        let mut theirs = HeaderMap::new();
+        theirs.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=600"),
+        );
+        theirs.append(header::SET_COOKIE, HeaderValue::from_static("theirs=1"));
+        assert!(!no_store_with_gateway_cookie(&mut theirs, &names));
+        assert_eq!(theirs[header::CACHE_CONTROL], "public, max-age=600");
+        // The login cookie, in another case spelling, is ours too.
+        let mut login = HeaderMap::new();
+        login.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("OIDC_BFF_LOGIN=x"),
+        );
+        assert!(no_store_with_gateway_cookie(&mut login, &names));
+        assert_eq!(login[header::CACHE_CONTROL], "no-store");
+    }
+
+    #[test]
+    fn cache_rules_of_proxied_answers() {
+        let rule = |signed_in, private, varies_with_cookie| CacheRule {
+            signed_in,
+            private,
+            varies_with_cookie,
+        };
+        // (rule, upstream headers, Cache-Control after, Vary after)
+        type Headers<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(CacheRule, Headers, Option<&str>, &[&str])] = &[
+            (rule(true, true, false), &[], Some("private"), &[]),
+            (rule(false, true, false), &[], None, &[]),
+            (rule(true, false, false), &[], None, &[]),
+            (
+                rule(true, true, false),
+                &[("cache-control", "public, max-age=60")],
+                Some("public, max-age=60"),
+                &[],
+            ),
+            (rule(true, true, false), &[("expires", "0")], None, &[]),
+            (
+                rule(true, true, false),
+                &[("cdn-cache-control", "max-age=5")],
+                None,
+                &[],
+            ),
+            (rule(false, true, true), &[], None, &["Cookie"]),
+            (
+                rule(true, true, true),
+                &[("vary", "Accept-Encoding")],
+                Some("private"),
+                &["Accept-Encoding", "Cookie"],
+            ),
+            (
+                rule(true, true, true),
+                &[("vary", "accept, COOKIE")],
+                Some("private"),
+                &["accept, COOKIE"],
+            ),
+            (rule(false, true, true), &[("vary", "*")], None, &["*"]),
+        ];
+        for (i, (rule, upstream, cache, vary)) in cases.iter().enumerate() {
+            let mut h = HeaderMap::new();
+            for (k, v) in upstream.iter() {
+                h.append(*k, HeaderValue::from_static(v));
+            }
+            apply_cache_rule(&mut h, *rule);
+            assert_eq!(
+                h.get(header::CACHE_CONTROL).map(|v| v.to_str().unwrap()),
+                *cache,
+                "case {i}"
+            );
+            let got: Vec<_> = h
+                .get_all(header::VARY)
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect();
+            assert_eq!(got, *vary, "case {i}");
+        }
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -36,7 +36,8 @@ use std::sync::Arc;
 /// canonical already (the router's edge made it so); the route is looked up
 /// once, here.
 pub async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response {
-    let route = state.routes.find(req.uri().path());
+    let choice = state.routes.choose(req.uri().path());
+    let route = choice.map(|c| c.route);
     // The metrics label: the route's configured id, never the raw path.
     let label = match route {
         Some(route) => route.id.clone(),
@@ -44,7 +45,10 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Respons
         None => "unmatched".into(),
     };
     let mut resp = match route {
-        Some(route) => proxy(&state, route, req).await,
+        Some(route) => {
+            let exact = choice.and_then(|c| c.exact).map(|r| &r.access);
+            proxy(&state, route, exact, req).await
+        }
         None => serve_spa(&state, req)
             .await
             .unwrap_or_else(IntoResponse::into_response),
@@ -68,29 +72,37 @@ fn idp_login_url(state: &AppState, route: &Route, req: &Request) -> Option<Strin
 }
 
 /// The proxy's steps for a routed request: the gate (method, authenticate,
-/// authorize, CSRF, refresh), then rewrite, send and stream back.
-async fn proxy(state: &Arc<AppState>, route: &Route, req: Request) -> Response {
+/// authorize, CSRF, refresh; for `route`, and for `exact`, the route of the
+/// path's exact spelling where that is another), then rewrite, send and
+/// stream back.
+async fn proxy(
+    state: &Arc<AppState>,
+    route: &Route,
+    exact: Option<&routes::Access>,
+    req: Request,
+) -> Response {
     let websocket = is_websocket_upgrade(req.method(), req.headers());
     let ask = Ask {
         method: req.method(),
         headers: req.headers(),
         websocket,
     };
-    let Passed { identity, reissue } = match gate::pass(state, &route.access, ask).await {
-        Ok(passed) => passed,
-        // A route with `login_idp` sends navigations to that federated IdP.
-        Err(Refused {
-            error: AppError::Unauthenticated,
-            ..
-        }) if idp_login_url(state, route, &req).is_some() => {
-            return crate::error::redirect_response(
-                http::StatusCode::FOUND,
-                &idp_login_url(state, route, &req).unwrap_or_default(),
-                &http::HeaderMap::new(),
-            );
-        }
-        Err(Refused { error, user }) => return with_user(error.into_response(), user),
-    };
+    let Passed { identity, reissue } =
+        match gate::pass_choice(state, &route.access, exact, ask).await {
+            Ok(passed) => passed,
+            // A route with `login_idp` sends navigations to that federated IdP.
+            Err(Refused {
+                error: AppError::Unauthenticated,
+                ..
+            }) if idp_login_url(state, route, &req).is_some() => {
+                return crate::error::redirect_response(
+                    http::StatusCode::FOUND,
+                    &idp_login_url(state, route, &req).unwrap_or_default(),
+                    &http::HeaderMap::new(),
+                );
+            }
+            Err(Refused { error, user }) => return with_user(error.into_response(), user),
+        };
     let user = identity
         .claims()
         .and_then(|c| c.get("sub"))
@@ -101,7 +113,21 @@ async fn proxy(state: &Arc<AppState>, route: &Route, req: Request) -> Response {
     } else {
         forward(state, route, &identity, user.as_deref(), req).await
     };
-    let mut resp = forwarded.unwrap_or_else(IntoResponse::into_response);
+    let mut resp = match forwarded {
+        Ok(mut resp) => {
+            // Who may keep the upstream's answer (the gateway's own errors say no-store).
+            let rule = headers::CacheRule {
+                signed_in: !matches!(identity, Identity::Anonymous),
+                private: route.cache_private,
+                varies_with_cookie: route.access.auth == AuthMode::Optional,
+            };
+            headers::apply_cache_rule(resp.headers_mut(), rule);
+            resp
+        }
+        Err(e) => e.into_response(),
+    };
+    // The re-sealed cookie makes the answer uncacheable: the edge's rule
+    // (`no_store_with_gateway_cookie`) sees it there.
     if let Some(cookie) = reissue {
         resp.headers_mut()
             .append(header::SET_COOKIE, state.cookies.session(&cookie));
@@ -239,13 +265,18 @@ fn rewrite(
     parts: &mut http::request::Parts,
     websocket: bool,
 ) -> Result<(), AppError> {
+    // The host the client asked for: an HTTP/2 request's `:authority` (or
+    // an absolute-form target's; the edge made sure a `Host` agrees), else `Host`.
+    let client_host = match parts.uri.authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => parts.headers.get(header::HOST).cloned(),
+    };
     let target = route.upstream_url(parts.uri.path(), parts.uri.query());
     parts.uri = target
         .parse::<Uri>()
         .map_err(|_| AppError::BadRequest("the request target cannot be forwarded"))?;
     parts.version = Version::HTTP_11;
     let h = &mut parts.headers;
-    let client_host = h.get(header::HOST).cloned();
     strip_hop_by_hop(h);
     if websocket {
         h.remove(header::CONTENT_LENGTH);

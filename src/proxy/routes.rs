@@ -2,6 +2,14 @@
 //! [`crate::request_path`]) against the configured `[[route]]` prefixes, on
 //! segment boundaries. Each route carries its [`Access`] rules, which the gate
 //! ([`crate::auth::gate`]) applies, and how to reach its upstream.
+//!
+//! Route choice can only get stricter. Prefixes match letters
+//! case-insensitively, so a case-insensitive upstream (IIS, ASP.NET, Express)
+//! never serves `/ADMIN` under weaker rules than `/admin`. A case-sensitive
+//! upstream (Flask, Go, Spring, Django) reads `/api/HEALTH` as a path of
+//! `/api/`, not of `/api/health`: so when the exact spelling lies under
+//! another route than the case-folded match, [`Choice`] names both, and the
+//! gate applies both routes' rules.
 
 use crate::config::{AuthMode, Methods, RouteConfig, TokenKind};
 use crate::policy::RoutePolicy;
@@ -55,6 +63,8 @@ pub struct Route {
     pub timeout: Duration,
     pub max_body_bytes: u64,
     pub preserve_host: bool,
+    /// `Cache-Control: private` on signed-in answers without caching headers.
+    pub cache_private: bool,
     pub identity_headers: Option<crate::config::IdentityHeaders>,
     /// The `aud` of identity assertions, when this route sends them.
     pub assertion_audience: Option<String>,
@@ -88,6 +98,7 @@ impl Route {
             timeout: c.timeout,
             max_body_bytes: c.max_body_bytes.unwrap_or(default_max_body),
             preserve_host: c.preserve_host,
+            cache_private: c.cache_private,
             identity_headers: c.identity_headers.clone(),
             assertion_audience: c.identity_assertion.then(|| {
                 c.assertion_audience
@@ -138,10 +149,43 @@ impl RouteTable {
         RouteTable { routes }
     }
 
-    /// The route for a canonical path: the longest prefix it lies under.
+    /// The route for a canonical path: the longest prefix it lies under,
+    /// letters compared case-insensitively.
     pub fn find(&self, path: &str) -> Option<&Route> {
         self.routes.iter().find(|r| under_prefix(path, &r.prefix))
     }
+
+    /// The routes whose rules a canonical path meets (see the module docs).
+    pub fn choose(&self, path: &str) -> Option<Choice<'_>> {
+        let route = self.find(path)?;
+        let exact = self
+            .routes
+            .iter()
+            .find(|r| under_prefix_exactly(path, &r.prefix))
+            .filter(|exact| !std::ptr::eq(*exact, route));
+        Some(Choice { route, exact })
+    }
+}
+
+/// The routes a request path meets.
+#[derive(Debug, Clone, Copy)]
+pub struct Choice<'a> {
+    /// The route that serves the request: the longest prefix, letters
+    /// compared case-insensitively.
+    pub route: &'a Route,
+    /// The route the exact spelling lies under, when that is another one: a
+    /// case-sensitive upstream serves the path as one of its paths, so its
+    /// rules hold too.
+    pub exact: Option<&'a Route>,
+}
+
+/// [`under_prefix`] with letters compared as they are.
+fn under_prefix_exactly(path: &str, prefix: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    prefix.is_empty()
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 #[cfg(test)]
@@ -189,6 +233,51 @@ mod tests {
         ] {
             assert_eq!(t.find(path).map(|r| r.id.as_str()), Some(want), "{path}");
         }
+    }
+
+    #[test]
+    fn a_case_variant_of_a_longer_route_meets_the_exact_spellings_route_too() {
+        let t = table_of(
+            r#"
+            [[route]]
+            path = "/api/"
+            upstream = "http://api.internal"
+            allow_groups = ["admins"]
+            [[route]]
+            path = "/api/health"
+            upstream = "http://api.internal"
+            auth = "public"
+            [[route]]
+            path = "/Docs/"
+            upstream = "http://api.internal"
+            "#,
+        );
+        let ids = |path: &str| {
+            t.choose(path)
+                .map(|c| (c.route.id.clone(), c.exact.map(|r| r.id.clone())))
+        };
+        for (path, route, exact) in [
+            // The exact spelling: one route.
+            ("/api/health", "/api/health", None),
+            ("/api/health/live", "/api/health", None),
+            ("/api/other", "/api/", None),
+            // A case variant of the longer route is a path of `/api/` to a
+            // case-sensitive upstream: both routes' rules.
+            ("/api/HEALTH", "/api/health", Some("/api/")),
+            ("/api/Health/x", "/api/health", Some("/api/")),
+            ("/API/health", "/api/health", None),
+            // A case variant that only one route claims: that route alone.
+            ("/API/other", "/api/", None),
+            ("/docs/a", "/Docs/", None),
+            ("/Docs/a", "/Docs/", None),
+        ] {
+            assert_eq!(
+                ids(path),
+                Some((route.to_string(), exact.map(str::to_string))),
+                "{path}"
+            );
+        }
+        assert!(t.choose("/elsewhere").is_none());
     }
 
     #[test]

@@ -712,3 +712,401 @@ async fn a_backchannel_logout_body_can_neither_trickle_nor_flood() {
         .unwrap();
     assert_eq!(r.status(), 400);
 }
+
+/// Routes where a longer, weaker route sits inside a stricter one, as in
+/// front of a case-sensitive upstream (Flask, Go, Spring, Django), which
+/// reads `/api/HEALTH` as a path of its `/api/…` handler.
+const NESTED_WEAKER_ROUTES: &str = r#"
+[[route]]
+path = "/api/"
+upstream = "UP"
+allow_groups = ["admins"]
+
+[[route]]
+path = "/api/health"
+upstream = "UP"
+auth = "public"
+
+[[route]]
+path = "/api/webhooks"
+upstream = "UP"
+csrf = false
+"#;
+
+#[tokio::test]
+async fn a_case_variant_of_a_weaker_longer_route_meets_the_stricter_rules() {
+    let s = stack("trusted_proxies = [\"127.0.0.1/32\"]", NESTED_WEAKER_ROUTES).await;
+    let (_, user) = s.user("user-1", &["users"]).await;
+    let (_, admin) = s.user("admin-1", &["admins"]).await;
+    let user_cookie = format!("oidc_bff={user}");
+    let admin_cookie = format!("oidc_bff={admin}");
+    // Anonymous and a signed-in non-admin: the exact spelling's route (`/api/`)
+    // refuses them, and the upstream sees nothing.
+    for target in ["/api/HEALTH", "/api/Health/live", "/api/hEALTH"] {
+        for (who, headers, want) in [
+            ("anonymous", vec![], 401),
+            (
+                "user",
+                vec![("Cookie", user_cookie.as_str()), ("X-CSRF", "1")],
+                403,
+            ),
+        ] {
+            let before = s.seen();
+            let (status, _) = raw(&s.gw.url, "GET", target, &headers).await;
+            assert_eq!(status, want, "{who}: {target}");
+            assert_eq!(s.seen(), before, "{who}: {target} reached the upstream");
+        }
+        // Control: an admin meets both routes' rules.
+        let (status, answer) = raw(
+            &s.gw.url,
+            "GET",
+            target,
+            &[("Cookie", &admin_cookie), ("X-CSRF", "1")],
+        )
+        .await;
+        assert_eq!(status, 200, "admin: {target}: {answer}");
+        assert_eq!(s.upstream.last().uri, target);
+    }
+    // Controls: the exact spelling still reaches the public route, and a case
+    // variant that only the stricter route claims works for an allowed user.
+    let (status, _) = raw(&s.gw.url, "GET", "/api/health", &[]).await;
+    assert_eq!(status, 200, "the public route itself");
+    for (cookie, want) in [(&user_cookie, 403), (&admin_cookie, 200)] {
+        let (status, _) = raw(
+            &s.gw.url,
+            "GET",
+            "/API/orders",
+            &[("Cookie", cookie), ("X-CSRF", "1")],
+        )
+        .await;
+        assert_eq!(status, want, "/API/orders");
+    }
+
+    // CSRF: `/api/` asks for X-CSRF, `/api/webhooks` does not; a case variant
+    // of the webhook route needs it, as the exact spelling's route does.
+    let before = s.seen();
+    let (status, _) = raw(
+        &s.gw.url,
+        "POST",
+        "/api/WEBHOOKS/x",
+        &[("Cookie", &admin_cookie)],
+    )
+    .await;
+    assert_eq!(status, 403, "CSRF skipped through a case variant");
+    assert_eq!(s.seen(), before, "the upstream saw the cross-site POST");
+    let (status, _) = raw(
+        &s.gw.url,
+        "POST",
+        "/api/WEBHOOKS/x",
+        &[("Cookie", &admin_cookie), ("X-CSRF", "1")],
+    )
+    .await;
+    assert_eq!(status, 200, "with the header");
+    let (status, _) = raw(
+        &s.gw.url,
+        "POST",
+        "/api/webhooks/x",
+        &[("Cookie", &admin_cookie)],
+    )
+    .await;
+    assert_eq!(status, 200, "the webhook route as spelled needs no X-CSRF");
+
+    // Forward-auth judges the same way.
+    for (target, headers, want) in [
+        ("/api/HEALTH", vec![], 401),
+        (
+            "/api/HEALTH",
+            vec![("Cookie", user_cookie.as_str()), ("X-CSRF", "1")],
+            403,
+        ),
+        (
+            "/api/HEALTH",
+            vec![("Cookie", admin_cookie.as_str()), ("X-CSRF", "1")],
+            200,
+        ),
+        ("/api/health", vec![], 200),
+    ] {
+        let mut h = vec![("X-Original-URI", target)];
+        h.extend(headers.iter().copied());
+        let (status, _) = raw(&s.gw.url, "GET", "/auth/check", &h).await;
+        assert_eq!(status, want, "forward-auth {target} {headers:?}");
+    }
+    let (status, _) = raw(
+        &s.gw.url,
+        "GET",
+        "/auth/check",
+        &[
+            ("X-Original-URI", "/api/WEBHOOKS/x"),
+            ("X-Forwarded-Method", "POST"),
+            ("Cookie", &admin_cookie),
+        ],
+    )
+    .await;
+    assert_eq!(status, 403, "forward-auth: CSRF through a case variant");
+}
+
+#[tokio::test]
+async fn connect_and_trace_are_refused_unless_a_route_names_them() {
+    let routes = r#"
+[[route]]
+path = "/ws/"
+upstream = "UP"
+websocket = true
+csrf = false
+
+[[route]]
+path = "/debug/"
+upstream = "UP"
+csrf = false
+methods = ["GET", "TRACE"]
+"#;
+    let s = stack("trusted_proxies = [\"127.0.0.1/32\"]", routes).await;
+    let (_, user) = s.user("user-1", &["users"]).await;
+    let cookie = format!("oidc_bff={user}");
+    for (method, target) in [
+        ("CONNECT", "/ws/chat"),
+        ("TRACE", "/ws/chat"),
+        ("CONNECT", "/debug/x"),
+    ] {
+        for headers in [vec![], vec![("Cookie", cookie.as_str())]] {
+            let before = s.seen();
+            let (status, _) = raw(&s.gw.url, method, target, &headers).await;
+            assert_eq!(status, 405, "{method} {target} {headers:?}");
+            assert_eq!(s.seen(), before, "{method} {target} reached the upstream");
+        }
+    }
+    // An authority-form CONNECT (RFC 9112 §3.2.3) gets nowhere either.
+    let before = s.seen();
+    let addr = s.gw.url.trim_start_matches("http://").to_string();
+    let (status, _) = raw_bytes(
+        &s.gw.url,
+        format!("CONNECT {addr} HTTP/1.1\r\nHost: {addr}\r\n").as_bytes(),
+        &[("Cookie", &cookie)],
+    )
+    .await;
+    assert!(
+        (400..500).contains(&status),
+        "authority-form CONNECT answered {status}"
+    );
+    assert_eq!(
+        s.seen(),
+        before,
+        "authority-form CONNECT reached the upstream"
+    );
+    // Control: a route that names TRACE takes it.
+    let (status, _) = raw(&s.gw.url, "TRACE", "/debug/x", &[("Cookie", &cookie)]).await;
+    assert_eq!(status, 200, "TRACE where the route names it");
+    assert_eq!(s.upstream.last().method, "TRACE");
+    // Forward-auth: the same rule for the method the ingress reports.
+    for (method, want) in [("CONNECT", 403), ("TRACE", 403), ("GET", 200)] {
+        let (status, _) = raw(
+            &s.gw.url,
+            "GET",
+            "/auth/check",
+            &[
+                ("X-Original-URI", "/ws/chat"),
+                ("X-Forwarded-Method", method),
+                ("Cookie", &cookie),
+            ],
+        )
+        .await;
+        assert_eq!(status, want, "forward-auth {method}");
+    }
+}
+
+#[tokio::test]
+async fn a_body_in_another_transfer_coding_is_refused_not_changed() {
+    let s = stack(
+        "",
+        "[[route]]\npath = \"/api/\"\nupstream = \"UP\"\nauth = \"public\"\n",
+    )
+    .await;
+    for coding in ["gzip, chunked", "deflate, chunked", "x-custom, chunked"] {
+        let before = s.seen();
+        let head =
+            format!("POST /api/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {coding}\r\n");
+        let mut req = head.into_bytes();
+        req.extend_from_slice(b"Connection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+        let (status, _) = raw_exchange(&s.gw.url, &req).await;
+        assert_eq!(status, 501, "Transfer-Encoding: {coding}");
+        assert_eq!(
+            s.seen(),
+            before,
+            "{coding}: the upstream got a changed body"
+        );
+    }
+    // Control: plain chunked passes.
+    let req = b"POST /api/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    let (status, _) = raw_exchange(&s.gw.url, req).await;
+    assert_eq!(status, 200);
+}
+
+/// An upstream whose answers carry the caching headers the query asks for:
+/// `/c?cc=public,max-age=600` answers with that `Cache-Control`; no `cc`, none.
+async fn caching_upstream() -> String {
+    use axum::extract::Query;
+    use axum::routing::get;
+    let app = axum::Router::new().fallback(get(
+        |Query(q): Query<std::collections::HashMap<String, String>>| async move {
+            let mut resp = axum::response::IntoResponse::into_response("cached?");
+            if let Some(cc) = q.get("cc") {
+                resp.headers_mut()
+                    .insert("cache-control", cc.parse().unwrap());
+                resp.headers_mut()
+                    .insert("cdn-cache-control", cc.parse().unwrap());
+            }
+            resp
+        },
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+/// The value of header `name` in a raw answer's head, lower-cased name.
+fn head_values(answer: &str, name: &str) -> Vec<String> {
+    answer
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn answers_carrying_the_session_cookie_are_never_cacheable() {
+    let idp = RogueIdp::start().await;
+    let up = caching_upstream().await;
+    let routes = format!(
+        "[[route]]\npath = \"/api/\"\nupstream = \"{up}\"\ncsrf = false\n\
+         [[route]]\npath = \"/opt/\"\nupstream = \"{up}\"\nauth = \"optional\"\ncsrf = false\n\
+         [[route]]\npath = \"/raw/\"\nupstream = \"{up}\"\ncsrf = false\ncache_private = false\n"
+    );
+    let reserved = reserve().await;
+    let old_toml = config_toml(&reserved.url, &idp.issuer, &routes);
+    let gw = Gateway::start(reserved, &old_toml).await;
+    let b = browser();
+    let (state, nonce) = start_login(&b, &gw.url, "/").await;
+    idp.answer_with_id_token(json!({
+        "iss": idp.issuer, "aud": "bff", "sub": "alice", "nonce": nonce,
+        "iat": now(), "exp": now() + 300,
+    }));
+    let r = callback(&b, &gw.url, &format!("code=abc&state={state}")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["cache-control"],
+        "no-store",
+        "the sign-in's answer sets the cookie"
+    );
+    let cookie = set_cookie_value(&r, "oidc_bff").unwrap();
+    let with_cookie = format!("oidc_bff={cookie}");
+
+    // Signed in: no caching headers of its own -> private; the upstream's
+    // own `public` is believed; `cache_private = false` passes it as it is.
+    for (target, want) in [
+        ("/api/x", vec!["private"]),
+        ("/api/x?cc=public,max-age=600", vec!["public,max-age=600"]),
+        ("/raw/x", vec![]),
+    ] {
+        let (status, answer) = raw(&gw.url, "GET", target, &[("Cookie", &with_cookie)]).await;
+        assert_eq!(status, 200, "{target}: {answer}");
+        assert_eq!(head_values(&answer, "cache-control"), want, "{target}");
+    }
+    // An optional route answers both ways: Vary: Cookie, signed in or not.
+    for headers in [vec![], vec![("Cookie", with_cookie.as_str())]] {
+        let (status, answer) = raw(&gw.url, "GET", "/opt/x", &headers).await;
+        assert_eq!(status, 200);
+        assert!(
+            head_values(&answer, "vary")
+                .iter()
+                .any(|v| v.eq_ignore_ascii_case("cookie")),
+            "{headers:?}: {answer}"
+        );
+    }
+    let (_, anonymous) = raw(&gw.url, "GET", "/opt/x", &[]).await;
+    assert!(
+        head_values(&anonymous, "cache-control").is_empty(),
+        "anonymous: as the upstream said"
+    );
+
+    // The session key rotates: a replica with the new key first re-seals the
+    // session and re-issues its cookie on a proxied answer the upstream calls
+    // public. That answer is no-store, whatever the upstream said.
+    let new_key = test_key();
+    let reserved = reserve().await;
+    let rotated = regex::Regex::new(r#"keys = \["([^"]+)"\]"#)
+        .unwrap()
+        .replace(&old_toml, format!(r#"keys = ["{new_key}", "$1"]"#).as_str())
+        .into_owned();
+    assert_ne!(rotated, old_toml);
+    let replica = Gateway::start_replica(reserved, &rotated, &gw).await;
+    let (status, answer) = raw(
+        &replica.url,
+        "GET",
+        "/api/x?cc=public,max-age=600",
+        &[("Cookie", &with_cookie)],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let set: Vec<_> = head_values(&answer, "set-cookie");
+    assert!(
+        set.iter().any(|c| c.starts_with("oidc_bff=")),
+        "the cookie is re-issued: {answer}"
+    );
+    assert_eq!(
+        head_values(&answer, "cache-control"),
+        ["no-store"],
+        "{answer}"
+    );
+    assert!(
+        head_values(&answer, "cdn-cache-control").is_empty(),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn an_h2_host_header_that_disagrees_with_the_authority_is_refused() {
+    let routes =
+        "[[route]]\npath = \"/api/\"\nupstream = \"UP\"\nauth = \"public\"\npreserve_host = true\n";
+    let s = stack("", routes).await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let authority = s.gw.url.trim_start_matches("http://").to_string();
+    let before = s.seen();
+    let r = h2
+        .get(format!("{}/api/x", s.gw.url))
+        .header("host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    let status = r.status();
+    assert_eq!(
+        status,
+        400,
+        "host disagreeing with :authority: {}",
+        r.text().await.unwrap()
+    );
+    assert_eq!(s.seen(), before, "the upstream saw the spoofed host");
+    // Controls: the same authority as a host header, and none at all.
+    for host in [Some(authority.as_str()), None] {
+        let mut req = h2.get(format!("{}/api/x", s.gw.url));
+        if let Some(h) = host {
+            req = req.header("host", h);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 200, "host {host:?}");
+        assert_eq!(
+            s.upstream.last().header("host"),
+            Some(authority.as_str()),
+            "{:?}",
+            s.upstream.last()
+        );
+    }
+}
