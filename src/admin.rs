@@ -58,7 +58,7 @@ async fn require_token(State(state): State<Arc<AppState>>, req: Request, next: N
                 action = "refused",
                 reason = why,
                 method = %req.method(),
-                request_id = %request_id(req.headers()),
+                request_id = %crate::claims::log_text(request_id(req.headers())),
                 "admin request refused"
             );
             AppError::AdminUnauthorized.into_response()
@@ -167,16 +167,16 @@ async fn end_one(
     Ok(Json(json!({ "sub": sub, "handle": handle, "ended": 1 })).into_response())
 }
 
-/// The audit line of an admin action. `sub` is written with control
-/// characters escaped: it is chosen by whoever calls, and must not forge log
-/// lines in text format.
+/// The audit line of an admin action. `sub` is chosen by whoever calls: it
+/// is written by the one escaping rule for log text (`claims::log_text`), so
+/// it cannot forge log lines in text format.
 fn audit(action: &'static str, sub: &str, count: usize, headers: &HeaderMap) {
     tracing::info!(
         target: "oidc_bff::audit",
         action,
-        sub = %sub.escape_debug(),
+        sub = %crate::claims::log_text(sub),
         count,
-        request_id = %request_id(headers),
+        request_id = %crate::claims::log_text(request_id(headers)),
         "admin action"
     );
 }

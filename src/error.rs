@@ -346,9 +346,9 @@ fn finish_error(
         .unwrap_or_else(|| "/".into());
     let r = err.rendered();
     if r.status.is_server_error() {
-        tracing::error!(request_id, error = %err, "request failed");
+        tracing::error!(request_id, error = %crate::claims::log_text(&err), "request failed");
     } else {
-        tracing::info!(request_id, error = %err, "request refused");
+        tracing::info!(request_id, error = %crate::claims::log_text(&err), "request refused");
     }
     let login = login_url(&ctx.auth_prefix, None, None);
     // Navigations to protected pages are sent to sign in; APIs get 401 JSON.

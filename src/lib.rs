@@ -12,6 +12,7 @@
 //! - [`auth`]. The `/auth/*` handlers, the session extractor, CSRF.
 //! - [`proxy`]. The route table, header hygiene and forwarding to upstreams.
 //! - [`request_path`]. The one canonical request path every check and the upstream use.
+//! - [`claims`]. One rule each for the groups claim and for token or client text in logs.
 //! - [`policy`]. Per-route authorization (groups, scopes, claims) as pure decisions.
 //! - [`telemetry`]. Logs.
 //! - `demo`. `oidc-bff demo` and the development IdP (local work only; built
@@ -21,6 +22,7 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod claims;
 pub mod clock;
 pub mod config;
 #[cfg(feature = "dev")]
@@ -205,7 +207,7 @@ pub async fn serve_workers(
     let warm = state.clone();
     tokio::spawn(async move {
         if let Err(e) = warm.provider.warm().await {
-            tracing::warn!(error = %e, "identity provider not reachable yet; will retry on demand");
+            tracing::warn!(error = %crate::claims::log_text(&e), "identity provider not reachable yet; will retry on demand");
         }
     });
     // Histogram samples are buffered until drained; drain them regularly, not
@@ -406,7 +408,7 @@ mod tests {
     }
 }
 
-/// The layering rule, checked on the source: the core (`config`, `policy`,
+/// The layering rule, checked on the source: the core (`claims`, `config`, `policy`,
 /// `oidc`, `session`, `request_path`, `clock`) knows nothing of HTTP handlers, the
 /// proxy, the router, the error pages or the demo. Upper layers may use the
 /// core; the core never uses them.
@@ -486,7 +488,8 @@ mod inherited_socket_tests {
 
 #[cfg(test)]
 mod layering {
-    const CORE: [&str; 6] = [
+    const CORE: [&str; 7] = [
+        "claims",
         "config",
         "policy",
         "oidc",

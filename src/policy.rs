@@ -7,7 +7,8 @@
 //! The rules, combined with AND (each one that is configured must pass):
 //! - `allow_groups`: the caller is in at least one of these groups, read from
 //!   the claim `provider.groups_claim` names (`cognito:groups` for Cognito,
-//!   `groups` otherwise). The claim is a list of names, or a single name.
+//!   `groups` otherwise), by the one rule of [`crate::claims::groups`]: a
+//!   list of names, or a string as one name (never split).
 //! - `require_scopes`: every one of these scopes was granted.
 //! - `require_claims`: per claim, a string means "equals", a list means "one
 //!   of"; when the caller's claim is itself a list, it must contain the value
@@ -21,6 +22,7 @@
 //! browser session, the ID token's claims and the scopes granted at sign-in;
 //! for a bearer token, the access token's claims and its `scope` / `scp`.
 
+use crate::claims::groups;
 use crate::oidc::jwt::Claims;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
@@ -209,16 +211,6 @@ fn scalar_text(v: &Value) -> Option<Cow<'_, str>> {
         Value::Bool(b) => Some(Cow::Owned(b.to_string())),
         Value::Number(n) => Some(Cow::Owned(n.to_string())),
         _ => None,
-    }
-}
-
-/// The caller's groups: the claim as a list of names, or a single name.
-/// Elements that are not strings are ignored.
-pub fn groups<'a>(claims: &'a Claims, groups_claim: &str) -> Vec<&'a str> {
-    match claims.get(groups_claim) {
-        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
-        Some(Value::String(s)) if !s.is_empty() => vec![s.as_str()],
-        _ => vec![],
     }
 }
 
@@ -923,6 +915,31 @@ login_idp = "Google""#,
             &format!("a.{}.c", B64.encode(b"[1]")),
         ] {
             assert!(trusted_jwt_payload(bad).is_none(), "{bad}");
+        }
+    }
+
+    /// The shared groups table, through `allow_groups`: every name read is
+    /// allowed alone, every name the table says is not there is denied.
+    #[test]
+    fn allow_groups_judges_the_shared_groups_table() {
+        for case in crate::claims::GROUP_CASES {
+            let mut c = Claims::new();
+            c.insert("sub".into(), "u".into());
+            c.insert("groups".into(), (case.claim)());
+            let decide = |g: &str| {
+                let p = RoutePolicy {
+                    allow_groups: vec![g.to_string()],
+                    ..RoutePolicy::default()
+                };
+                let facts = (Cow::Borrowed(&c), vec![]);
+                authorize(Some(&p), Some(facts), "groups").is_ok()
+            };
+            for g in case.judged {
+                assert!(decide(g), "{}: {g:?} allowed", case.name);
+            }
+            for g in case.not {
+                assert!(!decide(g), "{}: {g:?} denied", case.name);
+            }
         }
     }
 }

@@ -222,7 +222,7 @@ fn canonical_target(uri: &mut http::Uri) -> Result<(), AppError> {
         Ok(Cow::Borrowed(_)) => return Ok(()),
         Ok(Cow::Owned(path)) => path,
         Err(e) => {
-            tracing::info!(error = %e, "request path refused");
+            tracing::info!(error = %crate::claims::log_text(&e), "request path refused");
             return Err(AppError::BadRequest("the request path is not allowed"));
         }
     };
@@ -303,7 +303,7 @@ fn observe(state: &AppState, start: std::time::Instant, method: &'static str, re
             status = status.as_u16(),
             error,
             latency_ms = elapsed.as_secs_f64() * 1000.0,
-            sub = %user,
+            sub = %crate::claims::log_text(user),
             "request"
         );
     } else {
@@ -311,7 +311,7 @@ fn observe(state: &AppState, start: std::time::Instant, method: &'static str, re
             route = %route,
             status = status.as_u16(),
             latency_ms = elapsed.as_secs_f64() * 1000.0,
-            sub = %user,
+            sub = %crate::claims::log_text(user),
             "request"
         );
     }

@@ -46,7 +46,7 @@ pub fn make_span(req: &Request) -> Span {
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-");
-    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %request_id)
+    tracing::info_span!("request", method = %req.method(), path = %crate::claims::log_text(req.uri().path()), request_id = %crate::claims::log_text(request_id))
 }
 
 /// Prometheus metrics of one gateway instance (`/metrics` on the admin

@@ -26,8 +26,13 @@ pub enum LogoutTarget {
     Sub(String),
 }
 
-/// The claim rules of §2.6 on top of signature, `iss`, `aud` and `exp`.
-pub fn check_logout_claims(claims: &Claims) -> Result<(String, LogoutTarget), &'static str> {
+/// The claim rules of §2.6 on top of signature, `iss`, `aud` and `exp`; and
+/// `azp`, when present, names this client (OIDC Core §2: the party the token
+/// was issued to; a token issued to another client is not ours to act on).
+pub fn check_logout_claims(
+    claims: &Claims,
+    client_id: &str,
+) -> Result<(String, LogoutTarget), &'static str> {
     if !claims.get("iat").is_some_and(Value::is_number) {
         return Err("iat is missing");
     }
@@ -37,6 +42,11 @@ pub fn check_logout_claims(claims: &Claims) -> Result<(String, LogoutTarget), &'
         .ok_or("events is missing")?;
     if !events.get(LOGOUT_EVENT).is_some_and(Value::is_object) {
         return Err("events holds no back-channel logout event");
+    }
+    match claims.get("azp") {
+        None => {}
+        Some(Value::String(azp)) if azp == client_id => {}
+        Some(_) => return Err("azp names another client"),
     }
     // A nonce here would mean an ID token is being passed off as a logout token.
     if claims.contains_key("nonce") {
@@ -95,15 +105,21 @@ pub async fn backchannel_logout(
         leeway: state.provider.leeway(),
         now: state.clock.now_secs(),
     };
-    let claims = jwt::verify(&jwks, &token, &expect).await.map_err(|e| {
+    // The header's `typ` first (§2.4): an access token or other JWT signed
+    // by the same IdP is not a logout token.
+    let verified = match jwt::check_type(&token, jwt::LOGOUT_TOKEN_TYPES) {
+        Ok(()) => jwt::verify(&jwks, &token, &expect).await,
+        Err(e) => Err(e),
+    };
+    let claims = verified.map_err(|e| {
         state.metrics.count(
             "oidc_bff_jwt_verifications_total",
             &[("kind", "logout_token"), ("outcome", "invalid")],
         );
-        tracing::info!(error = %e, "back-channel logout token rejected");
+        tracing::info!(error = %crate::claims::log_text(&e), "back-channel logout token rejected");
         AppError::BadRequest("the logout token is invalid")
     })?;
-    let (jti, target) = check_logout_claims(&claims).map_err(|why| {
+    let (jti, target) = check_logout_claims(&claims, &state.config.provider.client_id).map_err(|why| {
         tracing::info!(why, "back-channel logout token rejected");
         AppError::BadRequest("the logout token is invalid")
     })?;
@@ -202,13 +218,28 @@ mod tests {
                 Err("iat is missing"),
             ),
             (
+                "azp ours",
+                json!({"iat": 1, "jti": "a", "events": ev, "sid": "s", "azp": "us"}),
+                Ok(LogoutTarget::Sid("s".into())),
+            ),
+            (
+                "azp foreign",
+                json!({"iat": 1, "jti": "a", "events": ev, "sid": "s", "azp": "them"}),
+                Err("azp names another client"),
+            ),
+            (
+                "azp not a string",
+                json!({"iat": 1, "jti": "a", "events": ev, "sid": "s", "azp": ["us"]}),
+                Err("azp names another client"),
+            ),
+            (
                 "empty sid falls back to sub",
                 json!({"iat": 1, "jti": "a", "events": ev, "sid": "", "sub": "u"}),
                 Ok(LogoutTarget::Sub("u".into())),
             ),
         ];
         for (name, c, want) in cases {
-            let got = check_logout_claims(&claims(c)).map(|(_, t)| t);
+            let got = check_logout_claims(&claims(c), "us").map(|(_, t)| t);
             assert_eq!(got, want, "{name}");
         }
     }

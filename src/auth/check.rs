@@ -25,7 +25,7 @@ use crate::auth::Identity;
 use crate::config::TokenKind;
 use crate::error::{json_response, wants_html, AppError};
 use crate::oidc::return_to::login_url;
-use crate::policy::groups;
+use crate::claims::header_groups;
 use crate::proxy::routes::Access;
 use crate::request_path::canonicalize;
 use axum::body::Body;
@@ -192,7 +192,7 @@ async fn decide(state: &AppState, req: &Parts) -> Result<Response, AppError> {
     // The same canonical path the proxy would route and forward; a path the
     // proxy would refuse is refused here too.
     let path = canonicalize(fwd.path()).map_err(|e| {
-        tracing::info!(error = %e, "forward-auth: the original request's path is refused");
+        tracing::info!(error = %crate::claims::log_text(&e), "forward-auth: the original request's path is refused");
         AppError::Forbidden("The request path is not allowed.".into())
     })?;
     let choice = state.routes.choose(&path);
@@ -265,9 +265,9 @@ fn allowed(identity: &Identity, token: TokenKind, groups_claim: &str) -> Respons
     if let Some(email) = text("email") {
         set(EMAIL_HEADER, email);
     }
-    let gs = groups(claims, groups_claim);
-    if !gs.is_empty() {
-        set(GROUPS_HEADER, &gs.join(","));
+    // The one groups rule; a name this `,`-joined header cannot carry is left out.
+    if let Some(gs) = header_groups(claims, groups_claim) {
+        set(GROUPS_HEADER, &gs);
     }
     if let Some(name) = text("preferred_username")
         .or_else(|| text("cognito:username"))
@@ -452,5 +452,26 @@ mod tests {
         assert_eq!(forwarded(&m).map(|f| f.target), Err(Ambiguous));
         let f = forwarded(&h(&[("x-original-uri", "/app/x?a=1")])).unwrap();
         assert_eq!((f.path(), f.query()), ("/app/x", Some("a=1")));
+    }
+
+    /// The shared groups table, through `X-Auth-Request-Groups`.
+    #[test]
+    fn groups_header_follows_the_shared_groups_table() {
+        for case in crate::claims::GROUP_CASES {
+            let mut c = crate::oidc::jwt::Claims::new();
+            c.insert("sub".into(), "u1".into());
+            c.insert("g".into(), (case.claim)());
+            let identity = Identity::Bearer(crate::auth::bearer::BearerIdentity {
+                authorization: HeaderValue::from_static("Bearer t"),
+                claims: Arc::new(c),
+            });
+            let resp = allowed(&identity, TokenKind::None, "g");
+            let got = resp
+                .headers()
+                .get(GROUPS_HEADER)
+                .map(|v| std::str::from_utf8(v.as_bytes()).unwrap());
+            assert_eq!(got, case.header, "{}", case.name);
+            assert_eq!(resp.headers()[USER_HEADER], "u1");
+        }
     }
 }

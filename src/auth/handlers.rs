@@ -221,7 +221,7 @@ async fn finish_login(
         )),
     };
     let (_, cookie) = state.sessions.create(data).await?;
-    tracing::info!(sub = %sub, "signed in");
+    tracing::info!(sub = %crate::claims::log_text(&sub), "signed in");
     let user = crate::telemetry::RequestUser(sub.clone());
     let mut resp = landing(state, &login.return_to)?;
     resp.headers_mut()
@@ -389,7 +389,7 @@ async fn end_session(state: &AppState, session: Session) -> Result<String, AppEr
     state
         .metrics
         .count("oidc_bff_logouts_total", &[("kind", "user")]);
-    tracing::info!(sub = %session.data.sub, "signed out");
+    tracing::info!(sub = %crate::claims::log_text(&session.data.sub), "signed out");
     let after = state.config.signed_out_uri();
     let md = match state.provider.metadata().await {
         Ok(md) => md,
@@ -413,7 +413,7 @@ async fn end_session(state: &AppState, session: Session) -> Result<String, AppEr
             let call = client::revoke(&http, oidc, &endpoint, token);
             match tokio::time::timeout(Duration::from_secs(5), call).await {
                 Ok(Ok(())) => tracing::debug!("token revoked"),
-                Ok(Err(e)) => tracing::warn!(error = %e, "token revocation failed"),
+                Ok(Err(e)) => tracing::warn!(error = %crate::claims::log_text(&e), "token revocation failed"),
                 Err(_) => tracing::warn!("token revocation timed out"),
             }
         });

@@ -269,7 +269,7 @@ impl MachineTokens {
                     "oidc_bff_machine_token_requests_total",
                     &[("outcome", "error")],
                 );
-                tracing::warn!(client_id = %client.client_id, error = %e, "machine token request failed");
+                tracing::warn!(client_id = %client.client_id, error = %crate::claims::log_text(&e), "machine token request failed");
                 return Err(describe(&e));
             }
         };
@@ -296,7 +296,7 @@ impl MachineTokens {
             .await
         {
             // This replica still uses it; the others fetch their own.
-            tracing::warn!(error = %e, "machine token could not be saved in the session store");
+            tracing::warn!(error = %crate::claims::log_text(&e), "machine token could not be saved in the session store");
         }
         Ok(cached)
     }

@@ -347,7 +347,7 @@ impl Refresher {
                     &[("outcome", "invalid_grant"), ("reason", reason)],
                 );
                 // Revoked, expired or already rotated away: the session cannot go on.
-                tracing::info!(sub = %data.sub, "refresh token rejected (invalid_grant); session ended");
+                tracing::info!(sub = %crate::claims::log_text(&data.sub), "refresh token rejected (invalid_grant); session ended");
                 return match me.sessions.delete(id).await {
                     Ok(()) => Outcome::Ended,
                     Err(e) => Outcome::Store(e.to_string()),
@@ -358,7 +358,7 @@ impl Refresher {
                     "oidc_bff_token_refreshes_total",
                     &[("outcome", "error"), ("reason", reason)],
                 );
-                tracing::warn!(sub = %data.sub, error = %e, "token refresh failed");
+                tracing::warn!(sub = %crate::claims::log_text(&data.sub), error = %crate::claims::log_text(&e), "token refresh failed");
                 return Outcome::Failed(e.to_string());
             }
         };
@@ -372,12 +372,12 @@ impl Refresher {
             {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::warn!(sub = %data.sub, error = %e, "refreshed ID token refused");
+                    tracing::warn!(sub = %crate::claims::log_text(&data.sub), error = %crate::claims::log_text(&e), "refreshed ID token refused");
                     return Outcome::Failed(e.to_string());
                 }
             };
             if claims.get("sub").and_then(|s| s.as_str()) != Some(data.sub.as_str()) {
-                tracing::warn!(sub = %data.sub, "refreshed ID token is another user's; session ended");
+                tracing::warn!(sub = %crate::claims::log_text(&data.sub), "refreshed ID token is another user's; session ended");
                 let _ = me.sessions.delete(id).await;
                 return Outcome::Ended;
             }
@@ -402,7 +402,7 @@ impl Refresher {
             "oidc_bff_token_refreshes_total",
             &[("outcome", "success"), ("reason", reason)],
         );
-        tracing::info!(sub = %data.sub, "access token refreshed");
+        tracing::info!(sub = %crate::claims::log_text(&data.sub), "access token refreshed");
         Outcome::Fresh(data.into())
     }
 }

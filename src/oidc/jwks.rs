@@ -6,7 +6,9 @@
 
 use super::OidcError;
 use async_trait::async_trait;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::jwk::{
+    AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, KeyOperations, PublicKeyUse,
+};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
 use crate::clock::Clock;
@@ -140,7 +142,7 @@ impl JwksCache {
             Ok(set) => Ok(matching(&set, kid, alg)),
             // Keep serving known keys when the IdP is briefly unreachable.
             Err(e) if !found.is_empty() => {
-                tracing::warn!(error = %e, "JWKS refresh failed; using cached keys");
+                tracing::warn!(error = %crate::claims::log_text(&e), "JWKS refresh failed; using cached keys");
                 Ok(found)
             }
             Err(e) => Err(e),
@@ -219,7 +221,7 @@ pub fn parse_jwks(doc: &serde_json::Value) -> Vec<Arc<VerifyKey>> {
     keys.iter()
         .filter_map(|raw| {
             let jwk: Jwk = serde_json::from_value(raw.clone()).ok()?;
-            if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+            if !may_verify(&jwk) {
                 return None;
             }
             let algorithms = allowed_algorithms(&jwk);
@@ -235,6 +237,20 @@ pub fn parse_jwks(doc: &serde_json::Value) -> Vec<Arc<VerifyKey>> {
             }))
         })
         .collect()
+}
+
+/// Whether the key's own declarations allow verifying signatures with it:
+/// not an encryption key (`use`, RFC 7517 §4.2), and, when `key_ops` is
+/// present, it lists `verify` (RFC 7517 §4.3). ID, bearer and logout tokens
+/// all take their keys from [`parse_jwks`], so this holds for each.
+pub fn may_verify(jwk: &Jwk) -> bool {
+    if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+        return false;
+    }
+    match &jwk.common.key_operations {
+        None => true,
+        Some(ops) => ops.iter().any(|op| matches!(op, KeyOperations::Verify)),
+    }
 }
 
 /// The algorithms a key may verify, from its type (and its `alg`, when given).
@@ -275,7 +291,7 @@ pub fn allowed_algorithms(jwk: &Jwk) -> Vec<Algorithm> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
     use std::collections::HashMap;
 
     #[test]
@@ -305,5 +321,36 @@ mod tests {
             .any(|a| matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)));
         assert_eq!(by_kid["e"], vec![Algorithm::ES256]);
         assert_eq!(by_kid["r2"], vec![Algorithm::RS256]);
+    }
+
+    #[test]
+    fn key_ops_without_verify_keep_a_key_from_verifying() {
+        let ec = json!({"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"});
+        let with = |extra: Value| {
+            let mut k = ec.clone();
+            k.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            k
+        };
+        let cases = [
+            ("no use, no key_ops", json!({}), true),
+            ("use sig", json!({"use": "sig"}), true),
+            ("use enc", json!({"use": "enc"}), false),
+            ("key_ops verify", json!({"key_ops": ["verify"]}), true),
+            ("key_ops sign and verify", json!({"key_ops": ["sign", "verify"]}), true),
+            ("key_ops sign only", json!({"key_ops": ["sign"]}), false),
+            ("key_ops encrypt", json!({"key_ops": ["encrypt", "wrapKey"]}), false),
+            ("key_ops empty", json!({"key_ops": []}), false),
+            ("key_ops unknown op", json!({"key_ops": ["x-verify"]}), false),
+        ];
+        for (name, extra, want) in cases {
+            let raw = with(extra);
+            let jwk: Jwk = serde_json::from_value(raw.clone()).unwrap();
+            assert_eq!(may_verify(&jwk), want, "{name}");
+            // The key set keeps exactly the keys that may verify.
+            let kept = parse_jwks(&json!({"keys": [raw]})).len();
+            assert_eq!(kept, usize::from(want), "{name}");
+        }
     }
 }

@@ -37,6 +37,8 @@ pub enum JwtError {
     IssuedInFuture,
     #[error("token header marks an extension critical that is not understood")]
     Critical,
+    #[error("token type (typ) is not one this token may have")]
+    Type,
     #[error("token was issued by another issuer")]
     Issuer,
     #[error("token is meant for another audience")]
@@ -161,6 +163,33 @@ fn header_json(token: &str) -> Result<Map<String, Value>, JwtError> {
         .decode(encoded)
         .map_err(|_| JwtError::Malformed)?;
     serde_json::from_slice(&bytes).map_err(|_| JwtError::Malformed)
+}
+
+/// The JOSE `typ` values a logout token may carry (OIDC Back-Channel Logout
+/// 1.0 §2.4: `logout+jwt` is recommended; plain `JWT` and no `typ` remain
+/// valid). Anything else (`at+jwt`, an access token of RFC 9068) is another
+/// kind of token passed off as this one.
+pub const LOGOUT_TOKEN_TYPES: &[&str] = &["logout+jwt", "jwt"];
+
+/// RFC 7515 §4.1.9: `typ`, when present, must be one of `accepted`
+/// (lowercase, without `application/`). Media types compare
+/// case-insensitively, and the `application/` prefix may be left out
+/// (§4.1.9), so `JWT`, `jwt` and `application/jwt` are one type. A `typ`
+/// that is not a string is refused.
+pub fn check_type(token: &str, accepted: &[&str]) -> Result<(), JwtError> {
+    match header_json(token)?.get("typ") {
+        None => Ok(()),
+        Some(Value::String(t)) => {
+            let t = t.to_ascii_lowercase();
+            let t = t.strip_prefix("application/").unwrap_or(&t);
+            if accepted.contains(&t) {
+                Ok(())
+            } else {
+                Err(JwtError::Type)
+            }
+        }
+        Some(_) => Err(JwtError::Type),
+    }
 }
 
 /// Header parameters this verifier understands when a token lists them in
@@ -837,5 +866,32 @@ mod tests {
         );
         // 1e309 is not JSON serde_json reads: the payload does not parse at all.
         assert!(serde_json::from_str::<Claims>(r#"{"exp": 1e309}"#).is_err());
+    }
+
+    #[test]
+    fn logout_token_types() {
+        let token = |header: Value| {
+            format!(
+                "{}.e30.c2ln",
+                URL_SAFE_NO_PAD.encode(header.to_string().as_bytes())
+            )
+        };
+        let cases = [
+            (json!({"alg": "ES256"}), Ok(())),
+            (json!({"alg": "ES256", "typ": "logout+jwt"}), Ok(())),
+            (json!({"alg": "ES256", "typ": "application/logout+jwt"}), Ok(())),
+            (json!({"alg": "ES256", "typ": "Logout+JWT"}), Ok(())),
+            (json!({"alg": "ES256", "typ": "JWT"}), Ok(())),
+            (json!({"alg": "ES256", "typ": "at+jwt"}), Err(JwtError::Type)),
+            (json!({"alg": "ES256", "typ": "application/at+jwt"}), Err(JwtError::Type)),
+            (json!({"alg": "ES256", "typ": "secevent+jwt"}), Err(JwtError::Type)),
+            (json!({"alg": "ES256", "typ": ""}), Err(JwtError::Type)),
+            (json!({"alg": "ES256", "typ": null}), Err(JwtError::Type)),
+            (json!({"alg": "ES256", "typ": ["JWT"]}), Err(JwtError::Type)),
+        ];
+        for (header, want) in cases {
+            assert_eq!(check_type(&token(header.clone()), LOGOUT_TOKEN_TYPES), want, "{header}");
+        }
+        assert_eq!(check_type("!!.e30.c2ln", LOGOUT_TOKEN_TYPES), Err(JwtError::Malformed));
     }
 }

@@ -93,7 +93,7 @@ impl Provider {
         self.metadata
             .get_or_try_init(|| async {
                 let md = metadata::resolve(&self.config.provider, &self.http).await?;
-                tracing::info!(issuer = %md.issuer(), "identity provider metadata loaded");
+                tracing::info!(issuer = %crate::claims::log_text(md.issuer()), "identity provider metadata loaded");
                 Ok(Arc::new(md))
             })
             .await

@@ -1,8 +1,11 @@
 //! Identity for upstreams that do not verify IdP tokens themselves: plain
 //! headers from the caller's claims, and a signed identity assertion (a
 //! short-lived ES256 JWT) whose public key the gateway publishes at
-//! `<auth_prefix>/jwks.json`.
+//! `<auth_prefix>/jwks.json`. Groups are read by the one rule of
+//! [`crate::claims`]: the assertion carries the names authorization judged;
+//! the comma-joined header leaves out a name it cannot carry faithfully.
 
+use crate::claims::{groups, header_groups};
 use crate::oidc::jwt::Claims;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
@@ -125,23 +128,6 @@ impl AssertionSigner {
     }
 }
 
-/// The caller's groups: a JSON array of strings, or one space/comma-separated string.
-pub fn groups(claims: &Claims, claim: &str) -> Vec<String> {
-    match claims.get(claim) {
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_string)
-            .collect(),
-        Some(Value::String(s)) => s
-            .split([',', ' '])
-            .filter(|g| !g.is_empty())
-            .map(str::to_string)
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
 /// The configured identity headers and their values for this caller.
 /// Values that cannot be header text (control characters) are left out.
 pub fn identity_headers(
@@ -153,10 +139,7 @@ pub fn identity_headers(
     let pairs = [
         (&spec.user, text("sub")),
         (&spec.email, text("email")),
-        (
-            &spec.groups,
-            Some(groups(claims, groups_claim).join(",")).filter(|g| !g.is_empty()),
-        ),
+        (&spec.groups, header_groups(claims, groups_claim)),
     ];
     pairs
         .into_iter()
@@ -195,7 +178,7 @@ mod tests {
             (json!({"sub": "u1"}), vec![("x-forwarded-user", "u1")]),
             (
                 json!({"sub": "u1", "groups": "a b"}),
-                vec![("x-forwarded-user", "u1"), ("x-forwarded-groups", "a,b")],
+                vec![("x-forwarded-user", "u1"), ("x-forwarded-groups", "a b")],
             ),
             (json!({"sub": "bad\nvalue", "email": 5}), vec![]),
         ];
@@ -241,5 +224,34 @@ mod tests {
             60
         );
         assert!(got.get("access_token").is_none());
+    }
+
+    /// The shared groups table, through the identity header and the assertion.
+    #[test]
+    fn identity_headers_and_assertion_follow_the_shared_groups_table() {
+        let spec = IdentityHeaders {
+            user: None,
+            email: None,
+            groups: Some(Header::from_static("x-forwarded-groups")),
+        };
+        let s = AssertionSigner::new(None, "https://app.example.com".into()).unwrap();
+        let jwk: jsonwebtoken::jwk::Jwk =
+            serde_json::from_value(s.jwks()["keys"][0].clone()).unwrap();
+        let key = jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap();
+        let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+        v.set_audience(&["up"]);
+        v.validate_exp = false;
+        for case in crate::claims::GROUP_CASES {
+            let c = claims(json!({"sub": "u1", "g": (case.claim)()}));
+            let got: Vec<String> = identity_headers(&spec, &c, "g")
+                .into_iter()
+                .map(|(_, v)| String::from_utf8(v.as_bytes().to_vec()).unwrap())
+                .collect();
+            let want: Vec<String> = case.header.map(str::to_string).into_iter().collect();
+            assert_eq!(got, want, "{}", case.name);
+            let jwt = s.sign(&c, "g", "up", 1_000).unwrap();
+            let got = jsonwebtoken::decode::<Value>(&jwt, &key, &v).unwrap().claims;
+            assert_eq!(got["groups"], json!(case.judged), "{}", case.name);
+        }
     }
 }

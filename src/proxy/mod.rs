@@ -230,8 +230,8 @@ fn watch_body(
         metrics.count("oidc_bff_upstream_bodies_cut_total", &[("route", &route)]);
         tracing::warn!(
             route = %route,
-            sub = user.as_deref().unwrap_or("-"),
-            error = %e,
+            sub = %crate::claims::log_text(user.as_deref().unwrap_or("-")),
+            error = %crate::claims::log_text(&e),
             "upstream response body cut short"
         );
         e
@@ -250,7 +250,7 @@ async fn machine_token(
         return Ok(None);
     };
     let value = state.machine.authorization(grant).await.inspect_err(|e| {
-        tracing::warn!(route = %route.id, sub = user.unwrap_or("-"), error = %e, "no machine token for the upstream");
+        tracing::warn!(route = %route.id, sub = %crate::claims::log_text(user.unwrap_or("-")), error = %crate::claims::log_text(&e), "no machine token for the upstream");
     })?;
     Ok(Some(value))
 }
@@ -359,11 +359,11 @@ async fn send(
         Ok(Err(e)) if caused_by_body_limit(&e) => Err(AppError::BodyTooLarge),
         // The client's own body broke off or was malformed: its fault, not the upstream's.
         Ok(Err(e)) if caused_by_client_body(&e) => {
-            tracing::info!(route = %route.id, error = %e, "request body could not be read");
+            tracing::info!(route = %route.id, error = %crate::claims::log_text(&e), "request body could not be read");
             Err(AppError::BadRequest("the request body could not be read"))
         }
         Ok(Err(e)) => {
-            tracing::warn!(route = %route.id, sub = user.unwrap_or("-"), error = %e, "upstream request failed");
+            tracing::warn!(route = %route.id, sub = %crate::claims::log_text(user.unwrap_or("-")), error = %crate::claims::log_text(&e), "upstream request failed");
             Err(AppError::UpstreamUnreachable(route.id.clone()))
         }
         Ok(Ok(r)) => Ok((r, slot)),

@@ -104,7 +104,7 @@ pub(super) async fn forward_websocket(
                 };
                 match spliced {
                     Some(Err(e)) => {
-                        tracing::debug!(route = %route_id, error = %e, "websocket tunnel closed")
+                        tracing::debug!(route = %route_id, error = %crate::claims::log_text(&e), "websocket tunnel closed")
                     }
                     None => {
                         tracing::info!(route = %route_id, "websocket tunnel closed: its session ended")

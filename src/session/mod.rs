@@ -259,7 +259,7 @@ impl Sessions {
                 let opened = match self.ring.open(&sealed, key.as_bytes()) {
                     Ok(o) => o,
                     Err(e) => {
-                        tracing::info!(error = %e, "session record cannot be opened; treating as signed out");
+                        tracing::info!(error = %crate::claims::log_text(&e), "session record cannot be opened; treating as signed out");
                         return Ok(None);
                     }
                 };
@@ -318,7 +318,7 @@ impl Sessions {
     /// finishes, and the session's next request is refused.
     pub async fn save(&self, id: &SessionId, data: &SessionData) -> Result<(), SessionError> {
         if !self.write(id, data, Write::Replace).await? {
-            tracing::info!(sub = %data.sub, "session ended while it was being rewritten; left ended");
+            tracing::info!(sub = %crate::claims::log_text(&data.sub), "session ended while it was being rewritten; left ended");
         }
         Ok(())
     }

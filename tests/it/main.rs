@@ -7,6 +7,7 @@ mod admin;
 mod attacks;
 mod attacks_admin;
 mod bearer;
+mod claims_rules;
 mod cli;
 mod cognito;
 mod connections;
