@@ -391,11 +391,13 @@ fn finish_error(
     out
 }
 
-/// A redirect that keeps the headers already set (cookies).
+/// A redirect that keeps the headers already set (cookies). Never framed,
+/// like every answer of the gateway's own.
 pub fn redirect_response(status: StatusCode, location: &str, keep: &HeaderMap) -> Response {
     let mut resp = Response::builder()
         .status(status)
         .header(header::CACHE_CONTROL, "no-store")
+        .header(header::X_FRAME_OPTIONS, "DENY")
         .body(Body::empty())
         .expect("static response");
     if let Ok(v) = HeaderValue::from_str(location) {
@@ -426,11 +428,14 @@ pub fn html_response(status: StatusCode, body: String) -> Response {
         .expect("static response")
 }
 
+/// A JSON answer of the gateway's own: never cached, never framed (OWASP's
+/// REST guidance: `X-Frame-Options: DENY` on API answers too).
 pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::CACHE_CONTROL, "no-store")
+        .header(header::X_FRAME_OPTIONS, "DENY")
         .body(Body::from(body.to_string()))
         .expect("static response")
 }

@@ -300,6 +300,107 @@ async fn post_logout_and_the_old_cookie_is_dead() {
     );
 }
 
+/// `GET /auth/logout?sid=…` ends the session only with that session's own
+/// `sid`: a wrong one, or another session's (a link a third party could
+/// plant), gets the confirmation page and the session lives on. The page's
+/// form, posted as a browser posts it (no `X-CSRF`), does end it.
+#[tokio::test]
+async fn logout_link_needs_its_own_sid_and_the_confirmation_form_ends_it() {
+    let s = stack().await;
+    let (alice, mallory) = (browser(), browser());
+    sign_in(&alice, &s.gw.url, "alice", "/").await;
+    sign_in(&mallory, &s.gw.url, "mallory", "/").await;
+    assert_eq!(s.gw.session_count(), 2);
+    let logout_url = |b: &reqwest::Client| {
+        let b = b.clone();
+        let gw = s.gw.url.clone();
+        async move {
+            let (status, user) = api(&b, &format!("{gw}/auth/user")).await;
+            assert_eq!(status, 200);
+            user["logout_url"].as_str().unwrap().to_string()
+        }
+    };
+    let mallorys = logout_url(&mallory).await;
+    let foreign_sid = param(&format!("http://x{mallorys}"), "sid").unwrap();
+    let form_re = regex::Regex::new(
+        r#"<form method="post" action="([^"]+)">\s*<input type="hidden" name="sid" value="([^"]+)">"#,
+    )
+    .unwrap();
+    let mut form = None;
+    for sid in ["", "wrong", "AAAA", foreign_sid.as_str()] {
+        let r = alice
+            .get(format!("{}/auth/logout?sid={}", s.gw.url, urlencode(sid)))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "sid {sid:?}: the confirmation page");
+        assert!(
+            r.headers().get_all("set-cookie").iter().next().is_none(),
+            "sid {sid:?}: no cookie cleared"
+        );
+        let page = r.text().await.unwrap();
+        let found = form_re
+            .captures(&page)
+            .unwrap_or_else(|| panic!("no confirmation form: {page}"));
+        assert_ne!(&found[2], foreign_sid, "the page offers alice's own sid");
+        // askama escapes `/` in the action.
+        let action = found[1].replace("&#x2f;", "/").replace("&#47;", "/");
+        form = Some((action, found[2].to_string()));
+        assert_eq!(s.gw.session_count(), 2, "sid {sid:?} ended a session");
+        assert_eq!(api(&alice, &format!("{}/auth/user", s.gw.url)).await.0, 200);
+        assert_eq!(
+            api(&mallory, &format!("{}/auth/user", s.gw.url)).await.0,
+            200
+        );
+    }
+    // The form posted with a wrong sid and no X-CSRF is a cross-site POST:
+    // refused, nothing ended.
+    let (action, sid) = form.unwrap();
+    let r = alice
+        .post(format!("{}{action}", s.gw.url))
+        .header("accept", "text/html")
+        .form(&[("sid", foreign_sid.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(s.gw.session_count(), 2);
+    // The form as the page holds it: alice's session ends, mallory's lives.
+    let r = alice
+        .post(format!("{}{action}", s.gw.url))
+        .header("accept", "text/html")
+        .form(&[("sid", sid.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert!(
+        location(&r).starts_with(&format!("{}/session/end?", s.idp.issuer)),
+        "{}",
+        location(&r)
+    );
+    assert!(r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .any(|c| c.to_str().unwrap().starts_with("oidc_bff=;")));
+    assert_eq!(s.gw.session_count(), 1);
+    assert_eq!(api(&alice, &format!("{}/auth/user", s.gw.url)).await.0, 401);
+    assert_eq!(
+        api(&mallory, &format!("{}/auth/user", s.gw.url)).await.0,
+        200
+    );
+    // Mallory's own link ends her own session (the link works, for its owner).
+    let r = mallory
+        .get(format!("{}{mallorys}", s.gw.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(s.gw.session_count(), 0);
+}
+
 #[tokio::test]
 async fn concurrent_logins_from_several_tabs() {
     let s = stack().await;
@@ -319,8 +420,10 @@ async fn concurrent_logins_from_several_tabs() {
         assert!(cookies[0].len() < 3500, "login cookie stays small");
     }
     let mut last = None;
+    let mut session_cookies = Vec::new();
     for (tab, url) in authorize.into_iter().rev() {
         let r = sign_in_from(&b, &url, &format!("{}/auth/callback", s.gw.url), "carol").await;
+        session_cookies.push(set_cookie_value(&r, "oidc_bff").expect("a session cookie"));
         let cookies: Vec<String> = r
             .headers()
             .get_all("set-cookie")
@@ -329,7 +432,25 @@ async fn concurrent_logins_from_several_tabs() {
             .collect();
         assert_eq!(landing_page(r).await, tab);
         last = Some(cookies);
+        // Each sign-in in this browser replaced the session it had: one remains.
+        assert_eq!(s.gw.session_count(), 1, "after signing in at {tab}");
     }
+    // Signing in again rotated the session id: every earlier cookie value,
+    // presented alone, is dead; the last one lives.
+    let (current, earlier) = session_cookies.split_last().unwrap();
+    assert_eq!(earlier.len(), 2);
+    let with_cookie = |value: &str| {
+        reqwest::Client::new()
+            .get(format!("{}/auth/user", s.gw.url))
+            .header("x-csrf", "1")
+            .header("cookie", format!("oidc_bff={value}"))
+            .send()
+    };
+    for old in earlier {
+        assert_ne!(old, current, "a sign-in kept the session id");
+        assert_eq!(with_cookie(old).await.unwrap().status(), 401);
+    }
+    assert_eq!(with_cookie(current).await.unwrap().status(), 200);
     // The last pending login consumed: the login cookie is cleared, nothing piles up.
     let cleared = last
         .unwrap()

@@ -797,3 +797,168 @@ async fn refreshed_id_tokens_meet_the_same_rules() {
         assert_eq!(s.gw.session_count(), 1, "{name}: the session stays");
     }
 }
+
+/// Every answer of the gateway's own is never cached and never framed:
+/// `Cache-Control: no-store` (it may carry a cookie or who is signed in),
+/// `X-Frame-Options: DENY`, and on its HTML pages CSP `frame-ancestors
+/// 'none'` (clickjacking the sign-out or sign-in). One row per page.
+#[tokio::test]
+async fn gateway_pages_are_never_cached_and_never_framed() {
+    let s = rogue_stack(
+        "[[route]]\npath = \"/ops/\"\nupstream = \"http://127.0.0.1:9\"\nallow_groups = [\"ops\"]\n",
+    )
+    .await;
+    let signed_in = browser();
+    s.sign_in(&signed_in).await;
+    let anon = browser();
+    let gw = &s.gw.url;
+    // (page, client, path, navigation?, status, HTML?)
+    let mut rows: Vec<(&str, &reqwest::Client, String, bool, u16, bool)> = vec![
+        (
+            "login redirect",
+            &anon,
+            "/auth/login?return_to=/x".into(),
+            true,
+            302,
+            false,
+        ),
+        (
+            "sign-in redirect of a protected page",
+            &anon,
+            "/api/x".into(),
+            true,
+            302,
+            false,
+        ),
+        (
+            "callback error: no state",
+            &anon,
+            "/auth/callback?code=abc".into(),
+            true,
+            400,
+            true,
+        ),
+        (
+            "callback error: unknown state",
+            &anon,
+            "/auth/callback?code=abc&state=nope".into(),
+            true,
+            400,
+            true,
+        ),
+        (
+            "callback error, as JSON",
+            &anon,
+            "/auth/callback?code=abc&state=nope".into(),
+            false,
+            400,
+            false,
+        ),
+        (
+            "error page: forbidden",
+            &signed_in,
+            "/ops/x".into(),
+            true,
+            403,
+            true,
+        ),
+        (
+            "error page: 401 JSON",
+            &anon,
+            "/api/x".into(),
+            false,
+            401,
+            false,
+        ),
+        (
+            "signed-out page",
+            &anon,
+            "/auth/signed-out".into(),
+            true,
+            200,
+            true,
+        ),
+        (
+            "logout confirmation",
+            &signed_in,
+            "/auth/logout".into(),
+            true,
+            200,
+            true,
+        ),
+        (
+            "logout without a session",
+            &anon,
+            "/auth/logout".into(),
+            true,
+            302,
+            false,
+        ),
+        (
+            "/auth/user JSON",
+            &signed_in,
+            "/auth/user".into(),
+            false,
+            200,
+            false,
+        ),
+        (
+            "/auth/user JSON, signed out",
+            &anon,
+            "/auth/user".into(),
+            false,
+            401,
+            false,
+        ),
+    ];
+    // The IdP's error answer at the callback, on a state that is pending.
+    let (state, _) = start_login(&anon, gw, "/").await;
+    rows.push((
+        "callback error: the IdP's error",
+        &anon,
+        format!("/auth/callback?error=access_denied&state={state}"),
+        true,
+        400,
+        true,
+    ));
+    for (page, client, path, navigation, status, html) in rows {
+        let mut req = client.get(format!("{gw}{path}")).header("x-csrf", "1");
+        if navigation {
+            req = req
+                .header("sec-fetch-mode", "navigate")
+                .header("accept", "text/html");
+        }
+        let r = req.send().await.unwrap();
+        let h = r.headers();
+        let one = |name: &str| {
+            let all: Vec<_> = h
+                .get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect();
+            assert!(all.len() <= 1, "{page}: {name} {all:?}");
+            all.first().map(|v| v.to_string())
+        };
+        assert_eq!(r.status(), status, "{page}");
+        assert_eq!(one("cache-control").as_deref(), Some("no-store"), "{page}");
+        assert_eq!(one("x-frame-options").as_deref(), Some("DENY"), "{page}");
+        let ctype = one("content-type").unwrap_or_default();
+        assert_eq!(ctype.starts_with("text/html"), html, "{page}: {ctype}");
+        if html {
+            let csp = one("content-security-policy").unwrap_or_default();
+            assert!(csp.contains("frame-ancestors 'none'"), "{page}: {csp:?}");
+        }
+    }
+    // And the landing page after a sign-in (it sets the session cookie).
+    let b = browser();
+    let (state, nonce) = start_login(&b, gw, "/").await;
+    s.idp
+        .answer_with_id_token(good_claims(&s.idp.issuer, &nonce));
+    let r = callback(&b, gw, &format!("code=abc&state={state}")).await;
+    assert_eq!(r.status(), 200);
+    assert!(set_cookie_value(&r, "oidc_bff").is_some());
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+    let csp = r.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+}

@@ -314,6 +314,20 @@ async fn websocket_after_sign_in_only_from_our_origin() {
         Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
         other => panic!("expected 403, got {other:?}"),
     }
+    // An opaque origin (`Origin: null`: sandboxed frames, data: URLs, some
+    // redirects; RFC 6454 §7.3) and no Origin at all (a non-browser client
+    // holding a stolen cookie, or a browser that omits it) prove nothing
+    // about the page: refused too.
+    match ws_connect(request("null", true)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
+        other => panic!("expected 403 for Origin: null, got {other:?}"),
+    }
+    let mut without_origin = request(&s.gw.url, true);
+    without_origin.headers_mut().remove("origin");
+    match ws_connect(without_origin).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
+        other => panic!("expected 403 without Origin, got {other:?}"),
+    }
     assert_eq!(
         up.hits.load(Ordering::SeqCst),
         hits_before,
