@@ -49,8 +49,9 @@ pub fn header_safe(name: &str) -> bool {
 /// cannot carry faithfully left out (logged at debug, escaped). `None` when
 /// no name remains.
 pub fn header_groups(claims: &Map<String, Value>, claim: &str) -> Option<String> {
-    let (kept, dropped): (Vec<&str>, Vec<&str>) =
-        groups(claims, claim).into_iter().partition(|g| header_safe(g));
+    let (kept, dropped): (Vec<&str>, Vec<&str>) = groups(claims, claim)
+        .into_iter()
+        .partition(|g| header_safe(g));
     for name in dropped {
         tracing::debug!(
             group = %log_text(name),
@@ -244,10 +245,7 @@ mod tests {
         assert_eq!(log_text(&e).to_string(), "bad\\nline");
         for c in (0u32..0x110000).filter_map(char::from_u32) {
             let out = log_text(c).to_string();
-            assert!(
-                !out.chars().any(needs_escape),
-                "{c:?} escaped as {out:?}"
-            );
+            assert!(!out.chars().any(needs_escape), "{c:?} escaped as {out:?}");
         }
     }
 }

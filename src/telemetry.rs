@@ -23,9 +23,13 @@ pub fn init(format: LogFormat, level: &str) -> tracing_appender::non_blocking::W
         .thread_name("oidc-bff-log")
         .finish(std::io::stdout());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // Colour codes only on a terminal: in a file or a collector's pipe they
+    // are noise, and an ESC byte there must mean something went wrong.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
+        .with_ansi(ansi)
         .with_target(false);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

@@ -119,10 +119,11 @@ pub async fn backchannel_logout(
         tracing::info!(error = %crate::claims::log_text(&e), "back-channel logout token rejected");
         AppError::BadRequest("the logout token is invalid")
     })?;
-    let (jti, target) = check_logout_claims(&claims, &state.config.provider.client_id).map_err(|why| {
-        tracing::info!(why, "back-channel logout token rejected");
-        AppError::BadRequest("the logout token is invalid")
-    })?;
+    let (jti, target) =
+        check_logout_claims(&claims, &state.config.provider.client_id).map_err(|why| {
+            tracing::info!(why, "back-channel logout token rejected");
+            AppError::BadRequest("the logout token is invalid")
+        })?;
     if !state
         .sessions
         .claim_once(&format!("jti:{jti}"), JTI_MEMORY)

@@ -22,10 +22,10 @@
 use crate::app::AppState;
 use crate::auth::gate::{self, Ask};
 use crate::auth::Identity;
+use crate::claims::header_groups;
 use crate::config::TokenKind;
 use crate::error::{json_response, wants_html, AppError};
 use crate::oidc::return_to::login_url;
-use crate::claims::header_groups;
 use crate::proxy::routes::Access;
 use crate::request_path::canonicalize;
 use axum::body::Body;

@@ -413,7 +413,9 @@ async fn end_session(state: &AppState, session: Session) -> Result<String, AppEr
             let call = client::revoke(&http, oidc, &endpoint, token);
             match tokio::time::timeout(Duration::from_secs(5), call).await {
                 Ok(Ok(())) => tracing::debug!("token revoked"),
-                Ok(Err(e)) => tracing::warn!(error = %crate::claims::log_text(&e), "token revocation failed"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %crate::claims::log_text(&e), "token revocation failed")
+                }
                 Err(_) => tracing::warn!("token revocation timed out"),
             }
         });

@@ -338,11 +338,23 @@ mod tests {
             ("use sig", json!({"use": "sig"}), true),
             ("use enc", json!({"use": "enc"}), false),
             ("key_ops verify", json!({"key_ops": ["verify"]}), true),
-            ("key_ops sign and verify", json!({"key_ops": ["sign", "verify"]}), true),
+            (
+                "key_ops sign and verify",
+                json!({"key_ops": ["sign", "verify"]}),
+                true,
+            ),
             ("key_ops sign only", json!({"key_ops": ["sign"]}), false),
-            ("key_ops encrypt", json!({"key_ops": ["encrypt", "wrapKey"]}), false),
+            (
+                "key_ops encrypt",
+                json!({"key_ops": ["encrypt", "wrapKey"]}),
+                false,
+            ),
             ("key_ops empty", json!({"key_ops": []}), false),
-            ("key_ops unknown op", json!({"key_ops": ["x-verify"]}), false),
+            (
+                "key_ops unknown op",
+                json!({"key_ops": ["x-verify"]}),
+                false,
+            ),
         ];
         for (name, extra, want) in cases {
             let raw = with(extra);

@@ -879,19 +879,38 @@ mod tests {
         let cases = [
             (json!({"alg": "ES256"}), Ok(())),
             (json!({"alg": "ES256", "typ": "logout+jwt"}), Ok(())),
-            (json!({"alg": "ES256", "typ": "application/logout+jwt"}), Ok(())),
+            (
+                json!({"alg": "ES256", "typ": "application/logout+jwt"}),
+                Ok(()),
+            ),
             (json!({"alg": "ES256", "typ": "Logout+JWT"}), Ok(())),
             (json!({"alg": "ES256", "typ": "JWT"}), Ok(())),
-            (json!({"alg": "ES256", "typ": "at+jwt"}), Err(JwtError::Type)),
-            (json!({"alg": "ES256", "typ": "application/at+jwt"}), Err(JwtError::Type)),
-            (json!({"alg": "ES256", "typ": "secevent+jwt"}), Err(JwtError::Type)),
+            (
+                json!({"alg": "ES256", "typ": "at+jwt"}),
+                Err(JwtError::Type),
+            ),
+            (
+                json!({"alg": "ES256", "typ": "application/at+jwt"}),
+                Err(JwtError::Type),
+            ),
+            (
+                json!({"alg": "ES256", "typ": "secevent+jwt"}),
+                Err(JwtError::Type),
+            ),
             (json!({"alg": "ES256", "typ": ""}), Err(JwtError::Type)),
             (json!({"alg": "ES256", "typ": null}), Err(JwtError::Type)),
             (json!({"alg": "ES256", "typ": ["JWT"]}), Err(JwtError::Type)),
         ];
         for (header, want) in cases {
-            assert_eq!(check_type(&token(header.clone()), LOGOUT_TOKEN_TYPES), want, "{header}");
+            assert_eq!(
+                check_type(&token(header.clone()), LOGOUT_TOKEN_TYPES),
+                want,
+                "{header}"
+            );
         }
-        assert_eq!(check_type("!!.e30.c2ln", LOGOUT_TOKEN_TYPES), Err(JwtError::Malformed));
+        assert_eq!(
+            check_type("!!.e30.c2ln", LOGOUT_TOKEN_TYPES),
+            Err(JwtError::Malformed)
+        );
     }
 }

@@ -250,7 +250,9 @@ mod tests {
             let want: Vec<String> = case.header.map(str::to_string).into_iter().collect();
             assert_eq!(got, want, "{}", case.name);
             let jwt = s.sign(&c, "g", "up", 1_000).unwrap();
-            let got = jsonwebtoken::decode::<Value>(&jwt, &key, &v).unwrap().claims;
+            let got = jsonwebtoken::decode::<Value>(&jwt, &key, &v)
+                .unwrap()
+                .claims;
             assert_eq!(got["groups"], json!(case.judged), "{}", case.name);
         }
     }

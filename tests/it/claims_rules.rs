@@ -71,7 +71,11 @@ async fn groups_are_judged_and_forwarded_alike() {
         let r = get("/api/x").send().await.unwrap();
         assert_eq!(r.status(), 200, "{groups}");
         let seen = upstream.last();
-        assert_eq!(seen.all("x-forwarded-groups").first().copied(), header, "{groups}");
+        assert_eq!(
+            seen.all("x-forwarded-groups").first().copied(),
+            header,
+            "{groups}"
+        );
         // The assertion carries the names authorization judged, whole.
         let assertion = seen.header("x-bff-identity").expect("an assertion");
         let claims = verify_with_jwks(&format!("{}/auth/jwks.json", gw.url), assertion)
@@ -90,9 +94,14 @@ async fn groups_are_judged_and_forwarded_alike() {
                 .header("x-original-uri", uri.to_string())
                 .header("accept", "application/json")
         };
-        let r = check("/admin/x").send().await.unwrap();
+        // The routes keep the default `csrf = true`: the X-CSRF rule applies here too.
+        let r = check("/admin/x")
+            .header("x-csrf", "1")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), if admin { 200 } else { 403 }, "{groups}");
-        let r = check("/api/x").send().await.unwrap();
+        let r = check("/api/x").header("x-csrf", "1").send().await.unwrap();
         assert_eq!(r.status(), 200, "{groups}");
         assert_eq!(
             r.headers()
@@ -147,7 +156,11 @@ async fn a_hostile_sub_cannot_forge_text_log_lines() {
         .send()
         .await
         .unwrap();
-    assert!(r.status().is_redirection() || r.status().is_success(), "{}", r.status());
+    assert!(
+        r.status().is_redirection() || r.status().is_success(),
+        "{}",
+        r.status()
+    );
 
     // The lines are written by a background writer: wait for the last one.
     let mut log = String::new();
@@ -161,8 +174,7 @@ async fn a_hostile_sub_cannot_forge_text_log_lines() {
     let escaped = "evil\\r\\nFORGED-LINE";
     for what in ["signed in", "signed out", "request"] {
         assert!(
-            log.lines()
-                .any(|l| l.contains(what) && l.contains(escaped)),
+            log.lines().any(|l| l.contains(what) && l.contains(escaped)),
             "a {what:?} line names the sub, escaped; log:\n{log}"
         );
     }
