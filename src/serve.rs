@@ -194,8 +194,9 @@ where
     // The sweeper times request heads (see the module doc); hyper's timer
     // would also cut keep-alive connections at the header timeout.
     builder.http1().header_read_timeout(None);
-    // HTTP/2 WebSockets (RFC 8441), as axum::serve allows.
-    builder.http2().enable_connect_protocol();
+    // No SETTINGS_ENABLE_CONNECT_PROTOCOL: the gateway serves no RFC 8441
+    // WebSockets over HTTP/2 (its WebSocket rule judges HTTP/1.1 handshakes),
+    // and CONNECT is refused unless a route names it.
     let mut server = Server {
         shared,
         service,
