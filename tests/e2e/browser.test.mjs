@@ -4,18 +4,19 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { startDemo, startWithTestIdp, launch, watchForTokens, shots, JWT_RE } from "./lib.mjs";
+import { startDemo, startWithTestIdp, launch, watchForTokens, shots, JWT_RE, ID_TOKEN_HINT_EXEMPTION } from "./lib.mjs";
 
 async function shot(page, name) {
   await page.screenshot({ path: join(shots, `${name}.png`) });
 }
 
 /** The whole journey, with the IdP-specific login step passed in. */
-async function journey(t, { url, sameSite, login, confirmLogout, expectName, prefix }) {
+async function journey(t, { url, sameSite, login, confirmLogout, expectName, prefix, log, idpLogout }) {
   const { browser, context } = await launch();
   t.after(() => browser.close());
   const page = await context.newPage();
-  const leaks = watchForTokens(page, url);
+  const watch = watchForTokens(page, url, idpLogout);
+  const { leaks } = watch;
 
   await page.goto(url);
   await page.waitForSelector("#sign-in:visible");
@@ -49,7 +50,8 @@ async function journey(t, { url, sameSite, login, confirmLogout, expectName, pre
   assert.doesNotMatch(await page.content(), JWT_RE);
   const storage = await page.evaluate(() => JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }));
   assert.doesNotMatch(storage, JWT_RE);
-  assert.deepEqual(leaks, [], "no response from the gateway carried a token");
+  await watch.checkCookies(context);
+  assert.deepEqual(leaks, [], "no URL, response from the gateway or cookie carried a token");
 
   // A deep link to a client-side route is served the app.
   await page.goto(`${url}/profile`);
@@ -76,7 +78,16 @@ async function journey(t, { url, sameSite, login, confirmLogout, expectName, pre
   assert.equal((await page.textContent("#user-name")).trim(), "");
   assert.doesNotMatch(await page.content(), new RegExp(expectName));
   await shot(page, `${prefix}-5-back`);
-  assert.deepEqual(leaks, [], "no response from the gateway carried a token");
+  await watch.checkCookies(context);
+  watch.checkLog(log());
+  assert.deepEqual(leaks, [], "no URL, response from the gateway, cookie or log line carried a token");
+  // The exemption lives only while the gateway sends the hint.
+  if (idpLogout && ID_TOKEN_HINT_EXEMPTION) {
+    assert.ok(watch.hints > 0,
+      "the gateway no longer sends id_token_hint: set ID_TOKEN_HINT_EXEMPTION to false in tests/e2e/lib.mjs");
+  } else {
+    assert.equal(watch.hints, 0);
+  }
 }
 
 test("demo: sign in as alice through the development IdP", async (t) => {
@@ -84,6 +95,8 @@ test("demo: sign in as alice through the development IdP", async (t) => {
   t.after(demo.stop);
   await journey(t, {
     url: demo.url,
+    log: demo.log,
+    idpLogout: demo.idpLogout,
     sameSite: "Strict",
     expectName: "alice",
     prefix: "demo",
@@ -102,6 +115,8 @@ test("oidc-provider: the same journey against the test IdP", async (t) => {
   t.after(stack.stop);
   await journey(t, {
     url: stack.url,
+    log: stack.log,
+    idpLogout: stack.idpLogout,
     sameSite: "Lax",
     expectName: "Alice",
     prefix: "oidc-provider",
@@ -128,7 +143,8 @@ test("demo: a route with token = \"client\" sends the gateway's machine token", 
   const { browser, context } = await launch();
   t.after(() => browser.close());
   const page = await context.newPage();
-  const leaks = watchForTokens(page, demo.url);
+  const watch = watchForTokens(page, demo.url, demo.idpLogout);
+  const { leaks } = watch;
 
   await page.goto(demo.url);
   await page.click("#sign-in");
@@ -161,5 +177,7 @@ test("demo: a route with token = \"client\" sends the gateway's machine token", 
   assert.equal(mine.claims.client_id, "demo-spa");
 
   assert.doesNotMatch(await page.content(), JWT_RE);
-  assert.deepEqual(leaks, [], "no response from the gateway carried a token");
+  await watch.checkCookies(context);
+  watch.checkLog(demo.log());
+  assert.deepEqual(leaks, [], "no URL, response from the gateway, cookie or log line carried a token");
 });

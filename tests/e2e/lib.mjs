@@ -25,7 +25,13 @@ process.on("exit", () => children.forEach((c) => c.kill("SIGKILL")));
 function run(cmd, args, opts = {}) {
   const child = spawn(cmd, args, { stdio: ["pipe", "pipe", "pipe"], ...opts });
   children.push(child);
-  child.stderr.on("data", (d) => { if (process.env.E2E_VERBOSE) process.stderr.write(d); });
+  // Everything it writes, for the token watcher's look at the log.
+  child.output = "";
+  child.stdout.on("data", (d) => { child.output += d; });
+  child.stderr.on("data", (d) => {
+    child.output += d;
+    if (process.env.E2E_VERBOSE) process.stderr.write(d);
+  });
   return child;
 }
 
@@ -67,9 +73,11 @@ async function waitForHttp(url, ms = 30000) {
 
 /** `oidc-bff demo --port 0`; resolves with its URL. */
 export async function startDemo() {
-  const child = run(bin, ["demo", "--port", "0"], { env: { ...process.env, RUST_LOG: "warn" } });
+  // At info, so the log the watcher reads has the request lines in it.
+  const child = run(bin, ["demo", "--port", "0"], { env: { ...process.env, RUST_LOG: "info" } });
   const m = await waitForLine(child, /open:\s+(http:\/\/127\.0\.0\.1:\d+)/);
-  return { url: m[1], stop: () => child.kill("SIGINT"), child };
+  // Cognito-style logout (`/logout?client_id=&logout_uri=`): no ID token in it.
+  return { url: m[1], stop: () => child.kill("SIGINT"), child, log: () => child.output, idpLogout: null };
 }
 
 /**
@@ -139,11 +147,14 @@ upstream = "http://127.0.0.1:${api.address().port}"
 dir = "${join(root, "src/demo/spa")}"
 `;
   writeFileSync(join(dir, "gateway.toml"), config);
-  const gw = run(bin, ["serve", "--config", join(dir, "gateway.toml")], { env: { ...process.env, RUST_LOG: "warn" } });
+  const gw = run(bin, ["serve", "--config", join(dir, "gateway.toml")], { env: { ...process.env, RUST_LOG: "info" } });
   await waitForHttp(`http://127.0.0.1:${admin}/readyz`);
   return {
     url: gateway,
     sameSite: "Lax",
+    log: () => gw.output,
+    // The IdP's end_session_endpoint (RP-Initiated Logout: takes id_token_hint).
+    idpLogout: `${issuer}/session/end`,
     stop: () => { gw.kill("SIGTERM"); idp.kill("SIGTERM"); api.close(); },
   };
 }
@@ -159,26 +170,75 @@ export async function launch() {
 }
 
 /**
- * Records every response from `origin` the page receives and any JWT found in
- * its body, so a test can assert that no token ever reaches the browser.
+ * The one token the browser is meant to carry, and only while the gateway
+ * sends it: the ended session's ID token as `id_token_hint` in the IdP's
+ * logout URL (OpenID Connect RP-Initiated Logout 1.0 §2; docs/security.md,
+ * "Sign-out"). The watcher exempts exactly that parameter, in the gateway's
+ * answer to `/auth/logout` and in the navigation to the IdP's logout endpoint,
+ * and nothing else. When the gateway stops sending the hint, the journey
+ * against the test IdP fails until this is set to `false` (or removed with
+ * its uses below): then a hint anywhere is a leak like any other token.
  */
-export function watchForTokens(page, origin) {
+export const ID_TOKEN_HINT_EXEMPTION = true;
+
+/** Where a token was found, without the token: a URL up to its query. */
+const place = (url) => url.split("?")[0];
+
+/**
+ * Watches everything the browser holds or sends for a token (a JWT): the URL
+ * of every request it makes (any origin), every response from the gateway's
+ * `origin` (headers, Set-Cookie included, and body), and, through
+ * `checkCookies`/`checkLog`, its cookie jar and the gateway's log. `idpLogout`
+ * is the IdP's end-session endpoint where the gateway sends `id_token_hint`
+ * (null where it sends none). `leaks` lists where tokens were found;
+ * `hints` counts the exempted `id_token_hint`s.
+ */
+export function watchForTokens(page, origin, idpLogout = null) {
   const leaks = [];
-  // The one token the browser is meant to carry: the ended session's ID token
-  // as `id_token_hint` in the IdP's logout URL (OpenID Connect RP-Initiated
-  // Logout 1.0 §2; docs/security.md, "Sign-out", says so). Anywhere else a
-  // JWT in a response is a leak. (Whether the logout answer's body can still be
-  // read before the page navigates away is a race, so it must not decide.)
-  const visible = (text) => text.replace(/[?&]id_token_hint=[A-Za-z0-9_.-]+/g, "");
+  const watch = { leaks, hints: 0 };
+  const check = (where, text) => {
+    if (text && JWT_RE.test(text)) leaks.push(where);
+  };
+  // `url` without its `id_token_hint` when it is the IdP's logout endpoint
+  // and the exemption stands; otherwise `url` unchanged.
+  const withoutHint = (url) => {
+    if (!ID_TOKEN_HINT_EXEMPTION || !idpLogout) return url;
+    let u;
+    try { u = new URL(url); } catch { return url; }
+    if (`${u.origin}${u.pathname}` !== idpLogout || !u.searchParams.has("id_token_hint")) return url;
+    u.searchParams.delete("id_token_hint");
+    watch.hints += 1;
+    return u.toString();
+  };
+  page.on("request", (req) => {
+    const url = req.isNavigationRequest() ? withoutHint(req.url()) : req.url();
+    check(`request URL ${place(req.url())}`, url);
+  });
   page.on("response", async (resp) => {
     if (!resp.url().startsWith(origin)) return;
+    const where = place(resp.url());
+    const logout = new URL(resp.url()).pathname === "/auth/logout";
     for (const [k, v] of Object.entries(resp.headers())) {
-      if (k !== "set-cookie" && JWT_RE.test(visible(v))) leaks.push(`${resp.url()} header ${k}`);
+      const value = logout && k === "location" ? withoutHint(v) : v;
+      check(`${where} header ${k}`, value);
     }
-    try {
-      const body = await resp.text();
-      if (JWT_RE.test(visible(body))) leaks.push(resp.url());
-    } catch { /* redirects and aborted loads have no body */ }
+    let body;
+    try { body = await resp.text(); } catch { return; /* redirects and aborted loads have no body */ }
+    if (logout) {
+      // The SPA's sign-out: `{ "redirect": <the IdP's logout URL> }`.
+      try {
+        const json = JSON.parse(body);
+        if (typeof json.redirect === "string") json.redirect = withoutHint(json.redirect);
+        body = JSON.stringify(json);
+      } catch { /* not JSON: checked as it is */ }
+    }
+    check(`${where} body`, body);
   });
-  return leaks;
+  /** Every cookie of the browser context, any domain. */
+  watch.checkCookies = async (context) => {
+    for (const c of await context.cookies()) check(`cookie ${c.name} (${c.domain})`, c.value);
+  };
+  /** Everything the gateway process wrote. */
+  watch.checkLog = (log) => check("the gateway's log", log);
+  return watch;
 }
