@@ -65,7 +65,7 @@ use axum::extract::ConnectInfo;
 use axum::response::IntoResponse;
 use bytes::Bytes;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
 use std::collections::HashMap;
 use std::future::Future;
@@ -653,7 +653,7 @@ impl Drop for InFlight {
 struct Server<S> {
     shared: Arc<Shared>,
     service: S,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builder: Arc<auto::Builder<StreamExec>>,
     /// The next eviction candidates, best last (see [`Server::evict_one`]).
     victims: Vec<((bool, u64), Weak<Conn>)>,
     errors: AcceptErrors,
@@ -964,8 +964,7 @@ fn sweep_period(limits: &Limits) -> Duration {
         .header_read_timeout
         .min(limits.keepalive_timeout)
         .min(limits.write_timeout);
-    (shortest / 10)
-        .clamp(Duration::from_millis(10), Duration::from_secs(1))
+    (shortest / 10).clamp(Duration::from_millis(10), Duration::from_secs(1))
 }
 
 /// Drops new SYNs on a listening socket (a classic BPF filter that keeps

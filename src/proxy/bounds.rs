@@ -244,19 +244,13 @@ mod tests {
         let (a, b) = (ConnectionShare::default(), ConnectionShare::default());
         let a1 = slots.take(Some(&a)).unwrap();
         let _a2 = slots.take(Some(&a)).unwrap();
-        assert!(matches!(
-            slots.take(Some(&a)),
-            Err(AppError::UpstreamBusy)
-        ));
+        assert!(matches!(slots.take(Some(&a)), Err(AppError::UpstreamBusy)));
         // The refusal took nothing from the pool.
         assert_eq!((slots.available(), a.held()), (2, 2));
         let _b1 = slots.take(Some(&b)).unwrap();
         let _none = slots.take(None).unwrap();
         // The pool is empty: even a connection under its share waits.
-        assert!(matches!(
-            slots.take(Some(&b)),
-            Err(AppError::UpstreamBusy)
-        ));
+        assert!(matches!(slots.take(Some(&b)), Err(AppError::UpstreamBusy)));
         assert_eq!(b.held(), 1, "a refusal by the pool gives the share back");
         drop(a1);
         assert_eq!((slots.available(), a.held()), (1, 1));
