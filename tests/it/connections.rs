@@ -689,22 +689,30 @@ async fn one_h2_connection_with_shut_windows_holds_only_its_share() {
 
 #[tokio::test]
 async fn http1_clients_that_stop_reading_are_cut_after_the_write_timeout() {
-    let (gw, _idp) = slow_gateway("write_timeout = \"1s\"\nmax_connections = 4").await;
+    let (gw, _idp) = slow_gateway("write_timeout = \"3s\"\nmax_connections = 4").await;
     let addr = gw.url.trim_start_matches("http://").to_string();
     let slots = gw.state.upstream_slots.clone();
-    // As many clients as the listener takes ask for 50 MB and read nothing.
+    // As many clients as the listener takes ask for 50 MB and, once their
+    // download has begun, read nothing more.
     let mut stalled = Vec::new();
-    for _ in 0..4 {
+    for i in 0..4 {
         let mut c = TcpStream::connect(&addr).await.unwrap();
         c.write_all(b"GET /slow/big HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
             .unwrap();
+        let mut head = [0u8; 12];
+        tokio::time::timeout(Duration::from_secs(10), c.read_exact(&mut head))
+            .await
+            .expect("no answer within 10 s")
+            .unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200", "download {i}");
         stalled.push(c);
     }
-    eventually(Duration::from_secs(5), "the four downloads start", || {
-        slots.total() - slots.available() == 4
-    })
-    .await;
+    assert_eq!(
+        slots.total() - slots.available(),
+        4,
+        "the four downloads hold a slot each"
+    );
     // A new client waits in the backlog until a stalled one is cut.
     let fifth = tokio::time::timeout(Duration::from_secs(15), async {
         let mut c = Http1::connect(&addr).await?;
