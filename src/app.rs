@@ -36,8 +36,9 @@ pub struct AppState {
     pub shutting_down: std::sync::atomic::AtomicBool,
     /// Upstream requests in flight (a response body or a tunnel holds its
     /// slot): as many as the open-file budget gives client connections, so
-    /// HTTP/2's many streams per connection cannot exhaust file descriptors.
-    pub upstream_slots: Arc<tokio::sync::Semaphore>,
+    /// HTTP/2's many streams per connection cannot exhaust file descriptors;
+    /// one client connection holds at most its share of them.
+    pub upstream_slots: crate::proxy::bounds::UpstreamSlots,
     /// Open WebSocket tunnels, so shutdown can let them finish.
     pub tunnels: tokio_util::task::TaskTracker,
     /// The time every expiry is judged by; the sessions, the refresher, the
@@ -219,7 +220,10 @@ impl AppState {
             assertion_header,
             protected_headers,
             metrics,
-            upstream_slots: Arc::new(tokio::sync::Semaphore::new(upstream_slots(&config))),
+            upstream_slots: crate::proxy::bounds::UpstreamSlots::new(
+                upstream_slots(&config),
+                config.server.max_upstream_per_connection,
+            ),
             shutting_down: Default::default(),
             tunnels: Default::default(),
             clock,

@@ -59,6 +59,9 @@ pub enum AppError {
     /// §6.1): passing it on de-chunked would change it silently.
     #[error("unsupported transfer coding")]
     UnsupportedTransferCoding,
+    /// The request body stopped arriving (`server.body_timeout`).
+    #[error("request body timed out")]
+    RequestTimeout,
     #[error("sign-in failed: {0:?}")]
     Login(LoginError),
     #[error("session store: {0}")]
@@ -218,6 +221,13 @@ impl AppError {
                 StatusCode::BAD_GATEWAY,
                 "machine_token_unavailable",
                 "The gateway could not obtain its own token for this service from the identity provider. Please try again shortly.",
+                false,
+            ),
+            // RFC 9110 §15.5.9.
+            RequestTimeout => r(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "The request body stopped arriving.",
                 false,
             ),
             UpstreamBusy => r(

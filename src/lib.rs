@@ -332,6 +332,8 @@ fn connection_limits(server: &config::ServerConfig, threads: usize) -> ListenerL
     let limits = |max_connections| serve::Limits {
         header_read_timeout: server.header_read_timeout,
         keepalive_timeout: server.keepalive_timeout,
+        write_timeout: server.write_timeout,
+        http2_max_streams: server.http2_max_concurrent_streams,
         max_connections,
     };
     ListenerLimits {

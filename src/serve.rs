@@ -17,6 +17,26 @@
 //!   connection has a request in flight, accepting pauses (new connections
 //!   wait in the kernel's backlog) until one ends. Requests in flight
 //!   (downloads, SSE, slow uploads, WebSocket tunnels) are never cut by this.
+//! - **Write timeout.** A response the client takes no bytes of for
+//!   `write_timeout` ends, and with it the response body and its upstream
+//!   slot: on HTTP/2 that stream is reset (the connection's other streams go
+//!   on), on HTTP/1.1 the connection is closed. "Takes no bytes" is seen from
+//!   the response body: hyper polls it for the next frame only once the last
+//!   one fits into its write buffer (HTTP/1.1) or the stream's flow-control
+//!   window (HTTP/2), so a body that handed out a frame and has not been
+//!   polled again is waiting for the client. Frames go out in pieces of at
+//!   most [`MAX_CHUNK`] bytes, so a client that keeps reading, however slowly
+//!   (at least `MAX_CHUNK` per `write_timeout`), keeps its response; time the
+//!   body spends waiting for its upstream (an SSE stream between events) is
+//!   never counted. WebSocket tunnels, past their 101, are not responses and
+//!   are not subject to it.
+//! - **One client connection, one share.** Every request carries its
+//!   connection's [`ConnectionShare`] as an extension, so the proxy can hold
+//!   all of a connection's HTTP/2 streams together to their share of the
+//!   upstream slots. HTTP/2 connections may open at most
+//!   `http2_max_streams` streams at once (RFC 9113 §5.1.2), and the
+//!   listener does not offer RFC 8441's extended CONNECT: the gateway
+//!   serves WebSockets over HTTP/1.1 only.
 //! - **A clean drain.** From the stop signal on, HTTP/1.1 responses carry
 //!   `Connection: close` (RFC 9112 §9.6) and HTTP/2 connections get GOAWAY
 //!   (RFC 9113 §6.8), so clients move to other replicas on their own. When
@@ -34,13 +54,18 @@
 //! request's first byte came) is kept in a registry per listener, and one
 //! sweeper per listener closes connections whose time is up. The sweeper
 //! ticks at a tenth of the shortest timeout (at most once a second), which is
-//! the timers' precision; requests pay no timer of their own.
+//! the timers' precision; requests pay no timer of their own. The sweeper
+//! also checks each response body's progress for the write timeout, and
+//! resets an HTTP/2 stream by ending the task hyper spawned for it (see
+//! [`StreamExec`]): dropping a stream's task makes h2 send `RST_STREAM`
+//! (CANCEL).
 
+use crate::proxy::bounds::ConnectionShare;
 use axum::extract::ConnectInfo;
 use axum::response::IntoResponse;
 use bytes::Bytes;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
 use std::collections::HashMap;
 use std::future::Future;
@@ -54,6 +79,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
 
 /// File descriptors kept out of the connection cap for everything else the
 /// process opens: the log file, config and key files, Redis, the listeners.
@@ -63,6 +89,11 @@ pub const FD_RESERVE: u64 = 64;
 /// after its last response is closed outright (an HTTP/2 peer that never
 /// acknowledges the GOAWAY's PING, a pipelined half request).
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// The largest piece of a response body handed to hyper at once: the
+/// granularity of the write timeout's "no bytes taken" (a larger frame
+/// would let a slow but steady reader look stalled while it drains it).
+pub const MAX_CHUNK: usize = 16 * 1024;
 
 /// Where a listener is in its life; sent by whoever owns the shutdown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +114,10 @@ pub enum Stage {
 pub struct Limits {
     pub header_read_timeout: Duration,
     pub keepalive_timeout: Duration,
+    /// A response the client takes no bytes of for this long is ended.
+    pub write_timeout: Duration,
+    /// Streams open at once on one HTTP/2 connection.
+    pub http2_max_streams: u32,
     /// Connections open at once on this listener (this serving thread's
     /// share of `server.max_connections`).
     pub max_connections: usize,
@@ -190,13 +225,16 @@ where
 {
     let shared = Arc::new(Shared::new(limits));
     let sweeper = tokio::spawn(sweep(Arc::downgrade(&shared)));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(StreamExec);
     // The sweeper times request heads (see the module doc); hyper's timer
     // would also cut keep-alive connections at the header timeout.
     builder.http1().header_read_timeout(None);
     // No SETTINGS_ENABLE_CONNECT_PROTOCOL: the gateway serves no RFC 8441
     // WebSockets over HTTP/2 (its WebSocket rule judges HTTP/1.1 handshakes),
     // and CONNECT is refused unless a route names it.
+    builder
+        .http2()
+        .max_concurrent_streams(limits.http2_max_streams);
     let mut server = Server {
         shared,
         service,
@@ -265,6 +303,7 @@ impl Shared {
         Timeouts {
             header: as_millis(self.limits.header_read_timeout),
             keepalive: as_millis(self.limits.keepalive_timeout),
+            write: as_millis(self.limits.write_timeout),
             grace: as_millis(CLOSE_GRACE),
         }
     }
@@ -294,6 +333,7 @@ impl Shared {
             detached: AtomicBool::new(false),
             order: AtomicU8::new(Order::None as u8),
             kick: Notify::new(),
+            bodies: Mutex::new(Vec::new()),
         });
         self.conns().insert(id, conn.clone());
         conn
@@ -315,6 +355,7 @@ impl Shared {
 struct Timeouts {
     header: u64,
     keepalive: u64,
+    write: u64,
     grace: u64,
 }
 
@@ -363,6 +404,67 @@ struct Conn {
     detached: AtomicBool,
     order: AtomicU8,
     kick: Notify,
+    /// Its response bodies still streaming, for the write timeout.
+    bodies: Mutex<Vec<Weak<Progress>>>,
+}
+
+/// One response body's progress towards the client, for the write timeout.
+struct Progress {
+    signals: Arc<Signals>,
+    /// When the body last handed hyper a frame that hyper has not come back
+    /// for the next one: since then the client has taken too few bytes for
+    /// that frame to go out. 0 while hyper waits on the body (or before its
+    /// first frame).
+    waiting_since: AtomicU64,
+    /// The HTTP/2 stream's task, to end it (see [`StreamExec`]); `None` on
+    /// HTTP/1.1, where the connection is closed instead.
+    stream: Option<CancellationToken>,
+}
+
+impl Progress {
+    fn handed(&self) {
+        self.waiting_since
+            .store(self.signals.now(), Ordering::Relaxed);
+    }
+
+    fn polled(&self) {
+        self.waiting_since.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Whether a body waiting for its client since `waiting_since` (0: not
+/// waiting) has run out of `write` time at `now`.
+fn stalled(waiting_since: u64, now: u64, write: u64) -> bool {
+    waiting_since != 0 && now >= waiting_since.saturating_add(write)
+}
+
+tokio::task_local! {
+    /// The HTTP/2 stream whose task this is (see [`StreamExec`]).
+    static STREAM: CancellationToken;
+}
+
+/// The executor hyper spawns each HTTP/2 stream's task on: tokio's, with a
+/// token that ends the task. The stream's response future reads the token
+/// from the task, so the sweeper can end that one stream (hyper and h2 then
+/// reset it with CANCEL and drop its body) and no other.
+#[derive(Debug, Clone, Copy)]
+struct StreamExec;
+
+impl<F> hyper::rt::Executor<F> for StreamExec
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        let token = CancellationToken::new();
+        let ended = token.clone();
+        tokio::spawn(STREAM.scope(token, async move {
+            tokio::select! {
+                biased;
+                () = ended.cancelled() => {}
+                () = fut => {}
+            }
+        }));
+    }
 }
 
 /// A copy of a connection's state, for the pure decisions below.
@@ -427,6 +529,53 @@ impl Conn {
             }
         }
         InFlight(self.clone())
+    }
+
+    /// A new response body's progress, watched by the sweeper.
+    fn watch_body(&self) -> Arc<Progress> {
+        let progress = Arc::new(Progress {
+            signals: self.signals.clone(),
+            waiting_since: AtomicU64::new(0),
+            stream: STREAM.try_with(CancellationToken::clone).ok(),
+        });
+        let mut bodies = self.bodies.lock().unwrap_or_else(|e| e.into_inner());
+        bodies.retain(|b| b.strong_count() > 0);
+        bodies.push(Arc::downgrade(&progress));
+        progress
+    }
+
+    /// Ends the responses whose client has taken nothing for `write`.
+    fn end_stalled(&self, now: u64, write: u64) {
+        let bodies: Vec<_> = self
+            .bodies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for body in bodies {
+            if !stalled(body.waiting_since.load(Ordering::Relaxed), now, write) {
+                continue;
+            }
+            match &body.stream {
+                Some(stream) if !stream.is_cancelled() => {
+                    tracing::info!(
+                        write_timeout_ms = write,
+                        "the client took no response bytes within the write timeout; resetting the stream"
+                    );
+                    stream.cancel();
+                }
+                Some(_) => {}
+                None if self.order.load(Ordering::Relaxed) != Order::Hard as u8 => {
+                    tracing::info!(
+                        write_timeout_ms = write,
+                        "the client took no response bytes within the write timeout; closing the connection"
+                    );
+                    self.order(Order::Hard);
+                }
+                None => {}
+            }
+        }
     }
 }
 
@@ -504,7 +653,7 @@ impl Drop for InFlight {
 struct Server<S> {
     shared: Arc<Shared>,
     service: S,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builder: Arc<auto::Builder<StreamExec>>,
     /// The next eviction candidates, best last (see [`Server::evict_one`]).
     victims: Vec<((bool, u64), Weak<Conn>)>,
     errors: AcceptErrors,
@@ -718,6 +867,7 @@ where
             inner: self.service.clone(),
             conn: conn.clone(),
             remote,
+            share: ConnectionShare::default(),
         };
         let builder = self.builder.clone();
         let shared = self.shared.clone();
@@ -803,14 +953,18 @@ async fn sweep(shared: Weak<Shared>) {
                     conn.order(order);
                 }
             }
+            conn.end_stalled(now, timeouts.write);
         }
     }
 }
 
 /// A tenth of the shortest timeout, between 10 ms and 1 s.
 fn sweep_period(limits: &Limits) -> Duration {
-    (limits.header_read_timeout.min(limits.keepalive_timeout) / 10)
-        .clamp(Duration::from_millis(10), Duration::from_secs(1))
+    let shortest = limits
+        .header_read_timeout
+        .min(limits.keepalive_timeout)
+        .min(limits.write_timeout);
+    (shortest / 10).clamp(Duration::from_millis(10), Duration::from_secs(1))
 }
 
 /// Drops new SYNs on a listening socket (a classic BPF filter that keeps
@@ -941,12 +1095,14 @@ impl AsyncWrite for TrackedIo {
     }
 }
 
-/// The per-connection service hyper calls: adds `ConnectInfo`, counts the
-/// request in flight, and says `Connection: close` once shutdown has begun.
+/// The per-connection service hyper calls: adds `ConnectInfo` and the
+/// connection's [`ConnectionShare`], counts the request in flight, and says
+/// `Connection: close` once shutdown has begun.
 struct ConnService<S> {
     inner: S,
     conn: Arc<Conn>,
     remote: SocketAddr,
+    share: ConnectionShare,
 }
 
 impl<S> hyper::service::Service<http::Request<Incoming>> for ConnService<S>
@@ -963,6 +1119,7 @@ where
         let h1 = req.version() < http::Version::HTTP_2;
         let guard = self.conn.begin_request(!h1);
         req.extensions_mut().insert(ConnectInfo(self.remote));
+        req.extensions_mut().insert(self.share.clone());
         let req = req.map(axum::body::Body::new);
         ResponseFuture {
             inner: tower::ServiceExt::oneshot(self.inner.clone(), req),
@@ -1007,8 +1164,12 @@ where
         if closing && *this.h1 && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
             close_connection(resp.headers_mut());
         }
+        // Read here, in the stream's task (HTTP/2), for its token.
+        let progress = guard.as_ref().map(|g| g.0.watch_body());
         Poll::Ready(Ok(resp.map(|inner| TrackedBody {
             inner,
+            rest: Bytes::new(),
+            progress,
             _guard: guard,
         })))
     }
@@ -1033,10 +1194,28 @@ fn close_connection(headers: &mut http::HeaderMap) {
 }
 
 /// A response body that keeps its request counted in flight until hyper
-/// drops it: after the last byte, or with the connection.
+/// drops it (after the last byte, or with the connection or the stream),
+/// hands its data out in pieces of at most [`MAX_CHUNK`] and tells the
+/// write timeout whether it waits for the client.
 struct TrackedBody {
     inner: axum::body::Body,
+    /// What is left of a frame larger than [`MAX_CHUNK`].
+    rest: Bytes,
+    progress: Option<Arc<Progress>>,
     _guard: Option<InFlight>,
+}
+
+impl TrackedBody {
+    fn handed(&self) {
+        if let Some(p) = &self.progress {
+            p.handed();
+        }
+    }
+}
+
+/// The next piece of `data` to hand out, leaving the rest in `data`.
+fn next_piece(data: &mut Bytes) -> Bytes {
+    data.split_to(data.len().min(MAX_CHUNK))
 }
 
 impl http_body::Body for TrackedBody {
@@ -1047,15 +1226,45 @@ impl http_body::Body for TrackedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let this = &mut *self;
+        // hyper came back for more: the last piece went out.
+        if let Some(p) = &this.progress {
+            p.polled();
+        }
+        if !this.rest.is_empty() {
+            let piece = next_piece(&mut this.rest);
+            this.handed();
+            return Poll::Ready(Some(Ok(http_body::Frame::data(piece))));
+        }
+        let frame = match std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+            Some(Ok(frame)) => frame,
+            other => return Poll::Ready(other),
+        };
+        let frame = match frame.into_data() {
+            Ok(mut data) => {
+                let piece = next_piece(&mut data);
+                this.rest = data;
+                http_body::Frame::data(piece)
+            }
+            Err(trailers) => trailers,
+        };
+        this.handed();
+        Poll::Ready(Some(Ok(frame)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.rest.is_empty() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
+        let inner = self.inner.size_hint();
+        let rest = self.rest.len() as u64;
+        let mut hint = http_body::SizeHint::new();
+        hint.set_lower(inner.lower().saturating_add(rest));
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper.saturating_add(rest));
+        }
+        hint
     }
 }
 
@@ -1121,6 +1330,7 @@ mod tests {
     const T: Timeouts = Timeouts {
         header: 1_000,
         keepalive: 5_000,
+        write: 3_000,
         grace: 2_000,
     };
 
@@ -1294,6 +1504,8 @@ mod tests {
         let limits = |h, k| Limits {
             header_read_timeout: Duration::from_millis(h),
             keepalive_timeout: Duration::from_millis(k),
+            write_timeout: Duration::from_secs(30),
+            http2_max_streams: 100,
             max_connections: 1,
         };
         assert_eq!(
@@ -1309,6 +1521,81 @@ mod tests {
             sweep_period(&limits(3_600_000, 3_600_000)),
             Duration::from_secs(1)
         );
+    }
+
+    #[test]
+    fn the_sweeper_ticks_for_the_write_timeout_too() {
+        let limits = Limits {
+            header_read_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_millis(500),
+            http2_max_streams: 100,
+            max_connections: 1,
+        };
+        assert_eq!(sweep_period(&limits), Duration::from_millis(50));
+    }
+
+    #[test]
+    fn a_body_is_stalled_only_while_it_waits_for_its_client_past_the_timeout() {
+        for (waiting_since, now, stalled_now) in [
+            // hyper waits on the body (upstream silent, SSE between events).
+            (0, 1_000_000, false),
+            (1_000, 3_999, false),
+            (1_000, 4_000, true),
+            (1_000, 9_000, true),
+            // Just handed a piece.
+            (9_000, 9_000, false),
+        ] {
+            assert_eq!(
+                stalled(waiting_since, now, T.write),
+                stalled_now,
+                "{waiting_since} {now}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn large_frames_go_out_in_pieces_and_waiting_is_tracked() {
+        use http_body_util::BodyExt;
+        let signals = Shared::new(Limits {
+            header_read_timeout: Duration::from_secs(1),
+            keepalive_timeout: Duration::from_secs(1),
+            write_timeout: Duration::from_secs(1),
+            http2_max_streams: 1,
+            max_connections: 1,
+        })
+        .signals;
+        let progress = Arc::new(Progress {
+            signals,
+            waiting_since: AtomicU64::new(0),
+            stream: None,
+        });
+        let data = Bytes::from(vec![7u8; 2 * MAX_CHUNK + 5]);
+        let mut body = TrackedBody {
+            inner: axum::body::Body::from(data.clone()),
+            rest: Bytes::new(),
+            progress: Some(progress.clone()),
+            _guard: None,
+        };
+        assert_eq!(
+            http_body::Body::size_hint(&body).exact(),
+            Some(data.len() as u64)
+        );
+        let mut sizes = Vec::new();
+        let mut all = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let piece = frame.unwrap().into_data().unwrap();
+            // Handed out, not yet polled again: waiting for the client.
+            assert_ne!(progress.waiting_since.load(Ordering::Relaxed), 0);
+            sizes.push(piece.len());
+            all.extend_from_slice(&piece);
+            let left = http_body::Body::size_hint(&body).exact();
+            assert_eq!(left, Some((data.len() - all.len()) as u64));
+        }
+        assert_eq!(sizes, [MAX_CHUNK, MAX_CHUNK, 5]);
+        assert_eq!(all, data);
+        // The final poll found the end: no longer waiting.
+        assert_eq!(progress.waiting_since.load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -112,6 +112,26 @@ pub struct ServerConfig {
     /// for this long is closed (not to be confused with `session.idle_timeout`).
     #[serde(default = "defaults::keepalive_timeout", with = "humantime_serde")]
     pub keepalive_timeout: Duration,
+    /// A response the client accepts no bytes of for this long (a peer that
+    /// stopped reading, or an HTTP/2 stream whose window stays shut) ends:
+    /// the HTTP/2 stream is reset, an HTTP/1.1 connection closed, and its
+    /// upstream slot comes back. A client that keeps reading, however
+    /// slowly, is not cut; WebSocket tunnels are not subject to it.
+    #[serde(default = "defaults::write_timeout", with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// A request body that delivers no bytes for this long while the upstream
+    /// waits for it gets 408, and the upstream request is abandoned.
+    #[serde(default = "defaults::body_timeout", with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// Upstream requests one client connection (all its HTTP/2 streams
+    /// together) may have in flight; default a quarter of the upstream slots
+    /// (which are `max_connections` as in force), at least 1.
+    #[serde(default)]
+    pub max_upstream_per_connection: Option<usize>,
+    /// Streams one HTTP/2 connection may have open at once
+    /// (`SETTINGS_MAX_CONCURRENT_STREAMS`, RFC 9113 §6.5.2).
+    #[serde(default = "defaults::http2_max_concurrent_streams")]
+    pub http2_max_concurrent_streams: u32,
     /// Client connections open at once on `listen`, all serving threads
     /// together; lowered at start to fit the open-file limit (`RLIMIT_NOFILE`).
     #[serde(default = "defaults::max_connections")]
@@ -641,6 +661,15 @@ mod defaults {
     }
     pub fn max_connections() -> usize {
         10_000
+    }
+    pub fn write_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn body_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn http2_max_concurrent_streams() -> u32 {
+        100
     }
     pub fn admin_max_connections() -> usize {
         64

@@ -108,6 +108,10 @@ fn the_base_config_is_valid() {
     assert_eq!(c.server.keepalive_timeout, Duration::from_secs(60));
     assert_eq!(c.server.max_connections, 10_000);
     assert_eq!(c.server.admin_max_connections, 64);
+    assert_eq!(c.server.write_timeout, Duration::from_secs(30));
+    assert_eq!(c.server.body_timeout, Duration::from_secs(30));
+    assert_eq!(c.server.max_upstream_per_connection, None);
+    assert_eq!(c.server.http2_max_concurrent_streams, 100);
 }
 
 #[test]
@@ -230,6 +234,26 @@ fn bad_configs_name_the_key() {
             "no connection allowed",
             with("[server]", "[server]\nmax_connections = 0"),
             "server.max_connections",
+        ),
+        (
+            "responses cut at once",
+            with("[server]", "[server]\nwrite_timeout = \"0s\""),
+            "server.write_timeout",
+        ),
+        (
+            "request bodies cut at once",
+            with("[server]", "[server]\nbody_timeout = \"0s\""),
+            "server.body_timeout",
+        ),
+        (
+            "no upstream request per connection",
+            with("[server]", "[server]\nmax_upstream_per_connection = 0"),
+            "server.max_upstream_per_connection",
+        ),
+        (
+            "no HTTP/2 stream allowed",
+            with("[server]", "[server]\nhttp2_max_concurrent_streams = 0"),
+            "server.http2_max_concurrent_streams",
         ),
         (
             "no admin connection allowed",

@@ -96,6 +96,8 @@ fn server(c: &Config, p: &mut Vec<Problem>) {
     for (key, value) in [
         ("server.header_read_timeout", c.server.header_read_timeout),
         ("server.keepalive_timeout", c.server.keepalive_timeout),
+        ("server.write_timeout", c.server.write_timeout),
+        ("server.body_timeout", c.server.body_timeout),
     ] {
         if value.is_zero() {
             p.push(Problem::new(key, "must be greater than 0"));
@@ -106,6 +108,14 @@ fn server(c: &Config, p: &mut Vec<Problem>) {
         (
             "server.admin_max_connections",
             c.server.admin_max_connections,
+        ),
+        (
+            "server.max_upstream_per_connection",
+            c.server.max_upstream_per_connection.unwrap_or(1),
+        ),
+        (
+            "server.http2_max_concurrent_streams",
+            c.server.http2_max_concurrent_streams as usize,
         ),
     ] {
         if value == 0 {

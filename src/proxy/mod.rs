@@ -3,6 +3,7 @@
 //! CSRF -> refresh the token if due -> rewrite headers -> send -> stream back.
 //! Requests no route claims are served from the SPA directory (or answered 404).
 
+pub mod bounds;
 mod client;
 pub mod headers;
 pub mod identity;
@@ -199,7 +200,9 @@ async fn forward(
     }
     let machine = machine_token(state, route, user).await?;
     rewrite(state, route, identity, machine, &client, &mut parts, false)?;
-    // Bodies stream; one larger than declared (or chunked past the limit) is cut off.
+    // Bodies stream; one larger than declared (or chunked past the limit) is
+    // cut off, and one that stops arriving ends the request (408).
+    let body = bounds::IdleBody::new(body, state.config.server.body_timeout);
     let body = Body::new(http_body_util::Limited::new(body, max as usize));
     let (resp, slot) = send(state, route, user, http::Request::from_parts(parts, body)).await?;
     let (mut parts, body) = resp.into_parts();
@@ -218,7 +221,7 @@ fn watch_body(
     route: &Route,
     user: Option<&str>,
     body: hyper::body::Incoming,
-    slot: tokio::sync::OwnedSemaphorePermit,
+    slot: bounds::Slot,
 ) -> Body {
     use http_body_util::BodyExt;
     let metrics = state.metrics.clone();
@@ -326,27 +329,18 @@ fn rewrite(
     Ok(())
 }
 
-/// Step 5: send, bounded by the route's timeout (until the response head arrives).
+/// Step 5: send, bounded by the route's timeout (until the response head
+/// arrives), holding an upstream slot of the client connection's share.
 async fn send(
     state: &AppState,
     route: &Route,
     user: Option<&str>,
     req: http::Request<Body>,
-) -> Result<
-    (
-        http::Response<hyper::body::Incoming>,
-        tokio::sync::OwnedSemaphorePermit,
-    ),
-    AppError,
-> {
-    let slot = state
-        .upstream_slots
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| {
-            tracing::warn!(route = %route.id, "every upstream slot is in use");
-            AppError::UpstreamBusy
-        })?;
+) -> Result<(http::Response<hyper::body::Incoming>, bounds::Slot), AppError> {
+    let conn = req.extensions().get::<bounds::ConnectionShare>();
+    let slot = state.upstream_slots.take(conn).inspect_err(|_| {
+        tracing::warn!(route = %route.id, "no upstream slot for this request");
+    })?;
     let start = std::time::Instant::now();
     let result = tokio::time::timeout(route.timeout, state.upstream.here().request(req)).await;
     state.metrics.observe(
@@ -357,6 +351,10 @@ async fn send(
     match result {
         Err(_) => Err(AppError::UpstreamTimeout),
         Ok(Err(e)) if caused_by_body_limit(&e) => Err(AppError::BodyTooLarge),
+        Ok(Err(e)) if caused_by::<bounds::BodyIdle>(&e) => {
+            tracing::info!(route = %route.id, error = %e, "request body stopped arriving; upstream request abandoned");
+            Err(AppError::RequestTimeout)
+        }
         // The client's own body broke off or was malformed: its fault, not the upstream's.
         Ok(Err(e)) if caused_by_client_body(&e) => {
             tracing::info!(route = %route.id, error = %crate::claims::log_text(&e), "request body could not be read");
@@ -372,9 +370,14 @@ async fn send(
 
 /// A streamed body that went past the route's limit aborts the upstream request.
 fn caused_by_body_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    caused_by::<http_body_util::LengthLimitError>(e)
+}
+
+/// Whether an error of type `T` is anywhere in `e`'s source chain.
+fn caused_by<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(e);
     while let Some(err) = cur {
-        if err.is::<http_body_util::LengthLimitError>() {
+        if err.is::<T>() {
             return true;
         }
         cur = err.source();

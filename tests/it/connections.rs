@@ -379,8 +379,11 @@ async fn a_flood_of_idle_and_half_sent_connections_locks_nobody_out() {
     assert_eq!(kept.get("/api/after", &api).await.unwrap().status, 200);
 }
 
-/// An upstream for long-running requests: a download that trickles, an
-/// upload sink, and a WebSocket echo.
+/// The size of `/big`: 50 MB.
+const BIG: usize = 800 * 64 * 1024;
+
+/// An upstream for long-running requests: a download that trickles, a
+/// large download, an upload sink, and a WebSocket echo.
 async fn slow_upstream() -> String {
     use axum::extract::ws::{Message, WebSocketUpgrade};
     use axum::routing::{any, get, post};
@@ -410,12 +413,27 @@ async fn slow_upstream() -> String {
         )
         .route("/quick", get(|| async { "quick" }))
         .route(
+            "/big",
+            get(|| async {
+                // 50 MB in 64 KiB chunks, made as they are read.
+                let chunk = bytes::Bytes::from(vec![b'x'; 64 * 1024]);
+                let chunks = futures_util::stream::iter(
+                    (0..BIG / (64 * 1024)).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+                );
+                (
+                    [("content-length", BIG.to_string())],
+                    axum::body::Body::from_stream(chunks),
+                )
+            }),
+        )
+        .route(
             "/upload",
             post(|req: axum::extract::Request| async move {
                 let mut body = req.into_body().into_data_stream();
                 let mut n = 0usize;
-                while let Some(chunk) = body.next().await {
-                    n += chunk.unwrap().len();
+                // A body the gateway abandons ends in an error here.
+                while let Some(Ok(chunk)) = body.next().await {
+                    n += chunk.len();
                 }
                 n.to_string()
             }),
@@ -454,7 +472,8 @@ async fn long_requests_outlive_short_timeouts() {
     let reserved = reserve().await;
     let toml = config_toml(&reserved.url, &idp.issuer, &routes).replace(
         "[server]\n",
-        "[server]\nheader_read_timeout = \"1s\"\nkeepalive_timeout = \"2s\"\n",
+        "[server]\nheader_read_timeout = \"1s\"\nkeepalive_timeout = \"2s\"\n\
+         write_timeout = \"1s\"\nbody_timeout = \"1s\"\n",
     );
     let gw = Gateway::start(reserved, &toml).await;
     let b = browser();
@@ -474,7 +493,48 @@ async fn long_requests_outlive_short_timeouts() {
         assert_eq!(text.matches("data: ").count(), 10, "{text}");
         assert!(start.elapsed() >= Duration::from_millis(2500));
     };
-    // An upload that trickles for 2.7 s (the head came at once).
+    // 50 MB read slowly but steadily (512 KiB every 50 ms, over 5 s): the
+    // write timeout (1 s) never cuts a client that keeps reading.
+    let big = async {
+        let mut c = TcpStream::connect(&addr).await.unwrap();
+        c.write_all(b"GET /slow/big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let start = Instant::now();
+        let (mut got, mut first) = (0usize, Vec::new());
+        let mut buf = vec![0u8; 64 * 1024];
+        'reading: loop {
+            let mut tick = 0;
+            while tick < 512 * 1024 {
+                let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+                    .await
+                    .expect("the download stalled")
+                    .expect("the download was cut");
+                if n == 0 {
+                    break 'reading;
+                }
+                if first.len() < 64 {
+                    first.extend_from_slice(&buf[..n.min(64)]);
+                }
+                tick += n;
+                got += n;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            first.starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            String::from_utf8_lossy(&first)
+        );
+        assert!(got > BIG, "only {got} of {BIG} bytes arrived");
+        assert!(
+            start.elapsed() >= Duration::from_secs(4),
+            "{:?}",
+            start.elapsed()
+        );
+    };
+    // An upload that trickles for 2.7 s (the head came at once), 300 ms
+    // between pieces: under the body timeout (1 s).
     let upload = async {
         let mut c = Http1::connect(&addr).await.unwrap();
         c.send(b"POST /slow/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10000\r\n\r\n")
@@ -489,7 +549,7 @@ async fn long_requests_outlive_short_timeouts() {
         let r = c.read_reply().await.unwrap();
         assert_eq!((r.status, r.body.as_slice()), (200, b"10000".as_slice()));
     };
-    // A WebSocket that stays quiet past both timeouts, then still echoes.
+    // A WebSocket that stays quiet past all three timeouts, then still echoes.
     let websocket = async {
         let mut req = format!("{}/live/ws", gw.url.replace("http://", "ws://"))
             .into_client_request()
@@ -534,7 +594,187 @@ async fn long_requests_outlive_short_timeouts() {
             "the idle keep-alive connection closed after {took:?}, not about 2s"
         );
     };
-    tokio::join!(download, upload, websocket, keepalive);
+    tokio::join!(download, big, upload, websocket, keepalive);
+}
+
+/// A gateway in front of [`slow_upstream`] at `/slow/` (public), with
+/// `server` added to its `[server]` section.
+async fn slow_gateway(server: &str) -> (Gateway, RogueIdp) {
+    let up = slow_upstream().await;
+    let idp = RogueIdp::start().await;
+    let routes = format!(
+        "[[route]]\npath = \"/slow/\"\nupstream = \"{up}\"\nstrip_prefix = true\nauth = \"public\"\n"
+    );
+    let reserved = reserve().await;
+    let toml = config_toml(&reserved.url, &idp.issuer, &routes)
+        .replace("[server]\n", &format!("[server]\n{server}\n"));
+    (Gateway::start(reserved, &toml).await, idp)
+}
+
+#[tokio::test]
+async fn one_h2_connection_with_shut_windows_holds_only_its_share() {
+    let (gw, _idp) = slow_gateway("write_timeout = \"1s\"\nmax_upstream_per_connection = 3").await;
+    let addr = gw.url.trim_start_matches("http://").to_string();
+    let slots = gw.state.upstream_slots.clone();
+    let total = slots.total();
+    assert_eq!(slots.per_connection(), 3);
+
+    // A client that never opens its stream windows: no DATA can reach it.
+    let tcp = TcpStream::connect(&addr).await.unwrap();
+    let (mut h2c, conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = |path: &str| {
+        http::Request::get(format!("http://{addr}{path}"))
+            .body(())
+            .unwrap()
+    };
+    let mut pending = Vec::new();
+    for _ in 0..8 {
+        h2c = h2c.ready().await.unwrap();
+        pending.push(h2c.send_request(req("/slow/big"), true).unwrap().0);
+    }
+    let (mut held, mut busy) = (Vec::new(), 0);
+    for resp in pending {
+        let resp = tokio::time::timeout(Duration::from_secs(10), resp)
+            .await
+            .expect("a response head within 10 s")
+            .unwrap();
+        match resp.status().as_u16() {
+            200 => held.push(resp.into_body()),
+            503 => busy += 1,
+            s => panic!("unexpected status {s}"),
+        }
+    }
+    assert_eq!((held.len(), busy), (3, 5), "the connection's share is 3");
+    assert_eq!(slots.available(), total - 3);
+    // The listener's SETTINGS: a stream cap, and no RFC 8441 extended CONNECT.
+    assert_eq!(h2c.current_max_send_streams(), 100);
+    assert!(!h2c.is_extended_connect_protocol_enabled());
+
+    // Every other client is served meanwhile.
+    let mut other = Http1::connect(&addr).await.unwrap();
+    assert_eq!(other.get("/slow/quick", &[]).await.unwrap().status, 200);
+
+    // Past the write timeout the stalled streams are reset, their slots
+    // come back, and the connection itself goes on.
+    let start = Instant::now();
+    for mut body in held {
+        let end = tokio::time::timeout(Duration::from_secs(10), body.data())
+            .await
+            .expect("the stalled stream was not ended within 10 s");
+        match end {
+            Some(Err(e)) => assert_eq!(e.reason(), Some(h2::Reason::CANCEL), "{e}"),
+            other => panic!("the stalled stream ended with {other:?}, not a reset"),
+        }
+    }
+    assert!(
+        start.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        start.elapsed()
+    );
+    eventually(Duration::from_secs(5), "the slots come back", || {
+        slots.available() == total
+    })
+    .await;
+    h2c = h2c.ready().await.unwrap();
+    let resp = h2c.send_request(req("/slow/quick"), true).unwrap().0;
+    assert_eq!(resp.await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn http1_clients_that_stop_reading_are_cut_after_the_write_timeout() {
+    let (gw, _idp) = slow_gateway("write_timeout = \"3s\"\nmax_connections = 4").await;
+    let addr = gw.url.trim_start_matches("http://").to_string();
+    let slots = gw.state.upstream_slots.clone();
+    // As many clients as the listener takes ask for 50 MB and, once their
+    // download has begun, read nothing more.
+    let mut stalled = Vec::new();
+    for i in 0..4 {
+        let mut c = TcpStream::connect(&addr).await.unwrap();
+        c.write_all(b"GET /slow/big HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = [0u8; 12];
+        tokio::time::timeout(Duration::from_secs(10), c.read_exact(&mut head))
+            .await
+            .expect("no answer within 10 s")
+            .unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200", "download {i}");
+        stalled.push(c);
+    }
+    assert_eq!(
+        slots.total() - slots.available(),
+        4,
+        "the four downloads hold a slot each"
+    );
+    // A new client waits in the backlog until a stalled one is cut.
+    let fifth = tokio::time::timeout(Duration::from_secs(15), async {
+        let mut c = Http1::connect(&addr).await?;
+        c.get("/slow/quick", &[]).await
+    })
+    .await
+    .expect("a new client was not served within 15 s")
+    .unwrap();
+    assert_eq!(fifth.status, 200);
+    // The stalled connections were closed: what is buffered drains, then EOF.
+    let mut buf = vec![0u8; 256 * 1024];
+    for mut c in stalled {
+        let mut got = 0usize;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf))
+                .await
+                .expect("a stalled connection was left open")
+            {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+        assert!(
+            got < BIG,
+            "a stalled client got the whole body ({got} bytes)"
+        );
+    }
+    eventually(Duration::from_secs(5), "the slots come back", || {
+        slots.available() == slots.total()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_request_body_that_stops_arriving_gets_408() {
+    let (gw, _idp) = slow_gateway("body_timeout = \"1s\"").await;
+    let addr = gw.url.trim_start_matches("http://").to_string();
+    let slots = gw.state.upstream_slots.clone();
+    let mut c = Http1::connect(&addr).await.unwrap();
+    c.send(b"POST /slow/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10000\r\n\r\n")
+        .await
+        .unwrap();
+    c.io.get_mut().write_all(&[b'x'; 1000]).await.unwrap();
+    let start = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(10), c.read_reply())
+        .await
+        .expect("no answer within 10 s")
+        .unwrap();
+    assert_eq!(r.status, 408, "{r:?}");
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("request_timeout"),
+        "{r:?}"
+    );
+    assert!(
+        start.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        start.elapsed()
+    );
+    eventually(Duration::from_secs(5), "the slot comes back", || {
+        slots.available() == slots.total()
+    })
+    .await;
 }
 
 /// What one request of the drain test came to.

@@ -406,9 +406,14 @@ async fn http2_streams_cannot_take_more_upstream_connections_than_the_budget() {
     let routes = format!(
         "[[route]]\npath = \"/slow/\"\nupstream = \"{slow}\"\nauth = \"public\"\ntimeout = \"1500ms\"\n"
     );
-    // Two client connections' worth of upstream connections.
-    let toml = config_toml(&reserved.url, &idp.issuer, &routes)
-        .replace("[server]\n", "[server]\nmax_connections = 2\n");
+    // Two client connections' worth of upstream connections; the one
+    // connection's share is the whole pool, so the pool's bound is what is
+    // tested here (`connections::one_h2_connection_with_shut_windows_holds_only_its_share`
+    // tests the share).
+    let toml = config_toml(&reserved.url, &idp.issuer, &routes).replace(
+        "[server]\n",
+        "[server]\nmax_connections = 2\nmax_upstream_per_connection = 2\n",
+    );
     let gw = Gateway::start(reserved, &toml).await;
     // One HTTP/2 connection, many streams.
     let h2 = reqwest::Client::builder()
