@@ -48,11 +48,16 @@ impl Methods {
     /// RFC 8441's extended form, a WebSocket the Origin rule never saw) and
     /// `TRACE` (§9.3.8: echoes the request, credentials included, back) are
     /// not ordinary requests: only a route that names them takes them.
+    /// Any other spelling of them (`connect`, `Trace`) is refused
+    /// everywhere: it is another method to RFC 9110, yet an upstream that
+    /// folds case would read it as the tunnel or the echo.
     pub fn allows(&self, method: &Method) -> bool {
+        let name = method.as_str();
+        let special = name.eq_ignore_ascii_case("CONNECT") || name.eq_ignore_ascii_case("TRACE");
         if self.0.is_empty() {
-            return *method != Method::CONNECT && *method != Method::TRACE;
+            return !special;
         }
-        self.0.contains(method)
+        self.0.contains(method) && (!special || name == "CONNECT" || name == "TRACE")
     }
 }
 
@@ -74,6 +79,12 @@ mod method_tests {
         assert!(named.allows(&Method::TRACE));
         assert!(!named.allows(&Method::CONNECT));
         assert!(!named.allows(&Method::POST));
+        // Other spellings of the two: refused on every route.
+        for spelling in ["connect", "Connect", "trace", "tRACE"] {
+            let m = Method::from_bytes(spelling.as_bytes()).unwrap();
+            assert!(!any.allows(&m), "{spelling}");
+            assert!(!named.allows(&m), "{spelling}");
+        }
     }
 }
 

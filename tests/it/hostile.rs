@@ -875,6 +875,10 @@ methods = ["GET", "TRACE"]
         ("CONNECT", "/ws/chat"),
         ("TRACE", "/ws/chat"),
         ("CONNECT", "/debug/x"),
+        // Other spellings, which an upstream that folds case reads as these.
+        ("connect", "/ws/chat"),
+        ("Trace", "/ws/chat"),
+        ("trace", "/debug/x"),
     ] {
         for headers in [vec![], vec![("Cookie", cookie.as_str())]] {
             let before = s.seen();
